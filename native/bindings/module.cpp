@@ -1,0 +1,152 @@
+// heapscope._heapscope: the extension module. It translates between Python
+// and the engine; the front doors (heapscope.tracemalloc, ...) are Python.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/pair.h>
+
+#include <unordered_map>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/thread_state.h"
+#include "hooks/custom_domains.h"
+#include "hooks/pymem_hooks.h"
+#include "stack/python_frames.h"
+
+namespace nb = nanobind;
+using namespace heapscope;
+
+namespace {
+
+constexpr uint32_t kMaxTotalDepth = 65535;  // the stdlib reports total_nframe as a uint16
+
+struct FrameKeyHash {
+    size_t operator()(const FrameKey& k) const noexcept {
+        return std::hash<uintptr_t>()(k.code) * 31 + std::hash<uintptr_t>()(k.instr);
+    }
+};
+
+void release_pins(const std::vector<FrameKey>& unpin) {
+    for (const FrameKey& frame : unpin) pymem::unpin_frame_code(frame.code);
+}
+
+// Turns stack nodes into the stdlib's raw traceback form: a tuple of
+// (filename, lineno) tuples, most recent first. Identical stacks share one
+// tuple, and identical frames one frame tuple. Calls Python: needs the GIL.
+class TracebackBuilder {
+  public:
+    nb::object frames_of(uint32_t node) {
+        auto found = by_node_.find(node);
+        if (found != by_node_.end()) return found->second;
+        engine().frames_of(node, &keys_);
+        nb::object result = nb::steal(PyTuple_New(static_cast<Py_ssize_t>(keys_.size())));
+        if (!result.is_valid()) throw nb::python_error();
+        for (size_t i = 0; i < keys_.size(); ++i) {
+            nb::object frame = frame_tuple(keys_[i]);
+            PyTuple_SET_ITEM(result.ptr(), static_cast<Py_ssize_t>(i), frame.release().ptr());
+        }
+        by_node_.emplace(node, result);
+        return result;
+    }
+
+  private:
+    nb::object frame_tuple(FrameKey key) {
+        auto found = by_frame_.find(key);
+        if (found != by_frame_.end()) return found->second;
+        PyCodeObject* code = python::frame_code(key);
+        nb::object filename;
+        if (code && PyUnicode_Check(code->co_filename)) {
+            filename = nb::borrow(code->co_filename);
+        } else {
+            filename = nb::str("<unknown>");
+        }
+        nb::object frame = nb::make_tuple(filename, python::frame_lineno(key));
+        by_frame_.emplace(key, frame);
+        return frame;
+    }
+
+    std::vector<FrameKey> keys_;
+    std::unordered_map<uint32_t, nb::object> by_node_;
+    std::unordered_map<FrameKey, nb::object, FrameKeyHash> by_frame_;
+};
+
+void start(uint32_t nframe) {
+    if (nframe < 1 || nframe > 65535) throw nb::value_error("the number of frames must be in range [1; 65535]");
+    if (!engine().start(nframe)) return;  // already tracing: the stdlib ignores a second start
+    pymem::install();
+    domains::redirect_stdlib_calls();
+}
+
+void stop() {
+    if (!engine().tracing()) return;
+    domains::restore_stdlib_calls();
+    pymem::uninstall();
+    std::vector<FrameKey> unpin;
+    engine().stop(&unpin);
+    release_pins(unpin);
+}
+
+void clear_traces() {
+    if (!engine().tracing()) return;
+    std::vector<FrameKey> unpin;
+    engine().clear(&unpin);
+    release_pins(unpin);
+}
+
+nb::list get_traces() {
+    nb::list result;
+    if (!engine().tracing()) return result;
+    SuppressTracing suppress;  // the snapshot's own objects are not traces
+    std::vector<TraceRecord> records;
+    engine().collect(&records);
+    TracebackBuilder builder;
+    for (const TraceRecord& record : records) {
+        uint32_t total = record.info.total_depth < kMaxTotalDepth ? record.info.total_depth : kMaxTotalDepth;
+        result.append(nb::make_tuple(record.domain, record.info.size, builder.frames_of(record.info.stack), total));
+    }
+    return result;
+}
+
+nb::object get_object_traceback(nb::handle obj) {
+    if (!engine().tracing()) return nb::none();
+    BlockInfo info;
+    if (!engine().find(Engine::kPythonDomain, python::object_block_address(obj.ptr()), &info)) return nb::none();
+    SuppressTracing suppress;
+    TracebackBuilder builder;
+    return builder.frames_of(info.stack);
+}
+
+std::pair<uint64_t, uint64_t> get_traced_memory() {
+    if (!engine().tracing()) return {0, 0};
+    uint64_t current = 0, peak = 0;
+    engine().traced_memory(&current, &peak);
+    return {current, peak};
+}
+
+}  // namespace
+
+NB_MODULE(_heapscope, m) {
+    m.doc() = "heapscope's C++ engine (internal: use heapscope.tracemalloc and the other front doors)";
+    engine().set_frame_pinner([](FrameKey frame) { pymem::pin_frame_code(frame.code); });
+    domains::export_c_api();
+
+    m.def("start", &start, nb::arg("nframe"));
+    m.def("stop", &stop);
+    m.def("is_tracing", [] { return engine().tracing(); });
+    m.def("clear_traces", &clear_traces);
+    m.def("get_traceback_limit", [] { return engine().traceback_limit(); });
+    m.def("get_traced_memory", &get_traced_memory);
+    m.def("reset_peak", [] {
+        if (engine().tracing()) engine().reset_peak();
+    });
+    m.def("get_tracemalloc_memory", [] { return engine().own_memory(); });
+    m.def("get_traces", &get_traces);
+    m.def("get_object_traceback", &get_object_traceback, nb::arg("obj"));
+    m.def(
+        "track", [](unsigned int domain, uintptr_t address, size_t size) { return domains::track(domain, address, size); },
+        nb::arg("domain"), nb::arg("address"), nb::arg("size"));
+    m.def(
+        "untrack", [](unsigned int domain, uintptr_t address) { return domains::untrack(domain, address); },
+        nb::arg("domain"), nb::arg("address"));
+    m.def("_stack_node_count", [] { return engine().stack_node_count(); });
+    m.def("_trace_count", [] { return engine().trace_count(); });
+}

@@ -1,0 +1,250 @@
+#include "engine/engine.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace heapscope {
+
+Engine& engine() {
+    // Constructed on first use and never destroyed: hooks may run during
+    // interpreter teardown, after static destructors would have run.
+    alignas(Engine) static unsigned char storage[sizeof(Engine)];
+    static Engine* instance = new (storage) Engine();
+    return *instance;
+}
+
+namespace {
+size_t cache_bytes_for(uint32_t capacity) {
+    return 2 * capacity * (sizeof(FrameKey) + sizeof(uint32_t));
+}
+}  // namespace
+
+bool reserve_stack_cache(ThreadStackCache* cache, uint32_t capacity) {
+    if (cache->capacity >= capacity) return true;
+    release_stack_cache(cache);
+    auto* keys = static_cast<FrameKey*>(std::calloc(2 * size_t{capacity}, sizeof(FrameKey)));
+    auto* nodes = static_cast<uint32_t*>(std::calloc(2 * size_t{capacity}, sizeof(uint32_t)));
+    if (!keys || !nodes) {
+        std::free(keys);
+        std::free(nodes);
+        return false;
+    }
+    cache->last = keys;
+    cache->fresh = keys + capacity;
+    cache->last_nodes = nodes;
+    cache->fresh_nodes = nodes + capacity;
+    cache->capacity = capacity;
+    cache->count = 0;
+    cache->generation = 0;
+    engine().cache_bytes_.fetch_add(cache_bytes_for(capacity), std::memory_order_relaxed);
+    return true;
+}
+
+void release_stack_cache(ThreadStackCache* cache) {
+    if (cache->capacity) {
+        engine().cache_bytes_.fetch_sub(cache_bytes_for(cache->capacity), std::memory_order_relaxed);
+    }
+    // The two arrays of each kind were allocated as one block; free the base.
+    std::free(cache->last < cache->fresh ? cache->last : cache->fresh);
+    std::free(cache->last_nodes < cache->fresh_nodes ? cache->last_nodes : cache->fresh_nodes);
+    *cache = ThreadStackCache{};
+}
+
+bool Engine::start(uint32_t traceback_limit) {
+    SpinGuard guard(lock_);
+    if (tracing_.load(std::memory_order_relaxed)) return false;
+    limit_ = traceback_limit;
+    generation_.fetch_add(1, std::memory_order_release);
+    current_bytes_ = peak_bytes_ = 0;
+    tracing_.store(true, std::memory_order_release);
+    return true;
+}
+
+void Engine::drop_all_locked(std::vector<FrameKey>* unpin) {
+    for (size_t id = 1; id < trie_.node_count(); ++id) {
+        FrameKey frame = trie_.node(static_cast<uint32_t>(id)).frame;
+        if (frame != kUnknownFrame) unpin->push_back(frame);
+    }
+    trie_.clear();
+    python_table_.clear();
+    other_tables_.clear();
+    other_tables_.shrink_to_fit();
+    current_bytes_ = peak_bytes_ = 0;
+    // Thread caches hold node ids of the old trie: invalidate them.
+    generation_.fetch_add(1, std::memory_order_release);
+}
+
+void Engine::stop(std::vector<FrameKey>* unpin) {
+    SpinGuard guard(lock_);
+    tracing_.store(false, std::memory_order_release);
+    drop_all_locked(unpin);
+}
+
+void Engine::clear(std::vector<FrameKey>* unpin) {
+    SpinGuard guard(lock_);
+    drop_all_locked(unpin);
+}
+
+LiveTable* Engine::table_for(uint32_t domain, bool create) {
+    if (domain == kPythonDomain) return &python_table_;
+    for (auto& [d, table] : other_tables_) {
+        if (d == domain) return &table;
+    }
+    if (!create) return nullptr;
+    other_tables_.emplace_back(domain, LiveTable{});
+    return &other_tables_.back().second;
+}
+
+// The fresh stack is compared with the last one from the outermost frame in:
+// the common outer part keeps its node ids, and only the inner frames that
+// differ are looked up in the trie. Loops that allocate at one line intern
+// nothing at all.
+uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool can_pin) {
+    uint64_t gen = generation_.load(std::memory_order_relaxed);
+    uint32_t m = cache->generation == gen ? cache->count : 0;
+    const FrameKey* fresh = cache->fresh;
+    const FrameKey* last = cache->last;
+    uint32_t same = 0;
+    while (same < n && same < m && fresh[n - 1 - same] == last[m - 1 - same]) ++same;
+
+    uint32_t* fresh_nodes = cache->fresh_nodes;
+    for (uint32_t j = 0; j < same; ++j) fresh_nodes[n - 1 - j] = cache->last_nodes[m - 1 - j];
+    uint32_t parent = same ? cache->last_nodes[m - same] : StackTrie::kRoot;
+    bool complete = true;
+    for (uint32_t k = n - same; k-- > 0;) {
+        FrameKey frame = fresh[k];
+        uint32_t node;
+        bool created = false;
+        if (can_pin) {
+            node = trie_.intern(parent, frame, &created);
+            if (created && pinner_ && frame != kUnknownFrame) pinner_(frame);
+        } else {
+            node = trie_.find(parent, frame);
+            if (node == StackTrie::kNoNode) node = trie_.intern(parent, kUnknownFrame, &created);
+        }
+        if (node == StackTrie::kNoNode) {  // out of memory: keep the part we have
+            complete = false;
+            break;
+        }
+        fresh_nodes[k] = parent = node;
+    }
+    if (!complete || !can_pin) {
+        // Substituted or missing frames: do not let this stack seed the cache.
+        cache->count = 0;
+        return parent;
+    }
+    // The fresh stack becomes the last one: swap the buffers.
+    std::swap(cache->fresh, cache->last);
+    std::swap(cache->fresh_nodes, cache->last_nodes);
+    cache->count = n;
+    cache->generation = gen;
+    return parent;
+}
+
+void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
+                          uint32_t frame_count, uint32_t total_depth, bool can_pin) {
+    SpinGuard guard(lock_);
+    if (!tracing_.load(std::memory_order_relaxed)) return;
+    uint32_t node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
+    LiveTable* table = table_for(domain, true);
+    BlockInfo replaced;
+    bool ok = true;
+    if (table->insert(address, BlockInfo{size, node, total_depth}, &replaced, &ok)) {
+        current_bytes_ -= replaced.size;  // a free we never saw
+    }
+    if (!ok) return;  // the table could not grow: this block goes untraced
+    current_bytes_ += size;
+    if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
+}
+
+bool Engine::record_free(uint32_t domain, uintptr_t address, BlockInfo* removed) {
+    SpinGuard guard(lock_);
+    if (!tracing_.load(std::memory_order_relaxed)) return false;
+    LiveTable* table = table_for(domain, false);
+    BlockInfo info;
+    if (!table || !table->erase(address, &info)) return false;
+    current_bytes_ -= info.size;
+    if (removed) *removed = info;
+    return true;
+}
+
+void Engine::restore(uint32_t domain, uintptr_t address, const BlockInfo& info) {
+    SpinGuard guard(lock_);
+    if (!tracing_.load(std::memory_order_relaxed)) return;
+    BlockInfo replaced;
+    bool ok = true;
+    LiveTable* table = table_for(domain, true);
+    if (table->insert(address, info, &replaced, &ok)) current_bytes_ -= replaced.size;
+    if (ok) {
+        current_bytes_ += info.size;
+        if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
+    }
+}
+
+void Engine::traced_memory(uint64_t* current, uint64_t* peak) {
+    SpinGuard guard(lock_);
+    *current = current_bytes_;
+    *peak = peak_bytes_;
+}
+
+void Engine::reset_peak() {
+    SpinGuard guard(lock_);
+    peak_bytes_ = current_bytes_;
+}
+
+size_t Engine::own_memory() {
+    SpinGuard guard(lock_);
+    size_t total = sizeof(Engine) + trie_.memory_bytes() + python_table_.memory_bytes();
+    total += other_tables_.capacity() * sizeof(other_tables_[0]);
+    for (auto& entry : other_tables_) total += entry.second.memory_bytes();
+    return total + cache_bytes_.load(std::memory_order_relaxed);
+}
+
+bool Engine::find(uint32_t domain, uintptr_t address, BlockInfo* out) {
+    SpinGuard guard(lock_);
+    LiveTable* table = table_for(domain, false);
+    const BlockInfo* info = table ? table->find(address) : nullptr;
+    if (!info) return false;
+    *out = *info;
+    return true;
+}
+
+void Engine::collect(std::vector<TraceRecord>* out) {
+    // Reserve outside the lock: the vector's malloc must not run while other
+    // threads spin, and the count only needs to be close.
+    size_t expected = trace_count();
+    out->reserve(out->size() + expected + expected / 8 + 16);
+    SpinGuard guard(lock_);
+    auto append = [out](uint32_t domain) {
+        return [out, domain](uintptr_t address, const BlockInfo& info) {
+            out->push_back(TraceRecord{domain, address, info});
+        };
+    };
+    python_table_.for_each(append(kPythonDomain));
+    for (auto& [domain, table] : other_tables_) table.for_each(append(domain));
+}
+
+size_t Engine::trace_count() {
+    SpinGuard guard(lock_);
+    size_t n = python_table_.size();
+    for (auto& entry : other_tables_) n += entry.second.size();
+    return n;
+}
+
+size_t Engine::stack_node_count() {
+    SpinGuard guard(lock_);
+    return trie_.node_count();
+}
+
+void Engine::frames_of(uint32_t node, std::vector<FrameKey>* out) {
+    out->clear();
+    SpinGuard guard(lock_);
+    if (node >= trie_.node_count()) return;
+    out->reserve(trie_.node(node).depth);
+    for (uint32_t id = node; id != StackTrie::kRoot; id = trie_.node(id).parent) {
+        out->push_back(trie_.node(id).frame);
+    }
+}
+
+}  // namespace heapscope

@@ -1,0 +1,125 @@
+// Engine: the state every front door shares while tracing.
+//
+// It owns the live tables (one per domain), the stack trie, the traced-memory
+// counters and the lock that serialises them. Hooks hand it events; it never
+// formats, writes files or calls Python (the one call-out, FramePinner, is
+// installed by the Python layer and only touches reference counts).
+//
+// Hot path per allocation: compare the captured stack with the thread's last
+// one outside the lock, then under the lock intern only the frames that
+// changed and insert one table entry.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "common/spin_lock.h"
+#include "sink/live_table.h"
+#include "stack/stack_trie.h"
+
+namespace heapscope {
+
+// Per-thread memory of the last stack interned, so that the next allocation
+// interns only the frames that differ. Plain calloc'd memory owned by one thread.
+struct ThreadStackCache {
+    uint64_t generation = 0;  // engine generation the node ids belong to
+    uint32_t capacity = 0;    // frames each array holds (the traceback limit)
+    uint32_t count = 0;       // frames of the last stack
+    FrameKey* last = nullptr;   // last stack, innermost first
+    uint32_t* last_nodes = nullptr;  // last_nodes[i]: node whose innermost frame is last[i]
+    FrameKey* fresh = nullptr;  // where the next stack is captured
+    uint32_t* fresh_nodes = nullptr;
+};
+
+// Allocates or resizes `cache` for `capacity` frames; false if memory ran out.
+bool reserve_stack_cache(ThreadStackCache* cache, uint32_t capacity);
+void release_stack_cache(ThreadStackCache* cache);
+
+struct TraceRecord {
+    uint32_t domain;
+    uintptr_t address;
+    BlockInfo info;
+};
+
+// Called under the engine lock when a new trie node starts to refer to a frame
+// whose code must then stay alive (for Python: Py_INCREF of the code object).
+// Must not allocate or take locks.
+using FramePinner = void (*)(FrameKey frame);
+
+// The frame recorded in place of one that could not be pinned (see record_alloc).
+inline constexpr FrameKey kUnknownFrame{0, 0};
+
+class Engine {
+  public:
+    static constexpr uint32_t kPythonDomain = 0;
+
+    // --- control (called by a front door, never from a hook) ---
+    void set_frame_pinner(FramePinner pinner) { pinner_ = pinner; }
+    // Starts tracing with a traceback limit; false if already tracing.
+    bool start(uint32_t traceback_limit);
+    // Stops tracing and forgets every trace. The frames that were pinned are
+    // appended to `unpin` so the caller can release them outside the lock.
+    void stop(std::vector<FrameKey>* unpin);
+    // Forgets every trace and stack but keeps tracing.
+    void clear(std::vector<FrameKey>* unpin);
+
+    bool tracing() const { return tracing_.load(std::memory_order_relaxed); }
+    uint32_t traceback_limit() const { return limit_; }
+    uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+    // --- events (called from hooks with the thread's re-entrancy guard set) ---
+
+    // Records a block. `cache->fresh[0..frame_count)` holds the stack just
+    // captured (innermost first) and `total_depth` its full depth. Frames that
+    // need a new node are pinned if `can_pin`; otherwise (a thread without the
+    // GIL) a frame never seen before is recorded as kUnknownFrame.
+    void record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
+                      uint32_t frame_count, uint32_t total_depth, bool can_pin);
+    // Removes a block; false if it was not traced. `removed` may be null.
+    bool record_free(uint32_t domain, uintptr_t address, BlockInfo* removed = nullptr);
+    // Puts back a block taken by record_free (a realloc that failed).
+    void restore(uint32_t domain, uintptr_t address, const BlockInfo& info);
+
+    // --- queries ---
+    void traced_memory(uint64_t* current, uint64_t* peak);
+    void reset_peak();
+    size_t own_memory();
+    bool find(uint32_t domain, uintptr_t address, BlockInfo* out);
+    // Copies every outstanding block.
+    void collect(std::vector<TraceRecord>* out);
+    // Copies the frames of a stack node, innermost first.
+    void frames_of(uint32_t node, std::vector<FrameKey>* out);
+    size_t trace_count();
+    size_t stack_node_count();
+
+    // --- fork: the child keeps tracing with its own copy of the tables ---
+    void before_fork() { lock_.lock(); }
+    void after_fork_in_parent() { lock_.unlock(); }
+    void after_fork_in_child() { lock_.reset_after_fork(); }
+
+  private:
+    LiveTable* table_for(uint32_t domain, bool create);
+    uint32_t resolve_stack_locked(ThreadStackCache* cache, uint32_t frame_count, bool can_pin);
+    void drop_all_locked(std::vector<FrameKey>* unpin);
+
+    SpinLock lock_;
+    std::atomic<bool> tracing_{false};
+    std::atomic<uint64_t> generation_{1};
+    uint32_t limit_ = 1;
+    FramePinner pinner_ = nullptr;
+    StackTrie trie_;
+    LiveTable python_table_;
+    std::vector<std::pair<uint32_t, LiveTable>> other_tables_;
+    uint64_t current_bytes_ = 0;
+    uint64_t peak_bytes_ = 0;
+    std::atomic<size_t> cache_bytes_{0};
+    friend bool reserve_stack_cache(ThreadStackCache*, uint32_t);
+    friend void release_stack_cache(ThreadStackCache*);
+};
+
+// The process-wide engine.
+Engine& engine();
+
+}  // namespace heapscope

@@ -1,0 +1,135 @@
+#include "hooks/elf_patcher.h"
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+namespace heapscope::elf {
+
+namespace {
+
+struct PatchedSlot {
+    void** slot;
+    void* previous;
+};
+
+std::mutex g_mutex;
+std::vector<PatchedSlot> g_patched;  // guarded by g_mutex
+
+struct PatchRun {
+    const SymbolHook* hooks;
+    size_t count;
+    uintptr_t own_base;  // load address of heapscope's own module, skipped
+    size_t patched;
+};
+
+bool make_writable(void* address) {
+    static const long page = sysconf(_SC_PAGESIZE);
+    auto start = reinterpret_cast<uintptr_t>(address) & ~static_cast<uintptr_t>(page - 1);
+    // GOTs are read-only after relocation under full RELRO.
+    return mprotect(reinterpret_cast<void*>(start), static_cast<size_t>(page), PROT_READ | PROT_WRITE) == 0;
+}
+
+void patch_slot(void** slot, void* replacement, PatchRun* run) {
+    if (*slot == replacement) return;  // already ours
+    if (!make_writable(slot)) return;
+    g_patched.push_back(PatchedSlot{slot, *slot});
+    *slot = replacement;
+    ++run->patched;
+}
+
+template <typename Rel>
+void patch_relocations(uintptr_t base, const Rel* relocs, size_t bytes, const ElfW(Sym) * symbols,
+                       const char* strings, PatchRun* run) {
+    for (size_t i = 0; i < bytes / sizeof(Rel); ++i) {
+        const Rel& rel = relocs[i];
+        auto type = ELF64_R_TYPE(rel.r_info);
+#if defined(__x86_64__)
+        if (type != R_X86_64_JUMP_SLOT && type != R_X86_64_GLOB_DAT) continue;
+#elif defined(__aarch64__)
+        if (type != R_AARCH64_JUMP_SLOT && type != R_AARCH64_GLOB_DAT) continue;
+#endif
+        const char* name = strings + symbols[ELF64_R_SYM(rel.r_info)].st_name;
+        for (size_t h = 0; h < run->count; ++h) {
+            if (run->hooks[h].only_in && run->hooks[h].only_in != base) continue;
+            if (std::strcmp(name, run->hooks[h].name) == 0) {
+                patch_slot(reinterpret_cast<void**>(base + rel.r_offset), run->hooks[h].replacement, run);
+                break;
+            }
+        }
+    }
+}
+
+int patch_object(struct dl_phdr_info* info, size_t, void* data) {
+    auto* run = static_cast<PatchRun*>(data);
+    const char* name = info->dlpi_name ? info->dlpi_name : "";
+    if (info->dlpi_addr == run->own_base) return 0;
+    if (std::strstr(name, "linux-vdso") || std::strstr(name, "/ld-linux") || std::strstr(name, "ld.so")) return 0;
+    for (int p = 0; p < info->dlpi_phnum; ++p) {
+        if (info->dlpi_phdr[p].p_type != PT_DYNAMIC) continue;
+        auto* dyn = reinterpret_cast<const ElfW(Dyn)*>(info->dlpi_addr + info->dlpi_phdr[p].p_vaddr);
+        const ElfW(Sym)* symbols = nullptr;
+        const char* strings = nullptr;
+        const ElfW(Rela)* rela = nullptr;
+        size_t rela_bytes = 0;
+        const void* jmprel = nullptr;
+        size_t jmprel_bytes = 0;
+        bool jmprel_is_rela = true;
+        for (; dyn->d_tag != DT_NULL; ++dyn) {
+            switch (dyn->d_tag) {
+                case DT_SYMTAB: symbols = reinterpret_cast<const ElfW(Sym)*>(dyn->d_un.d_ptr); break;
+                case DT_STRTAB: strings = reinterpret_cast<const char*>(dyn->d_un.d_ptr); break;
+                case DT_RELA: rela = reinterpret_cast<const ElfW(Rela)*>(dyn->d_un.d_ptr); break;
+                case DT_RELASZ: rela_bytes = dyn->d_un.d_val; break;
+                case DT_JMPREL: jmprel = reinterpret_cast<const void*>(dyn->d_un.d_ptr); break;
+                case DT_PLTRELSZ: jmprel_bytes = dyn->d_un.d_val; break;
+                case DT_PLTREL: jmprel_is_rela = dyn->d_un.d_val == DT_RELA; break;
+                default: break;
+            }
+        }
+        if (!symbols || !strings) return 0;
+        // The loader has already relocated these d_ptr values to absolute
+        // addresses on glibc (but not in the vdso, skipped above).
+        if (rela) patch_relocations(info->dlpi_addr, rela, rela_bytes, symbols, strings, run);
+        if (jmprel && jmprel_is_rela) {
+            patch_relocations(info->dlpi_addr, static_cast<const ElfW(Rela)*>(jmprel), jmprel_bytes, symbols,
+                              strings, run);
+        }
+    }
+    return 0;
+}
+
+uintptr_t own_load_address() {
+    Dl_info info;
+    if (dladdr(reinterpret_cast<void*>(&own_load_address), &info) == 0) return 0;
+    return reinterpret_cast<uintptr_t>(info.dli_fbase);
+}
+
+}  // namespace
+
+size_t patch_loaded_objects(const SymbolHook* hooks, size_t count) {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    // dladdr gives the base of the mapping; dl_phdr_info gives the load bias.
+    // For position-independent objects (all shared objects) they are equal.
+    PatchRun run{hooks, count, own_load_address(), 0};
+    dl_iterate_phdr(patch_object, &run);
+    return run.patched;
+}
+
+void unpatch_all() {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    // Newest first, so a slot patched twice ends with its first value.
+    for (auto it = g_patched.rbegin(); it != g_patched.rend(); ++it) {
+        if (make_writable(it->slot)) *it->slot = it->previous;
+    }
+    g_patched.clear();
+}
+
+}  // namespace heapscope::elf

@@ -1,0 +1,32 @@
+// PEP 445 hooks on Python's three allocator domains (raw, mem, object).
+//
+// Each hook calls the allocator it replaced, then hands the event to the
+// engine. Hooks never call back into Python; they take the engine lock only
+// with the thread's HookGuard held, so nothing they cause is traced again.
+#pragma once
+
+#include <Python.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace heapscope::pymem {
+
+// Installs the hooks on all three domains. Requires the GIL. Idempotent.
+void install();
+// Restores the allocators the hooks replaced, unless someone has since
+// wrapped the hooks in turn (then they stay, passing calls straight through
+// while the engine is not tracing). Requires the GIL.
+void uninstall();
+
+// Records `address` in `domain` with the calling thread's Python stack.
+// The caller holds a HookGuard that entered. `gil_held` may be false when
+// unknown: the hook then finds out. Never calls Python.
+void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held);
+
+// Keeps the code object of a frame alive while a stack refers to it. These
+// touch reference counts only and need the GIL.
+void pin_frame_code(uintptr_t code);
+void unpin_frame_code(uintptr_t code);
+
+}  // namespace heapscope::pymem

@@ -1,0 +1,41 @@
+// Reading Python stacks. The only part of the engine that knows CPython's
+// frame layout; each version family has its own implementation file
+// (python_frames_py39.cpp for 3.9-3.10, _py311.cpp for 3.11,
+// _py312.cpp for 3.12-3.13), compiled empty for the other versions.
+//
+// A frame is captured as a FrameKey{code object, position}, where position is
+// whatever the version exposes (instruction pointer or offset); the line number
+// is computed only when a report asks for it.
+#pragma once
+
+#include <Python.h>
+
+#include <cstdint>
+
+#include "stack/stack_trie.h"
+
+namespace heapscope::python {
+
+// The thread state of the thread holding the GIL, or null. Never calls Python.
+PyThreadState* gil_holder();
+// The calling thread's own thread state (with or without the GIL), or null.
+PyThreadState* this_thread_state();
+
+// Copies up to `limit` frames of `tstate`'s Python stack into `out`, innermost
+// first, and sets `*total_depth` to the number of frames on the whole stack
+// (the stdlib's total_nframe). Never calls Python, never allocates, takes no
+// lock: safe in an allocator hook, with or without the GIL for the thread's
+// own stack.
+uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth);
+
+// The address of the memory block that holds `obj` (objects may carry a GC
+// header or managed-dict pointers before the PyObject). Never calls Python.
+uintptr_t object_block_address(PyObject* obj);
+
+// The code object of a captured frame (borrowed), or null for kUnknownFrame.
+PyCodeObject* frame_code(FrameKey frame);
+// The line number of a captured frame, as the stdlib reports it (0 if unknown).
+// Requires the GIL; may call Python but does not allocate Python objects.
+int frame_lineno(FrameKey frame);
+
+}  // namespace heapscope::python
