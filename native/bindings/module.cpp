@@ -3,6 +3,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/pair.h>
 
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -115,6 +116,36 @@ nb::object get_object_traceback(nb::handle obj) {
     return builder.frames_of(info.stack);
 }
 
+// An unsigned integer argument with the errors a Python user expects:
+// TypeError for a non-integer, ValueError naming the range otherwise.
+uint64_t unsigned_argument(nb::handle value, const char* name, unsigned bits) {
+    if (!PyIndex_Check(value.ptr())) {
+        throw nb::type_error((std::string(name) + " must be an int, not " +
+                              Py_TYPE(value.ptr())->tp_name).c_str());
+    }
+    nb::object number = nb::steal(PyNumber_Index(value.ptr()));
+    if (!number.is_valid()) throw nb::python_error();
+    unsigned long long result = PyLong_AsUnsignedLongLong(number.ptr());
+    bool negative_or_huge = result == static_cast<unsigned long long>(-1) && PyErr_Occurred();
+    if (negative_or_huge) PyErr_Clear();
+    if (negative_or_huge || (bits < 64 && result >> bits)) {
+        std::string max = std::to_string(bits < 64 ? (1ull << bits) - 1 : ~0ull);
+        throw nb::value_error((std::string(name) + " must be in range [0; " + max + "]").c_str());
+    }
+    return result;
+}
+
+int track(nb::handle domain, nb::handle address, nb::handle size) {
+    return domains::track(static_cast<unsigned int>(unsigned_argument(domain, "domain", 32)),
+                          static_cast<uintptr_t>(unsigned_argument(address, "address", 64)),
+                          static_cast<size_t>(unsigned_argument(size, "size", 64)));
+}
+
+int untrack(nb::handle domain, nb::handle address) {
+    return domains::untrack(static_cast<unsigned int>(unsigned_argument(domain, "domain", 32)),
+                            static_cast<uintptr_t>(unsigned_argument(address, "address", 64)));
+}
+
 std::pair<uint64_t, uint64_t> get_traced_memory() {
     if (!engine().tracing()) return {0, 0};
     uint64_t current = 0, peak = 0;
@@ -141,12 +172,11 @@ NB_MODULE(_heapscope, m) {
     m.def("get_tracemalloc_memory", [] { return engine().own_memory(); });
     m.def("get_traces", &get_traces);
     m.def("get_object_traceback", &get_object_traceback, nb::arg("obj"));
-    m.def(
-        "track", [](unsigned int domain, uintptr_t address, size_t size) { return domains::track(domain, address, size); },
-        nb::arg("domain"), nb::arg("address"), nb::arg("size"));
-    m.def(
-        "untrack", [](unsigned int domain, uintptr_t address) { return domains::untrack(domain, address); },
-        nb::arg("domain"), nb::arg("address"));
+    m.def("track", &track, nb::arg("domain"), nb::arg("address"), nb::arg("size"),
+          "Record a block of `size` bytes at `address` in the numbered `domain`, with the calling\n"
+          "Python stack. Returns 0, or -2 if heapscope is not tracing (as PyTraceMalloc_Track).");
+    m.def("untrack", &untrack, nb::arg("domain"), nb::arg("address"),
+          "Forget the block at `address` in `domain`. Returns 0, or -2 if not tracing.");
     m.def("_stack_node_count", [] { return engine().stack_node_count(); });
     m.def("_trace_count", [] { return engine().trace_count(); });
 }

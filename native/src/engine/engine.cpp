@@ -37,6 +37,7 @@ bool reserve_stack_cache(ThreadStackCache* cache, uint32_t capacity) {
     cache->capacity = capacity;
     cache->count = 0;
     cache->generation = 0;
+    for (auto& entry : cache->memo) entry = ThreadStackCache::InnerMemo{};
     engine().cache_bytes_.fetch_add(cache_bytes_for(capacity), std::memory_order_relaxed);
     return true;
 }
@@ -48,7 +49,10 @@ void release_stack_cache(ThreadStackCache* cache) {
     // The two arrays of each kind were allocated as one block; free the base.
     std::free(cache->last < cache->fresh ? cache->last : cache->fresh);
     std::free(cache->last_nodes < cache->fresh_nodes ? cache->last_nodes : cache->fresh_nodes);
-    *cache = ThreadStackCache{};
+    cache->last = cache->fresh = nullptr;
+    cache->last_nodes = cache->fresh_nodes = nullptr;
+    cache->capacity = cache->count = 0;
+    cache->generation = 0;
 }
 
 bool Engine::start(uint32_t traceback_limit) {
@@ -96,12 +100,44 @@ LiveTable* Engine::table_for(uint32_t domain, bool create) {
     return &other_tables_.back().second;
 }
 
+namespace {
+inline uint32_t memo_slot(uint32_t parent, FrameKey frame) {
+    uint64_t h = (frame.instr ^ (frame.code >> 4) ^ (uint64_t{parent} << 20)) * 0x9E3779B97F4A7C15ull;
+    return static_cast<uint32_t>(h >> 58);  // kMemoSize == 64
+}
+static_assert(ThreadStackCache::kMemoSize == 64, "memo_slot takes the top 6 bits");
+}  // namespace
+
+// The lock-free fast path: the thread's own cache answers when the stack has
+// the depth of the last one and differs at most in its innermost frame, as
+// in a loop. Reads only thread-owned memory.
+bool Engine::resolve_from_cache(ThreadStackCache* cache, uint32_t n, uint64_t generation, uint32_t* node) {
+    if (cache->generation != generation || n != cache->count) return false;
+    FrameKey* fresh = cache->fresh;
+    FrameKey* last = cache->last;
+    if (n > 1 && std::memcmp(fresh + 1, last + 1, (n - 1) * sizeof(FrameKey)) != 0) return false;
+    if (fresh[0] == last[0]) {
+        *node = cache->last_nodes[0];
+        return true;
+    }
+    uint32_t parent = n > 1 ? cache->last_nodes[1] : StackTrie::kRoot;
+    const ThreadStackCache::InnerMemo& memo = cache->memo[memo_slot(parent, fresh[0])];
+    if (memo.node == 0 || memo.parent != parent || memo.frame != fresh[0]) return false;
+    last[0] = fresh[0];
+    cache->last_nodes[0] = *node = memo.node;
+    return true;
+}
+
 // The fresh stack is compared with the last one from the outermost frame in:
 // the common outer part keeps its node ids, and only the inner frames that
 // differ are looked up in the trie. Loops that allocate at one line intern
 // nothing at all.
 uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool can_pin) {
     uint64_t gen = generation_.load(std::memory_order_relaxed);
+    if (cache->generation != gen) {
+        cache->count = 0;
+        for (auto& entry : cache->memo) entry = ThreadStackCache::InnerMemo{};
+    }
     uint32_t m = cache->generation == gen ? cache->count : 0;
     const FrameKey* fresh = cache->fresh;
     const FrameKey* last = cache->last;
@@ -139,14 +175,22 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
     std::swap(cache->fresh_nodes, cache->last_nodes);
     cache->count = n;
     cache->generation = gen;
+    uint32_t caller = n > 1 ? cache->last_nodes[1] : StackTrie::kRoot;
+    cache->memo[memo_slot(caller, cache->last[0])] = ThreadStackCache::InnerMemo{cache->last[0], caller, parent};
     return parent;
 }
 
 void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
                           uint32_t frame_count, uint32_t total_depth, bool can_pin) {
+    uint32_t node = StackTrie::kRoot;
+    uint64_t seen_generation = generation_.load(std::memory_order_acquire);
+    bool resolved = frame_count == 0 || resolve_from_cache(cache, frame_count, seen_generation, &node);
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return;
-    uint32_t node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
+    // A clear between the lock-free lookup and here makes its node stale.
+    if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
+        node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
+    }
     LiveTable* table = table_for(domain, true);
     BlockInfo replaced;
     bool ok = true;

@@ -24,6 +24,15 @@ namespace heapscope {
 // Per-thread memory of the last stack interned, so that the next allocation
 // interns only the frames that differ. Plain calloc'd memory owned by one thread.
 struct ThreadStackCache {
+    // Direct-mapped memo of (caller node, innermost frame) -> node: a loop
+    // that allocates at a few lines of one function never reaches the trie.
+    struct InnerMemo {
+        FrameKey frame;
+        uint32_t parent;
+        uint32_t node;
+    };
+    static constexpr uint32_t kMemoSize = 64;
+
     uint64_t generation = 0;  // engine generation the node ids belong to
     uint32_t capacity = 0;    // frames each array holds (the traceback limit)
     uint32_t count = 0;       // frames of the last stack
@@ -31,6 +40,7 @@ struct ThreadStackCache {
     uint32_t* last_nodes = nullptr;  // last_nodes[i]: node whose innermost frame is last[i]
     FrameKey* fresh = nullptr;  // where the next stack is captured
     uint32_t* fresh_nodes = nullptr;
+    InnerMemo memo[kMemoSize] = {};  // valid for `generation` only
 };
 
 // Allocates or resizes `cache` for `capacity` frames; false if memory ran out.
@@ -102,6 +112,7 @@ class Engine {
   private:
     LiveTable* table_for(uint32_t domain, bool create);
     uint32_t resolve_stack_locked(ThreadStackCache* cache, uint32_t frame_count, bool can_pin);
+    static bool resolve_from_cache(ThreadStackCache* cache, uint32_t frame_count, uint64_t generation, uint32_t* node);
     void drop_all_locked(std::vector<FrameKey>* unpin);
 
     SpinLock lock_;

@@ -1,0 +1,159 @@
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/thread_state.h"
+
+using namespace heapscope;
+
+namespace {
+// Fills the thread's cache with a stack given innermost first.
+ThreadStackCache* with_stack(const std::vector<FrameKey>& innermost_first) {
+    ThreadStackCache* cache = thread_stack_cache(64);
+    for (size_t i = 0; i < innermost_first.size(); ++i) cache->fresh[i] = innermost_first[i];
+    return cache;
+}
+
+std::vector<FrameKey> frames_of(uint32_t node) {
+    std::vector<FrameKey> out;
+    engine().frames_of(node, &out);
+    return out;
+}
+
+class EngineTest : public ::testing::Test {
+  protected:
+    void SetUp() override { ASSERT_TRUE(engine().start(64)); }
+    void TearDown() override {
+        std::vector<FrameKey> unpin;
+        engine().stop(&unpin);
+    }
+};
+}  // namespace
+
+TEST_F(EngineTest, CountsCurrentAndPeak) {
+    std::vector<FrameKey> stack{{1, 1}};
+    engine().record_alloc(0, 0x100, 100, with_stack(stack), 1, 1, true);
+    engine().record_alloc(0, 0x200, 50, with_stack(stack), 1, 1, true);
+    EXPECT_TRUE(engine().record_free(0, 0x100));
+    engine().record_alloc(0, 0x300, 10, with_stack(stack), 1, 1, true);
+    uint64_t current, peak;
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(current, 60u);
+    EXPECT_EQ(peak, 150u);
+    engine().reset_peak();
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(peak, 60u);
+    EXPECT_FALSE(engine().record_free(0, 0x999));  // never traced
+}
+
+TEST_F(EngineTest, StacksResolveThroughTheThreadCache) {
+    // Same outer frames, innermost frame alternating: the memo path.
+    std::vector<FrameKey> a{{3, 1}, {2, 2}, {1, 3}};
+    std::vector<FrameKey> b{{3, 9}, {2, 2}, {1, 3}};
+    for (int round = 0; round < 3; ++round) {
+        engine().record_alloc(0, 0x1000 + round * 32, 8, with_stack(a), 3, 3, true);
+        engine().record_alloc(0, 0x1010 + round * 32, 8, with_stack(b), 3, 3, true);
+    }
+    BlockInfo first, second;
+    ASSERT_TRUE(engine().find(0, 0x1000, &first));
+    ASSERT_TRUE(engine().find(0, 0x1010, &second));
+    EXPECT_EQ(frames_of(first.stack), a);
+    EXPECT_EQ(frames_of(second.stack), b);
+    for (int round = 1; round < 3; ++round) {
+        BlockInfo again;
+        ASSERT_TRUE(engine().find(0, 0x1000 + round * 32, &again));
+        EXPECT_EQ(again.stack, first.stack);
+    }
+    EXPECT_EQ(engine().stack_node_count(), 5u);  // root, 1, 2, and the two innermost frames
+}
+
+TEST_F(EngineTest, DeeperAndShallowerStacks) {
+    std::vector<FrameKey> outer{{1, 1}};
+    std::vector<FrameKey> inner{{2, 5}, {1, 1}};
+    engine().record_alloc(0, 0x10, 1, with_stack(outer), 1, 1, true);
+    engine().record_alloc(0, 0x20, 1, with_stack(inner), 2, 7, true);
+    engine().record_alloc(0, 0x30, 1, with_stack(outer), 1, 1, true);
+    BlockInfo info;
+    ASSERT_TRUE(engine().find(0, 0x20, &info));
+    EXPECT_EQ(frames_of(info.stack), inner);
+    EXPECT_EQ(info.total_depth, 7u);
+    ASSERT_TRUE(engine().find(0, 0x30, &info));
+    EXPECT_EQ(frames_of(info.stack), outer);
+}
+
+TEST_F(EngineTest, WithoutPinningUnknownFramesAreSubstituted) {
+    std::vector<FrameKey> stack{{42, 1}};
+    engine().record_alloc(0, 0x10, 1, with_stack(stack), 1, 1, false);
+    BlockInfo info;
+    ASSERT_TRUE(engine().find(0, 0x10, &info));
+    EXPECT_EQ(frames_of(info.stack), std::vector<FrameKey>{kUnknownFrame});
+    // Once the frame is known (pinned by a thread that could), it is used.
+    engine().record_alloc(0, 0x20, 1, with_stack(stack), 1, 1, true);
+    engine().record_alloc(0, 0x30, 1, with_stack(stack), 1, 1, false);
+    ASSERT_TRUE(engine().find(0, 0x30, &info));
+    EXPECT_EQ(frames_of(info.stack), stack);
+}
+
+TEST_F(EngineTest, DomainsAreSeparate) {
+    std::vector<FrameKey> stack{{1, 1}};
+    engine().record_alloc(0, 0x10, 5, with_stack(stack), 1, 1, true);
+    engine().record_alloc(7, 0x10, 6, with_stack(stack), 1, 1, true);
+    std::vector<TraceRecord> records;
+    engine().collect(&records);
+    ASSERT_EQ(records.size(), 2u);
+    EXPECT_TRUE(engine().record_free(7, 0x10));
+    EXPECT_FALSE(engine().record_free(7, 0x10));
+    BlockInfo info;
+    EXPECT_TRUE(engine().find(0, 0x10, &info));
+    EXPECT_EQ(info.size, 5u);
+}
+
+TEST_F(EngineTest, ClearForgetsTracesAndInvalidatesThreadCaches) {
+    std::vector<FrameKey> stack{{2, 1}, {1, 1}};
+    engine().record_alloc(0, 0x10, 5, with_stack(stack), 2, 2, true);
+    std::vector<FrameKey> unpin;
+    engine().clear(&unpin);
+    EXPECT_EQ(unpin.size(), 2u);  // every pinned frame is handed back once
+    EXPECT_EQ(engine().trace_count(), 0u);
+    engine().record_alloc(0, 0x20, 5, with_stack(stack), 2, 2, true);
+    BlockInfo info;
+    ASSERT_TRUE(engine().find(0, 0x20, &info));
+    EXPECT_EQ(frames_of(info.stack), stack);
+}
+
+TEST_F(EngineTest, ConcurrentThreadsKeepExactTotals) {
+    constexpr int kThreads = 4;
+    constexpr int kBlocks = 20000;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([t] {
+            std::vector<FrameKey> stack{{static_cast<uintptr_t>(t + 1), 1}, {99, 1}};
+            for (int i = 0; i < kBlocks; ++i) {
+                uintptr_t address = (static_cast<uintptr_t>(t) << 32) | (static_cast<uintptr_t>(i) << 4);
+                engine().record_alloc(0, address, 3, with_stack(stack), 2, 2, true);
+                if (i % 2) engine().record_free(0, address);
+            }
+        });
+    }
+    for (auto& thread : threads) thread.join();
+    uint64_t current, peak;
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(current, uint64_t{kThreads} * (kBlocks / 2) * 3);
+    EXPECT_EQ(engine().trace_count(), size_t{kThreads} * (kBlocks / 2));
+    EXPECT_EQ(engine().stack_node_count(), 1u + 1u + kThreads);
+}
+
+TEST(EngineLifecycle, StartTwiceIsRefused) {
+    ASSERT_TRUE(engine().start(5));
+    EXPECT_FALSE(engine().start(7));
+    EXPECT_EQ(engine().traceback_limit(), 5u);
+    std::vector<FrameKey> unpin;
+    engine().stop(&unpin);
+    EXPECT_FALSE(engine().tracing());
+    // Events after stop are ignored.
+    std::vector<FrameKey> stack{{1, 1}};
+    engine().record_alloc(0, 0x10, 5, with_stack(stack), 1, 1, true);
+    EXPECT_EQ(engine().trace_count(), 0u);
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what heapscope needs on a bare Debian machine (as root) and builds
+# it into a virtual environment at .venv. Sourced by demo.sh and test.sh.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+python=${PYTHON:-python3}
+need_apt=()
+command -v g++ >/dev/null || need_apt+=(g++)
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v ninja >/dev/null || need_apt+=(ninja-build)
+[ -f /usr/include/gtest/gtest.h ] || need_apt+=(libgtest-dev)
+"$python" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || need_apt+=(python3-dev)
+"$python" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "heapscope setup: please install: ${need_apt[*]} (apt-get), or run as root" >&2
+    exit 1
+  fi
+  echo "heapscope setup: apt-get install ${need_apt[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# A virtual environment keeps us clear of Debian's externally managed Python.
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+export PATH="$repo/.venv/bin:$PATH"
+python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+echo "heapscope setup: building and installing heapscope (pip install .)" >&2
+python -m pip install -q --disable-pip-version-check "${HEAPSCOPE_PIP_TARGET:-.}"

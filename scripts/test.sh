@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything and runs every test: the C++ unit tests (plain, and
+# under AddressSanitizer + UndefinedBehaviorSanitizer) and the pytest suite.
+set -euo pipefail
+export HEAPSCOPE_WERROR=ON  # compiler warnings fail the build
+HEAPSCOPE_PIP_TARGET=".[test]" source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+
+jobs=$(nproc)
+for variant in plain sanitize; do
+  sanitize=OFF; build_type=Release
+  [ "$variant" = sanitize ] && { sanitize=ON; build_type=Debug; }
+  echo "== C++ unit tests ($variant)"
+  cmake -S . -B "build/unit-$variant" -G Ninja -DCMAKE_BUILD_TYPE=$build_type \
+    -DHEAPSCOPE_BUILD_MODULE=OFF -DHEAPSCOPE_BUILD_TESTS=ON -DHEAPSCOPE_WERROR=ON \
+    -DHEAPSCOPE_SANITIZE=$sanitize >/dev/null
+  cmake --build "build/unit-$variant" -j "$jobs"
+  ctest --test-dir "build/unit-$variant" --output-on-failure -j "$jobs"
+done
+
+echo "== pytest"
+# Run from tests/ so that the installed package, not src/, is imported.
+cd tests && python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,5 @@
+import sys
+
+from heapscope.cli import main
+
+sys.exit(main())

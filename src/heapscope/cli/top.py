@@ -1,0 +1,101 @@
+"""``heapscope top``: run a program under heapscope.tracemalloc and show where its memory is.
+
+The report is taken when the program ends (normally, by sys.exit, or by an
+uncaught exception): the memory still allocated then, grouped by line or by
+stack, and the peak seen while it ran.
+"""
+
+import os
+import sys
+import time
+
+from heapscope.cli._program import add_program_arguments, program_from_arguments, run_program
+from heapscope.reports.text import format_bytes, safe_text, table
+
+
+def register(commands):
+    parser = commands.add_parser(
+        "top",
+        help="run a program and show the lines holding the most memory at its end",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--nframe", type=_positive_int, default=32,
+                        help="frames kept per allocation (default: %(default)s)")
+    parser.add_argument("--limit", type=_positive_int, default=10,
+                        help="entries shown (default: %(default)s)")
+    parser.add_argument("--group-by", choices=("lineno", "filename", "traceback"), default="lineno",
+                        help="how allocations are grouped (default: %(default)s)")
+    parser.add_argument("--cumulative", action="store_true",
+                        help="count each allocation for every frame of its stack, not only the innermost")
+    add_program_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def _positive_int(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def run(parser, options):
+    from heapscope import tracemalloc
+
+    if options.cumulative and options.group_by == "traceback":
+        parser.error("--cumulative works with --group-by lineno or filename")
+    if options.nframe > 65535:
+        parser.error("--nframe must be at most 65535")
+    program = program_from_arguments(parser, options)
+
+    started = time.perf_counter()
+    tracemalloc.start(options.nframe)
+    try:
+        exit_code, program_globals = run_program(program)
+        snapshot = tracemalloc.take_snapshot()
+        current, peak = tracemalloc.get_traced_memory()
+        own = tracemalloc.get_tracemalloc_memory()
+    finally:
+        tracemalloc.stop()
+    elapsed = time.perf_counter() - started
+    del program_globals  # held until the snapshot was taken
+
+    # heapscope's own frames are not the program's memory.
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    snapshot = snapshot.filter_traces([tracemalloc.Filter(False, os.path.join(package_dir, "*"))])
+    stats = snapshot.statistics(options.group_by, cumulative=options.cumulative)
+    out = sys.stdout
+    print(file=out)
+    print(f"heapscope top: {safe_text(program.describe())}", file=out)
+    print(f"  exit code {exit_code}, ran {elapsed:.2f} s", file=out)
+    print(f"  traced memory at exit {format_bytes(current)}, peak {format_bytes(peak)}, "
+          f"in {len(snapshot.traces)} blocks; heapscope's own memory {format_bytes(own)}", file=out)
+    print(file=out)
+    if not stats:
+        print("  no traced memory left at exit", file=out)
+        return exit_code
+    shown = stats[:options.limit]
+    total = sum(stat.size for stat in stats) or 1
+    if options.group_by == "traceback":
+        for rank, stat in enumerate(shown, 1):
+            print(f"#{rank}: {format_bytes(stat.size)} in {stat.count} blocks "
+                  f"({100 * stat.size / total:.1f}%)", file=out)
+            for line in stat.traceback.format(most_recent_first=True):
+                print(safe_text(line), file=out)
+            print(file=out)
+    else:
+        rows = []
+        for rank, stat in enumerate(shown, 1):
+            frame = stat.traceback[0]
+            where = frame.filename if options.group_by == "filename" else f"{frame.filename}:{frame.lineno}"
+            rows.append([f"#{rank}", format_bytes(stat.size), f"{100 * stat.size / total:.1f}%", stat.count,
+                         safe_text(where)])
+        print(table(["rank", "size", "share", "blocks", "where"], rows, ["<", ">", ">", ">", "<"]), file=out)
+    rest = stats[options.limit:]
+    if rest:
+        print(f"\n  ... and {len(rest)} more, holding {format_bytes(sum(s.size for s in rest))}", file=out)
+    return exit_code

@@ -1,0 +1,1 @@
+"""Presenters: they turn what an analysis returns into something people read."""
