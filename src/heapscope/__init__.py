@@ -29,4 +29,8 @@ def get_include():
     """The directory holding ``heapscope/heapscope.h``, for building extensions."""
     import os
 
-    return os.path.join(os.path.dirname(__file__), "include")
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(here, "include")
+    if os.path.isdir(installed):
+        return installed
+    return os.path.join(here, "..", "..", "native", "include")  # a source checkout

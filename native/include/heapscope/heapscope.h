@@ -8,8 +8,9 @@
  * Header-only, with no link-time dependency: the functions look heapscope up
  * in the process at run time, so a library can call them whether or not the
  * heapscope extension is loaded. While it is not loaded (or not tracing) they
- * return -2, as PyTraceMalloc_Track does. Looking up a missing heapscope costs
- * one dlsym; it is retried at most every 50 ms.
+ * return -2, as PyTraceMalloc_Track does. While heapscope is absent, the
+ * lookup (one dlsym) is retried at most once a millisecond, so a call made
+ * within a millisecond of heapscope's import may still miss it.
  *
  * Domain 0 is Python's own memory. NumPy uses 389047. Pick another number.
  * Safe to call from any thread, with or without the GIL; they never call back
@@ -34,9 +35,9 @@ static inline void* heapscope__lookup(const char* name, void* volatile* cached, 
     void* fn = *cached;
     if (fn) return fn;
     struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    clock_gettime(CLOCK_MONOTONIC, &now);
     long now_ms = (long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    if (*last_try_ms && now_ms - *last_try_ms < 50) return NULL;
+    if (*last_try_ms && now_ms - *last_try_ms < 1) return NULL;
     *last_try_ms = now_ms ? now_ms : 1;
     fn = dlsym(RTLD_DEFAULT, name);
     *cached = fn;

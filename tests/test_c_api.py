@@ -1,0 +1,115 @@
+"""The public C header (native/include/heapscope/heapscope.h), used from a
+small extension built here, and stdlib PyTraceMalloc_* calls made by
+extensions loaded after tracing started."""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+
+import pytest
+
+import heapscope
+
+EXTENSION_SOURCE = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <heapscope/heapscope.h>
+
+/* A pretend device allocator: reports its blocks in domain 4242. */
+static PyObject* device_alloc(PyObject* self, PyObject* args) {
+    unsigned long long address, size;
+    if (!PyArg_ParseTuple(args, "KK", &address, &size)) return NULL;
+    return PyLong_FromLong(heapscope_track(4242, (uintptr_t)address, (size_t)size));
+}
+
+static PyObject* device_free(PyObject* self, PyObject* args) {
+    unsigned long long address;
+    if (!PyArg_ParseTuple(args, "K", &address)) return NULL;
+    return PyLong_FromLong(heapscope_untrack(4242, (uintptr_t)address));
+}
+
+/* The same through the stdlib's API, as NumPy does. */
+static PyObject* stdlib_track(PyObject* self, PyObject* args) {
+    unsigned long long address, size;
+    if (!PyArg_ParseTuple(args, "KK", &address, &size)) return NULL;
+    return PyLong_FromLong(PyTraceMalloc_Track(77, (uintptr_t)address, (size_t)size));
+}
+
+static PyMethodDef methods[] = {
+    {"device_alloc", device_alloc, METH_VARARGS, NULL},
+    {"device_free", device_free, METH_VARARGS, NULL},
+    {"stdlib_track", stdlib_track, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "hs_device", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit_hs_device(void) { return PyModule_Create(&module); }
+"""
+
+
+@pytest.fixture(scope="module")
+def extension_dir(tmp_path_factory):
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        pytest.skip("no C compiler")
+    build = tmp_path_factory.mktemp("ext")
+    source = build / "hs_device.c"
+    source.write_text(EXTENSION_SOURCE)
+    target = build / ("hs_device" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-Wall", "-Werror",
+                    "-I", sysconfig.get_paths()["include"], "-I", heapscope.get_include(),
+                    str(source), "-o", str(target)], check=True)
+    return build
+
+
+def run_python(code, extension_dir):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(extension_dir), *sys.path])}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_header_reports_blocks_with_the_calling_line(extension_dir):
+    out = run_python("""
+        import hs_device
+        print(hs_device.device_alloc(0x5000, 64))          # not tracing yet: -2
+        import heapscope.tracemalloc as tm
+        tm.start(4)
+        rc = hs_device.device_alloc(0x5000, 1 << 20)
+        line = 6
+        traces = [t for t in tm.take_snapshot().traces if t.domain == 4242]
+        print(rc, [(t.size, t.traceback[-1].lineno) for t in traces])
+        print(hs_device.device_free(0x5000), [t for t in tm.take_snapshot().traces if t.domain == 4242])
+        tm.stop()
+        print(hs_device.device_alloc(0x6000, 1))           # stopped: -2 again
+    """, extension_dir)
+    assert out.split("\n")[:4] == ["-2", "0 [(1048576, 6)]", "0 []", "-2"]
+
+
+def test_stdlib_track_calls_from_an_extension_loaded_after_start(extension_dir):
+    out = run_python("""
+        import heapscope.tracemalloc as tm
+        tm.start(4)
+        import hs_device                                   # dlopen'ed while tracing
+        rc = hs_device.stdlib_track(0x7000, 4096)
+        print(rc, [(t.size, t.traceback[-1].lineno) for t in tm.take_snapshot().traces if t.domain == 77])
+        tm.stop()
+        print(hs_device.stdlib_track(0x7000, 1))           # restored: the stdlib says not tracing
+    """, extension_dir)
+    assert out.split("\n")[:2] == ["0 [(4096, 5)]", "-2"]
+
+
+def test_numpy_imported_after_start_is_seen():
+    pytest.importorskip("numpy")
+    out = run_python("""
+        import heapscope.tracemalloc as tm
+        tm.start(2)
+        import numpy as np
+        a = np.zeros(123_456, dtype=np.uint8)
+        print([t.size for t in tm.take_snapshot().traces if t.domain == 389047 and t.size == 123_456])
+    """, "")
+    assert out.strip() == "[123456]"
