@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <tuple>
+#include <utility>
 
 namespace heapscope {
 
@@ -90,13 +92,13 @@ void Engine::clear(std::vector<FrameKey>* unpin) {
     drop_all_locked(unpin);
 }
 
-LiveTable* Engine::table_for(uint32_t domain, bool create) {
+BlockTable* Engine::table_for(uint32_t domain, bool create) {
     if (domain == kPythonDomain) return &python_table_;
     for (auto& [d, table] : other_tables_) {
         if (d == domain) return &table;
     }
     if (!create) return nullptr;
-    other_tables_.emplace_back(domain, LiveTable{});
+    other_tables_.emplace_back(std::piecewise_construct, std::forward_as_tuple(domain), std::forward_as_tuple());
     return &other_tables_.back().second;
 }
 
@@ -181,7 +183,7 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
 }
 
 void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
-                          uint32_t frame_count, uint32_t total_depth, bool can_pin) {
+                          uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled) {
     uint32_t node = StackTrie::kRoot;
     uint64_t seen_generation = generation_.load(std::memory_order_acquire);
     bool resolved = frame_count == 0 || resolve_from_cache(cache, frame_count, seen_generation, &node);
@@ -191,10 +193,10 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
         node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
     }
-    LiveTable* table = table_for(domain, true);
+    BlockTable* table = table_for(domain, true);
     BlockInfo replaced;
     bool ok = true;
-    if (table->insert(address, BlockInfo{size, node, total_depth}, &replaced, &ok)) {
+    if (table->insert(address, BlockInfo{size, node, total_depth}, &replaced, &ok, pooled)) {
         current_bytes_ -= replaced.size;  // a free we never saw
     }
     if (!ok) return;  // the table could not grow: this block goes untraced
@@ -205,7 +207,7 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
 bool Engine::record_free(uint32_t domain, uintptr_t address, BlockInfo* removed) {
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return false;
-    LiveTable* table = table_for(domain, false);
+    BlockTable* table = table_for(domain, false);
     BlockInfo info;
     if (!table || !table->erase(address, &info)) return false;
     current_bytes_ -= info.size;
@@ -213,13 +215,13 @@ bool Engine::record_free(uint32_t domain, uintptr_t address, BlockInfo* removed)
     return true;
 }
 
-void Engine::restore(uint32_t domain, uintptr_t address, const BlockInfo& info) {
+void Engine::restore(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled) {
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return;
     BlockInfo replaced;
     bool ok = true;
-    LiveTable* table = table_for(domain, true);
-    if (table->insert(address, info, &replaced, &ok)) current_bytes_ -= replaced.size;
+    BlockTable* table = table_for(domain, true);
+    if (table->insert(address, info, &replaced, &ok, pooled)) current_bytes_ -= replaced.size;
     if (ok) {
         current_bytes_ += info.size;
         if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
@@ -247,11 +249,8 @@ size_t Engine::own_memory() {
 
 bool Engine::find(uint32_t domain, uintptr_t address, BlockInfo* out) {
     SpinGuard guard(lock_);
-    LiveTable* table = table_for(domain, false);
-    const BlockInfo* info = table ? table->find(address) : nullptr;
-    if (!info) return false;
-    *out = *info;
-    return true;
+    BlockTable* table = table_for(domain, false);
+    return table && table->find(address, out);
 }
 
 void Engine::collect(std::vector<TraceRecord>* out) {

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "common/spin_lock.h"
-#include "sink/live_table.h"
+#include "sink/block_table.h"
 #include "stack/stack_trie.h"
 
 namespace heapscope {
@@ -85,12 +85,14 @@ class Engine {
     // captured (innermost first) and `total_depth` its full depth. Frames that
     // need a new node are pinned if `can_pin`; otherwise (a thread without the
     // GIL) a frame never seen before is recorded as kUnknownFrame.
+    // `pooled` says the block came from pymalloc (the mem and object domains),
+    // so that it may be kept by position (see PoolIndex).
     void record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
-                      uint32_t frame_count, uint32_t total_depth, bool can_pin);
+                      uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled = false);
     // Removes a block; false if it was not traced. `removed` may be null.
     bool record_free(uint32_t domain, uintptr_t address, BlockInfo* removed = nullptr);
     // Puts back a block taken by record_free (a realloc that failed).
-    void restore(uint32_t domain, uintptr_t address, const BlockInfo& info);
+    void restore(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled = false);
 
     // --- queries ---
     void traced_memory(uint64_t* current, uint64_t* peak);
@@ -110,7 +112,7 @@ class Engine {
     void after_fork_in_child() { lock_.reset_after_fork(); }
 
   private:
-    LiveTable* table_for(uint32_t domain, bool create);
+    BlockTable* table_for(uint32_t domain, bool create);
     uint32_t resolve_stack_locked(ThreadStackCache* cache, uint32_t frame_count, bool can_pin);
     static bool resolve_from_cache(ThreadStackCache* cache, uint32_t frame_count, uint64_t generation, uint32_t* node);
     void drop_all_locked(std::vector<FrameKey>* unpin);
@@ -121,8 +123,8 @@ class Engine {
     uint32_t limit_ = 1;
     FramePinner pinner_ = nullptr;
     StackTrie trie_;
-    LiveTable python_table_;
-    std::vector<std::pair<uint32_t, LiveTable>> other_tables_;
+    BlockTable python_table_;
+    std::vector<std::pair<uint32_t, BlockTable>> other_tables_;
     uint64_t current_bytes_ = 0;
     uint64_t peak_bytes_ = 0;
     std::atomic<size_t> cache_bytes_{0};

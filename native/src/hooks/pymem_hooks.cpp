@@ -19,9 +19,12 @@ DomainHook g_mem{PYMEM_DOMAIN_MEM, {}, false};
 DomainHook g_obj{PYMEM_DOMAIN_OBJ, {}, false};
 
 // Mem and object domain calls always hold the GIL; raw ones may not.
+// The mem and object domains are served by pymalloc (small blocks).
 template <PyMemAllocatorDomain D>
 inline void on_alloc(void* ptr, size_t size) {
-    record_block(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), size, D != PYMEM_DOMAIN_RAW);
+    constexpr bool kGilHeld = D != PYMEM_DOMAIN_RAW;
+    constexpr bool kPooled = D != PYMEM_DOMAIN_RAW;
+    record_block(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), size, kGilHeld, kPooled);
 }
 
 inline PyMemAllocatorEx* original(void* ctx) { return &static_cast<DomainHook*>(ctx)->original; }
@@ -56,7 +59,7 @@ void* hook_realloc(void* ctx, void* old_ptr, size_t new_size) {
     bool had_old = old_ptr && engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(old_ptr), &old_info);
     void* new_ptr = alloc->realloc(alloc->ctx, old_ptr, new_size);
     if (!new_ptr) {
-        if (had_old) engine().restore(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(old_ptr), old_info);
+        if (had_old) engine().restore(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(old_ptr), old_info, D != PYMEM_DOMAIN_RAW);
         return nullptr;
     }
     if (!t_hook_state.suppressed) on_alloc<D>(new_ptr, new_size);
@@ -109,7 +112,7 @@ void uninstall() {
     uninstall_one(&g_raw);
 }
 
-void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held) {
+void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled) {
     Engine& eng = engine();
     PyThreadState* tstate;
     if (gil_held) {
@@ -128,7 +131,7 @@ void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_he
         cache = thread_stack_cache(limit);
         if (cache) frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth);
     }
-    eng.record_alloc(domain, address, size, cache, frames, total_depth, gil_held);
+    eng.record_alloc(domain, address, size, cache, frames, total_depth, gil_held, pooled);
 }
 
 void pin_frame_code(uintptr_t code) { Py_INCREF(reinterpret_cast<PyObject*>(code)); }

@@ -21,8 +21,9 @@ void uninstall();
 
 // Records `address` in `domain` with the calling thread's Python stack.
 // The caller holds a HookGuard that entered. `gil_held` may be false when
-// unknown: the hook then finds out. Never calls Python.
-void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held);
+// unknown: the hook then finds out. `pooled`: the block came from pymalloc.
+// Never calls Python.
+void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled = false);
 
 // Keeps the code object of a frame alive while a stack refers to it. These
 // touch reference counts only and need the GIL.

@@ -1,0 +1,173 @@
+"""Run one workload under one tool in this (fresh) process; report as JSON.
+
+    python bench/_driver.py MODE path/to/workload.py   # one timed run
+    python bench/_driver.py --probe MODE...            # which modes can run here
+
+The tool is imported and the workload module loaded (its imports done) before
+the clock starts.  The timed span is tool start + workload ``main()`` + tool
+stop; reading the tool's own memory just before stop is not timed.  Whatever
+``main()`` returns (the objects a workload keeps) stays alive until after stop,
+so the tool memory includes their live traces.  The result
+is one JSON object on the last stdout line.
+"""
+import gc
+import importlib
+import importlib.util
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+
+
+class Plain:
+    version = ""
+
+    def start(self):
+        pass
+
+    def memory(self):
+        return None
+
+    def stop(self):
+        pass
+
+    def cleanup(self):
+        return {}
+
+
+class Tracemalloc(Plain):
+    """The stdlib tracemalloc, or a drop-in replacement module for it."""
+
+    def __init__(self, module, nframe):
+        self.tm = importlib.import_module(module)
+        self.nframe = nframe
+        top = module.partition(".")[0]
+        self.version = _dist_version(top) or "stdlib, Python " + sys.version.split()[0]
+
+    def start(self):
+        self.tm.start(self.nframe)
+
+    def memory(self):
+        return self.tm.get_tracemalloc_memory()
+
+    def stop(self):
+        self.tm.stop()
+
+
+class Memray(Plain):
+    def __init__(self):
+        import memray
+        self.memray = memray
+        self.version = memray.__version__
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="heapscope-bench-")
+        self.path = os.path.join(self.dir, "capture.bin")
+        self.tracker = self.memray.Tracker(self.path, trace_python_allocators=True)
+        self.tracker.__enter__()
+
+    def stop(self):
+        self.tracker.__exit__(None, None, None)
+
+    def cleanup(self):
+        size = os.path.getsize(self.path)
+        shutil.rmtree(self.dir)
+        return {"capture_bytes": size}
+
+
+MODES = {
+    "plain": Plain,
+    "tracemalloc-1": lambda: Tracemalloc("tracemalloc", 1),
+    "tracemalloc-64": lambda: Tracemalloc("tracemalloc", 64),
+    "memray": Memray,
+    "heapscope-64": lambda: Tracemalloc("heapscope.tracemalloc", 64),
+}
+
+
+def _dist_version(name):
+    if name == "tracemalloc":
+        return None
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return getattr(sys.modules.get(name), "__version__", "unknown")
+
+
+def peak_rss_bytes():
+    """High-water RSS of this process image.
+
+    Linux keeps ru_maxrss across execve, so a child forked (or vforked) from a
+    big runner would report the runner's peak; VmHWM belongs to the new image.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location("bench_workload", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def probe(modes):
+    report = {}
+    for mode in modes:
+        try:
+            report[mode] = {"ok": True, "version": MODES[mode]().version}
+        except Exception as exc:  # ImportError, or a broken build
+            report[mode] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return report
+
+
+def run(mode, path):
+    tool = MODES[mode]()
+    workload = _load(path)
+    gc.collect()
+    t0 = time.perf_counter()
+    tool.start()
+    try:
+        kept = workload.main()  # alive until after stop, so live traces count
+        t1 = time.perf_counter()
+        tool_memory = tool.memory()
+        t2 = time.perf_counter()
+    finally:
+        tool.stop()
+    t3 = time.perf_counter()
+    result = {
+        "mode": mode,
+        "workload": os.path.splitext(os.path.basename(path))[0],
+        "elapsed_s": (t1 - t0) + (t3 - t2),
+        "stop_s": t3 - t2,
+        "tool_memory_bytes": tool_memory,
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
+    result.update(tool.cleanup())
+    del kept
+    return result
+
+
+def main(argv):
+    if argv and argv[0] == "--probe":
+        out = probe(argv[1:] or list(MODES))
+    elif len(argv) == 2 and argv[0] in MODES:
+        out = run(*argv)
+    else:
+        sys.exit(f"usage: _driver.py {{{'|'.join(MODES)}}} WORKLOAD.py | --probe [MODE...]")
+    sys.stdout.flush()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,54 @@
+// BlockTable: the outstanding blocks of one domain. Small blocks from
+// pymalloc go to a PoolIndex (found by position); everything else, and any
+// small block the index refuses, to a LiveTable (found by hash). An address
+// is live in at most one of the two, so lookups try the index, then the table.
+#pragma once
+
+#include "sink/live_table.h"
+#include "sink/pool_index.h"
+
+namespace heapscope {
+
+class BlockTable {
+  public:
+    // `pooled`: the block came from a pymalloc-backed domain (mem or object).
+    // Returns true and fills `*replaced` if a block was already recorded there;
+    // `*ok` is false if the block could not be stored (memory ran out).
+    bool insert(uintptr_t address, const BlockInfo& info, BlockInfo* replaced, bool* ok, bool pooled) {
+        *ok = true;
+        if (pooled) {
+            switch (small_.insert(address, info, replaced)) {
+                case PoolIndex::Insert::kStored: return false;
+                case PoolIndex::Insert::kReplaced: return true;
+                case PoolIndex::Insert::kRefused: break;
+            }
+        }
+        return large_.insert(address, info, replaced, ok);
+    }
+    bool erase(uintptr_t address, BlockInfo* removed) {
+        return small_.erase(address, removed) || large_.erase(address, removed);
+    }
+    bool find(uintptr_t address, BlockInfo* out) const {
+        if (small_.find(address, out)) return true;
+        const BlockInfo* info = large_.find(address);
+        if (info) *out = *info;
+        return info != nullptr;
+    }
+    void clear() {
+        small_.clear();
+        large_.clear();
+    }
+    size_t size() const { return small_.size() + large_.size(); }
+    size_t memory_bytes() const { return small_.memory_bytes() + large_.memory_bytes(); }
+    template <typename F>
+    void for_each(F&& visit) const {
+        small_.for_each(visit);
+        large_.for_each(visit);
+    }
+
+  private:
+    PoolIndex small_;
+    LiveTable large_;
+};
+
+}  // namespace heapscope
