@@ -8,13 +8,11 @@
 
 namespace heapscope {
 
-Engine& engine() {
-    // Constructed on first use and never destroyed: hooks may run during
-    // interpreter teardown, after static destructors would have run.
-    alignas(Engine) static unsigned char storage[sizeof(Engine)];
-    static Engine* instance = new (storage) Engine();
-    return *instance;
-}
+namespace {
+alignas(Engine) unsigned char g_engine_storage[sizeof(Engine)];
+}  // namespace
+
+Engine* const detail::g_engine = new (g_engine_storage) Engine();
 
 namespace {
 size_t cache_bytes_for(uint32_t capacity) {
@@ -110,6 +108,14 @@ inline uint32_t memo_slot(uint32_t parent, FrameKey frame) {
 static_assert(ThreadStackCache::kMemoSize == 64, "memo_slot takes the top 6 bits");
 }  // namespace
 
+inline bool same_frames(const FrameKey* a, const FrameKey* b, uint32_t count) {
+    if (count > 8) return std::memcmp(a, b, count * sizeof(FrameKey)) == 0;
+    for (uint32_t i = 0; i < count; ++i) {  // short stacks: cheaper than calling memcmp
+        if (a[i] != b[i]) return false;
+    }
+    return true;
+}
+
 // The lock-free fast path: the thread's own cache answers when the stack has
 // the depth of the last one and differs at most in its innermost frame, as
 // in a loop. Reads only thread-owned memory.
@@ -117,7 +123,7 @@ bool Engine::resolve_from_cache(ThreadStackCache* cache, uint32_t n, uint64_t ge
     if (cache->generation != generation || n != cache->count) return false;
     FrameKey* fresh = cache->fresh;
     FrameKey* last = cache->last;
-    if (n > 1 && std::memcmp(fresh + 1, last + 1, (n - 1) * sizeof(FrameKey)) != 0) return false;
+    if (!same_frames(fresh + 1, last + 1, n - 1)) return false;
     if (fresh[0] == last[0]) {
         *node = cache->last_nodes[0];
         return true;

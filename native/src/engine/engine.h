@@ -132,7 +132,13 @@ class Engine {
     friend void release_stack_cache(ThreadStackCache*);
 };
 
-// The process-wide engine.
-Engine& engine();
+namespace detail {
+extern Engine* const g_engine;
+}
+
+// The process-wide engine: constructed when the library loads, before any
+// hook can run, and never destroyed (hooks may run during interpreter
+// teardown, after static destructors).
+inline Engine& engine() { return *detail::g_engine; }
 
 }  // namespace heapscope
