@@ -78,12 +78,58 @@ class Memray(Plain):
         return {"capture_bytes": size}
 
 
+class ShadowStackFloor(Plain):
+    """The least a shadow-stack profiler does: a C profile function that
+    pushes and pops a per-thread stack on every call (bench/designs/)."""
+
+    def __init__(self):
+        import subprocess
+        import sysconfig
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        build = os.path.join(here, "out", "designs")
+        os.makedirs(build, exist_ok=True)
+        target = os.path.join(build, "shadow_stack" + sysconfig.get_config_var("EXT_SUFFIX"))
+        source = os.path.join(here, "designs", "shadow_stack.c")
+        if not os.path.exists(target) or os.path.getmtime(target) < os.path.getmtime(source):
+            subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"],
+                            source, "-o", target], check=True)
+        sys.path.insert(0, build)
+        import shadow_stack
+        self.probe = shadow_stack
+        self.version = "bench/designs/shadow_stack.c"
+
+    def start(self):
+        import threading
+
+        # New threads install it on their first call event.
+        threading.setprofile(lambda *args: self.probe.install())
+        self.probe.install()
+
+    def stop(self):
+        import threading
+
+        threading.setprofile(None)
+        self.probe.uninstall()
+
+
+class HeapscopeWithoutStackCache(Tracemalloc):
+    """heapscope with its per-thread stack cache switched off: every
+    allocation interns its whole stack under the lock."""
+
+    def __init__(self):
+        os.environ["HEAPSCOPE_NO_STACK_CACHE"] = "1"
+        super().__init__("heapscope.tracemalloc", 64)
+
+
 MODES = {
     "plain": Plain,
     "tracemalloc-1": lambda: Tracemalloc("tracemalloc", 1),
     "tracemalloc-64": lambda: Tracemalloc("tracemalloc", 64),
     "memray": Memray,
     "heapscope-64": lambda: Tracemalloc("heapscope.tracemalloc", 64),
+    "heapscope-64-nocache": HeapscopeWithoutStackCache,
+    "shadow-stack-floor": ShadowStackFloor,
 }
 
 

@@ -15,12 +15,12 @@ import _harness as h
 
 MODES = ["plain", "tracemalloc-1", "tracemalloc-64", "memray", "heapscope-64"]
 TOOL = {"tracemalloc-1": "tracemalloc", "tracemalloc-64": "tracemalloc",
-        "memray": "memray", "heapscope-64": "heapscope"}
+        "memray": "memray", "heapscope-64": "heapscope", "heapscope-64-nocache": "heapscope"}
 MEMORY_MODES = ["tracemalloc-1", "tracemalloc-64", "heapscope-64"]
 SECTION = "tracemalloc"
 
 
-def parse_args(argv):
+def parse_args(argv, modes=MODES):
     def names(choices):
         def split(text):
             items = [s for s in text.split(",") if s]
@@ -36,15 +36,15 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="one repetition (same as --reps 1)")
     p.add_argument("--workloads", nargs="+", type=names(workloads), action="extend",
                    metavar="W", help=f"subset of: {', '.join(workloads)}")
-    p.add_argument("--modes", nargs="+", type=names(MODES), action="extend",
-                   metavar="M", help=f"subset of: {', '.join(MODES)} (plain is always run)")
+    p.add_argument("--modes", nargs="+", type=names(modes), action="extend",
+                   metavar="M", help=f"subset of: {', '.join(modes)} (plain is always run)")
     p.add_argument("--timeout", type=float, default=1200, help="seconds per run (default 1200)")
     p.add_argument("--write-results", action="store_true",
                    help="rewrite the tracemalloc section of bench/RESULTS.md")
     args = p.parse_args(argv)
     args.workloads = [w for w in workloads if w in sum(args.workloads or [workloads], [])]
-    chosen = sum(args.modes or [MODES], [])
-    args.modes = [m for m in MODES if m in chosen or m == "plain"]
+    chosen = sum(args.modes or [modes], [])
+    args.modes = [m for m in modes if m in chosen or m == "plain"]
     if args.quick:
         args.reps = 1
     return args
@@ -150,8 +150,12 @@ def tool_versions(probe, modes):
     return versions
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+INTRO = ("heapscope.tracemalloc against the stdlib tracemalloc and memray "
+         "(`trace_python_allocators=True`), each run in a fresh interpreter.")
+
+
+def main(argv=None, modes=MODES, section=SECTION, heading="## tracemalloc door", intro=INTRO):
+    args = parse_args(sys.argv[1:] if argv is None else argv, modes)
     probe = h.probe_modes(args.modes)
     runnable = [m for m in args.modes if probe[m]["ok"]]
     for m in args.modes:
@@ -165,7 +169,7 @@ def main(argv=None):
     machine = h.machine_info()
     tools = tool_versions(probe, args.modes)
     command, date = h.command_line(), h.now_utc()
-    raw = h.save_raw("tracemalloc", {"command": command, "date": date, "machine": machine,
+    raw = h.save_raw(section, {"command": command, "date": date, "machine": machine,
                                      "tools": tools, "probe": probe, "reps": args.reps,
                                      "workloads": args.workloads, "modes": args.modes,
                                      "runs": runs})
@@ -173,13 +177,11 @@ def main(argv=None):
     print(table)
     h.progress(f"raw results: {raw}")
     if args.write_results:
-        h.replace_section(SECTION, "\n".join([
-            "## tracemalloc door", "",
-            "heapscope.tracemalloc against the stdlib tracemalloc and memray "
-            "(`trace_python_allocators=True`), each run in a fresh interpreter.", "",
+        h.replace_section(section, "\n".join([
+            heading, "", intro, "",
             f"- Date: {date}", f"- Command: `{command}`", h.machine_markdown(machine, tools), "",
             table]))
-        h.progress(f"wrote section '{SECTION}' of {h.RESULTS_MD}")
+        h.progress(f"wrote section '{section}' of {h.RESULTS_MD}")
 
 
 if __name__ == "__main__":

@@ -113,3 +113,18 @@ def test_numpy_imported_after_start_is_seen():
         print([t.size for t in tm.take_snapshot().traces if t.domain == 389047 and t.size == 123_456])
     """, "")
     assert out.strip() == "[123456]"
+
+
+@pytest.mark.parametrize("compiler, standard, suffix", [("cc", "-std=c11", ".c"), ("cc", "-std=gnu99", ".c"),
+                                                         ("c++", "-std=c++17", ".cpp")])
+def test_header_compiles_cleanly_in_strict_modes(tmp_path, compiler, standard, suffix):
+    if not shutil.which(compiler):
+        pytest.skip(f"no {compiler}")
+    source = tmp_path / ("use" + suffix)
+    source.write_text("#include <heapscope/heapscope.h>\n"
+                      "int main(void) { return heapscope_track(1, 2, 3) == -2 && heapscope_untrack(1, 2) == -2 ? 0 : 1; }\n")
+    binary = tmp_path / "use"
+    subprocess.run([compiler, standard, "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-I", heapscope.get_include(),
+                    str(source), "-o", str(binary), "-ldl"], check=True)
+    # Without heapscope in the process, both calls report "not tracing".
+    assert subprocess.run([str(binary)]).returncode == 0

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/engine.h"
@@ -31,18 +32,41 @@ void release_pins(const std::vector<FrameKey>& unpin) {
 }
 
 // Turns stack nodes into the stdlib's raw traceback form: a tuple of
-// (filename, lineno) tuples, most recent first. Identical stacks share one
-// tuple, and identical frames one frame tuple. Calls Python: needs the GIL.
+// (filename, lineno) tuples, most recent first, or (filename, lineno,
+// function) with `with_functions`. Identical stacks share one tuple, and
+// identical frames one frame tuple. Calls Python: needs the GIL.
+//
+// All frames are copied out of the engine, and their code objects referenced,
+// before the first Python object is built: building may run a collection,
+// and finalizers may call clear_traces(), which drops the stacks and the
+// engine's own references to the code.
 class TracebackBuilder {
   public:
+    TracebackBuilder(const std::vector<uint32_t>& nodes, bool with_functions) : with_functions_(with_functions) {
+        std::vector<std::vector<FrameKey>> frames;
+        engine().frames_of_many(nodes, &frames);
+        for (size_t i = 0; i < nodes.size(); ++i) {
+            for (const FrameKey& key : frames[i]) {
+                PyCodeObject* code = python::frame_code(key);
+                if (code && held_.insert(code).second) Py_INCREF(code);
+            }
+            frames_by_node_.emplace(nodes[i], std::move(frames[i]));
+        }
+    }
+    ~TracebackBuilder() {
+        for (PyCodeObject* code : held_) Py_DECREF(code);
+    }
+    TracebackBuilder(const TracebackBuilder&) = delete;
+    TracebackBuilder& operator=(const TracebackBuilder&) = delete;
+
     nb::object frames_of(uint32_t node) {
         auto found = by_node_.find(node);
         if (found != by_node_.end()) return found->second;
-        engine().frames_of(node, &keys_);
-        nb::object result = nb::steal(PyTuple_New(static_cast<Py_ssize_t>(keys_.size())));
+        const std::vector<FrameKey>& keys = frames_by_node_[node];
+        nb::object result = nb::steal(PyTuple_New(static_cast<Py_ssize_t>(keys.size())));
         if (!result.is_valid()) throw nb::python_error();
-        for (size_t i = 0; i < keys_.size(); ++i) {
-            nb::object frame = frame_tuple(keys_[i]);
+        for (size_t i = 0; i < keys.size(); ++i) {
+            nb::object frame = frame_tuple(keys[i]);
             PyTuple_SET_ITEM(result.ptr(), static_cast<Py_ssize_t>(i), frame.release().ptr());
         }
         by_node_.emplace(node, result);
@@ -60,15 +84,42 @@ class TracebackBuilder {
         } else {
             filename = nb::str("<unknown>");
         }
-        nb::object frame = nb::make_tuple(filename, python::frame_lineno(key));
+        nb::object frame;
+        if (with_functions_) {
+            PyObject* name = code ? function_name(code) : nullptr;
+            frame = nb::make_tuple(filename, python::frame_lineno(key),
+                                   name ? nb::borrow(name) : nb::object(nb::str("<unknown>")));
+        } else {
+            frame = nb::make_tuple(filename, python::frame_lineno(key));
+        }
         by_frame_.emplace(key, frame);
         return frame;
     }
 
-    std::vector<FrameKey> keys_;
+    static PyObject* function_name(PyCodeObject* code) {
+#if PY_VERSION_HEX >= 0x030B0000
+        PyObject* name = code->co_qualname;
+#else
+        PyObject* name = code->co_name;
+#endif
+        return name && PyUnicode_Check(name) ? name : nullptr;
+    }
+
+    bool with_functions_;
+    std::unordered_set<PyCodeObject*> held_;
+    std::unordered_map<uint32_t, std::vector<FrameKey>> frames_by_node_;
     std::unordered_map<uint32_t, nb::object> by_node_;
     std::unordered_map<FrameKey, nb::object, FrameKeyHash> by_frame_;
 };
+
+std::vector<uint32_t> distinct_stacks(const std::vector<TraceRecord>& records) {
+    std::unordered_set<uint32_t> seen;
+    std::vector<uint32_t> nodes;
+    for (const TraceRecord& record : records) {
+        if (seen.insert(record.info.stack).second) nodes.push_back(record.info.stack);
+    }
+    return nodes;
+}
 
 void start(uint32_t nframe) {
     if (nframe < 1 || nframe > 65535) throw nb::value_error("the number of frames must be in range [1; 65535]");
@@ -93,13 +144,22 @@ void clear_traces() {
     release_pins(unpin);
 }
 
-nb::list get_traces() {
+nb::list get_traces(bool with_functions) {
     nb::list result;
     if (!engine().tracing()) return result;
+    if (!pymem::hooks_in_chain()) {
+        if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                         "heapscope's allocator hooks were replaced by another tool (the standard library's "
+                         "tracemalloc.stop() restores the allocators it found): allocations and frees made since "
+                         "are missing from this snapshot. Call heapscope's stop() and start() again.",
+                         1) < 0) {
+            throw nb::python_error();
+        }
+    }
     SuppressTracing suppress;  // the snapshot's own objects are not traces
     std::vector<TraceRecord> records;
     engine().collect(&records);
-    TracebackBuilder builder;
+    TracebackBuilder builder(distinct_stacks(records), with_functions);
     for (const TraceRecord& record : records) {
         uint32_t total = record.info.total_depth < kMaxTotalDepth ? record.info.total_depth : kMaxTotalDepth;
         result.append(nb::make_tuple(record.domain, record.info.size, builder.frames_of(record.info.stack), total));
@@ -112,7 +172,7 @@ nb::object get_object_traceback(nb::handle obj) {
     BlockInfo info;
     if (!engine().find(Engine::kPythonDomain, python::object_block_address(obj.ptr()), &info)) return nb::none();
     SuppressTracing suppress;
-    TracebackBuilder builder;
+    TracebackBuilder builder({info.stack}, false);
     return builder.frames_of(info.stack);
 }
 
@@ -170,7 +230,9 @@ NB_MODULE(_heapscope, m) {
         if (engine().tracing()) engine().reset_peak();
     });
     m.def("get_tracemalloc_memory", [] { return engine().own_memory(); });
-    m.def("get_traces", &get_traces);
+    m.def("get_traces", &get_traces, nb::arg("functions") = false,
+          "Every live block as (domain, size, frames, total_nframe), frames most recent first:\n"
+          "(filename, lineno) tuples, or (filename, lineno, function) with functions=True.");
     m.def("get_object_traceback", &get_object_traceback, nb::arg("obj"));
     m.def("track", &track, nb::arg("domain"), nb::arg("address"), nb::arg("size"),
           "Record a block of `size` bytes at `address` in the numbered `domain`, with the calling\n"

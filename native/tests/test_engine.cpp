@@ -1,5 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -83,17 +88,35 @@ TEST_F(EngineTest, DeeperAndShallowerStacks) {
     EXPECT_EQ(frames_of(info.stack), outer);
 }
 
-TEST_F(EngineTest, WithoutPinningUnknownFramesAreSubstituted) {
+TEST_F(EngineTest, WithoutPinningOnlyUnseenCodeIsUnknown) {
     std::vector<FrameKey> stack{{42, 1}};
     engine().record_alloc(0, 0x10, 1, with_stack(stack), 1, 1, false);
     BlockInfo info;
     ASSERT_TRUE(engine().find(0, 0x10, &info));
     EXPECT_EQ(frames_of(info.stack), std::vector<FrameKey>{kUnknownFrame});
-    // Once the frame is known (pinned by a thread that could), it is used.
+    // Once a thread that may pin has seen the code object, other positions in
+    // it and other callers are exact without pinning again.
     engine().record_alloc(0, 0x20, 1, with_stack(stack), 1, 1, true);
-    engine().record_alloc(0, 0x30, 1, with_stack(stack), 1, 1, false);
+    std::vector<FrameKey> elsewhere{{42, 7}, {42, 1}};
+    engine().record_alloc(0, 0x30, 1, with_stack(elsewhere), 2, 2, false);
     ASSERT_TRUE(engine().find(0, 0x30, &info));
-    EXPECT_EQ(frames_of(info.stack), stack);
+    EXPECT_EQ(frames_of(info.stack), elsewhere);
+}
+
+TEST_F(EngineTest, EachCodeObjectIsPinnedOnce) {
+    int pins = 0;
+    static int* counter = nullptr;
+    counter = &pins;
+    engine().set_frame_pinner([](FrameKey) { ++*counter; });
+    std::vector<FrameKey> a{{5, 1}, {6, 1}};
+    std::vector<FrameKey> b{{5, 2}, {6, 3}};
+    engine().record_alloc(0, 0x10, 1, with_stack(a), 2, 2, true);
+    engine().record_alloc(0, 0x20, 1, with_stack(b), 2, 2, true);
+    EXPECT_EQ(pins, 2);  // code 5 and code 6, although four nodes refer to them
+    std::vector<FrameKey> unpin;
+    engine().clear(&unpin);
+    EXPECT_EQ(unpin.size(), 2u);
+    engine().set_frame_pinner(nullptr);
 }
 
 TEST_F(EngineTest, DomainsAreSeparate) {
@@ -115,7 +138,7 @@ TEST_F(EngineTest, ClearForgetsTracesAndInvalidatesThreadCaches) {
     engine().record_alloc(0, 0x10, 5, with_stack(stack), 2, 2, true);
     std::vector<FrameKey> unpin;
     engine().clear(&unpin);
-    EXPECT_EQ(unpin.size(), 2u);  // every pinned frame is handed back once
+    EXPECT_EQ(unpin.size(), 2u);  // every pinned code object is handed back once
     EXPECT_EQ(engine().trace_count(), 0u);
     engine().record_alloc(0, 0x20, 5, with_stack(stack), 2, 2, true);
     BlockInfo info;
@@ -156,4 +179,33 @@ TEST(EngineLifecycle, StartTwiceIsRefused) {
     std::vector<FrameKey> stack{{1, 1}};
     engine().record_alloc(0, 0x10, 5, with_stack(stack), 1, 1, true);
     EXPECT_EQ(engine().trace_count(), 0u);
+}
+
+// Another thread holds the engine lock when this one forks. The atfork
+// handlers make fork() wait for it, so the child starts with a free lock; a
+// child that inherited it held would hang on its first event (alarm ends it).
+TEST(EngineFork, ChildNeverInheritsAHeldLock) {
+    ASSERT_TRUE(engine().start(8));
+    std::atomic<bool> holding{false};
+    std::thread holder([&] {
+        engine().before_fork();  // takes the engine lock, as a hook in progress would
+        holding = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        engine().after_fork_in_parent();
+    });
+    while (!holding) std::this_thread::yield();
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(5);
+        std::vector<FrameKey> stack{{1, 1}};
+        engine().record_alloc(0, 0x10, 5, with_stack(stack), 1, 1, true);
+        _exit(engine().trace_count() == 1 ? 0 : 1);
+    }
+    holder.join();
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << "the child hung on the engine lock (signal " << WTERMSIG(status) << ")";
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    std::vector<FrameKey> unpin;
+    engine().stop(&unpin);
 }

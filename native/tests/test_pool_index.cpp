@@ -116,3 +116,40 @@ TEST(BlockTable, MatchesReferenceMapUnderChurn) {
     table.for_each([&](uintptr_t address, const BlockInfo& info) { seen[address] = info.size; });
     EXPECT_EQ(seen, reference);
 }
+
+// Blocks that are not pymalloc's can sit at any 16-byte offset: a class that
+// does not divide 16 KiB must still have a slot for the region's last bytes.
+TEST(PoolIndex, LastOffsetsOfARegionHaveSlots) {
+    for (uint64_t size : {48u, 480u, 496u, 208u}) {
+        PoolIndex index;
+        BlockInfo out;
+        uint64_t block = (size + 15) & ~uint64_t{15};
+        uintptr_t last = kPool + ((uintptr_t{1} << 14) - 16) / block * block;  // phase 0
+        ASSERT_EQ(index.insert(kPool, BlockInfo{size, 1, 1}, &out), PoolIndex::Insert::kStored) << size;
+        ASSERT_EQ(index.insert(last, BlockInfo{size, 2, 1}, &out), PoolIndex::Insert::kStored) << size;
+        ASSERT_TRUE(index.find(last, &out));
+        EXPECT_EQ(out.stack, 2u);
+        EXPECT_TRUE(index.erase(last, &out));
+    }
+    // A phase that puts the last block at offset 16368 with class 48.
+    PoolIndex index;
+    BlockInfo out;
+    uintptr_t at_16368 = kPool + 16368;
+    ASSERT_EQ(index.insert(at_16368, BlockInfo{40, 3, 1}, &out), PoolIndex::Insert::kStored);
+    ASSERT_TRUE(index.find(at_16368, &out));
+    EXPECT_TRUE(index.erase(at_16368, &out));
+}
+
+TEST(BlockTable, AnAddressLivesInOneStructureOnly) {
+    BlockTable table;
+    BlockInfo replaced;
+    bool ok;
+    EXPECT_FALSE(table.insert(kPool + kHeader, BlockInfo{32, 1, 1}, &replaced, &ok, true));
+    // The same address reported again, not through pymalloc: it replaces.
+    EXPECT_TRUE(table.insert(kPool + kHeader, BlockInfo{5000, 2, 1}, &replaced, &ok, false));
+    EXPECT_EQ(replaced.size, 32u);
+    EXPECT_EQ(table.size(), 1u);
+    BlockInfo out;
+    ASSERT_TRUE(table.find(kPool + kHeader, &out));
+    EXPECT_EQ(out.size, 5000u);
+}

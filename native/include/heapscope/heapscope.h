@@ -22,6 +22,7 @@
 #include <dlfcn.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #ifdef __cplusplus
@@ -31,35 +32,54 @@ extern "C" {
 typedef int (*heapscope_track_fn)(unsigned int domain, uintptr_t address, size_t size);
 typedef int (*heapscope_untrack_fn)(unsigned int domain, uintptr_t address);
 
-static inline void* heapscope__lookup(const char* name, void* volatile* cached, volatile long* last_try_ms) {
-    void* fn = *cached;
-    if (fn) return fn;
+/* Internal: heapscope's entry points, looked up together so that track and
+ * untrack never disagree on whether heapscope is there. */
+struct heapscope__api {
+    heapscope_track_fn track;
+    heapscope_untrack_fn untrack;
+};
+
+static inline long heapscope__now_ms(void) {
+#ifdef CLOCK_MONOTONIC
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    long now_ms = (long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    if (*last_try_ms && now_ms - *last_try_ms < 1) return NULL;
-    *last_try_ms = now_ms ? now_ms : 1;
-    fn = dlsym(RTLD_DEFAULT, name);
-    *cached = fn;
-    return fn;
+    return (long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+#else
+    return 0; /* no monotonic clock declared: retry on every call */
+#endif
+}
+
+static inline const struct heapscope__api* heapscope__get_api(void) {
+    static struct heapscope__api api;
+    static int found;         /* 1 once api is complete (atomic) */
+    static long last_try_ms;  /* atomic */
+    if (__atomic_load_n(&found, __ATOMIC_ACQUIRE)) return &api;
+    long now_ms = heapscope__now_ms();
+    long last = __atomic_load_n(&last_try_ms, __ATOMIC_RELAXED);
+    if (last && now_ms && now_ms - last < 1) return NULL;
+    __atomic_store_n(&last_try_ms, now_ms ? now_ms : 1, __ATOMIC_RELAXED);
+    void* track = dlsym(RTLD_DEFAULT, "heapscope_track_v1");
+    void* untrack = dlsym(RTLD_DEFAULT, "heapscope_untrack_v1");
+    if (!track || !untrack) return NULL;
+    /* memcpy: converting an object pointer to a function pointer portably */
+    memcpy(&api.track, &track, sizeof(track));
+    memcpy(&api.untrack, &untrack, sizeof(untrack));
+    __atomic_store_n(&found, 1, __ATOMIC_RELEASE);
+    return &api;
 }
 
 /* Records a block of `size` bytes at `address` in `domain`, with the calling
  * thread's Python stack. Returns 0, or -2 if heapscope is not tracing. */
 static inline int heapscope_track(unsigned int domain, uintptr_t address, size_t size) {
-    static void* volatile fn;
-    static volatile long last_try_ms;
-    void* f = heapscope__lookup("heapscope_track_v1", &fn, &last_try_ms);
-    return f ? ((heapscope_track_fn)f)(domain, address, size) : -2;
+    const struct heapscope__api* api = heapscope__get_api();
+    return api ? api->track(domain, address, size) : -2;
 }
 
 /* Forgets the block at `address` in `domain`. Returns 0, or -2 if heapscope
  * is not tracing. Untracking an unknown block is not an error. */
 static inline int heapscope_untrack(unsigned int domain, uintptr_t address) {
-    static void* volatile fn;
-    static volatile long last_try_ms;
-    void* f = heapscope__lookup("heapscope_untrack_v1", &fn, &last_try_ms);
-    return f ? ((heapscope_untrack_fn)f)(domain, address) : -2;
+    const struct heapscope__api* api = heapscope__get_api();
+    return api ? api->untrack(domain, address) : -2;
 }
 
 #ifdef __cplusplus

@@ -1,4 +1,7 @@
 #include "engine/engine.h"
+#include "engine/thread_state.h"
+
+#include <pthread.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -10,9 +13,35 @@ namespace heapscope {
 
 namespace {
 alignas(Engine) unsigned char g_engine_storage[sizeof(Engine)];
+
+Engine& stored_engine() { return *std::launder(reinterpret_cast<Engine*>(g_engine_storage)); }
+
+// fork() copies the tables into the child, which goes on tracing with its
+// own copy. The lock is held across fork so that no other thread is halfway
+// through changing them; in the child the thread that held it is gone. The
+// forking thread counts as inside a hook meanwhile, so that an allocation by
+// another atfork handler passes through instead of waiting for our own lock.
+void prepare_fork() {
+    t_hook_state.in_hook = true;
+    stored_engine().before_fork();
+}
+void parent_after_fork() {
+    stored_engine().after_fork_in_parent();
+    t_hook_state.in_hook = false;
+}
+void child_after_fork() {
+    stored_engine().after_fork_in_child();
+    t_hook_state.in_hook = false;
+}
+
+Engine* construct_engine() {
+    auto* instance = new (g_engine_storage) Engine();
+    pthread_atfork(prepare_fork, parent_after_fork, child_after_fork);
+    return instance;
+}
 }  // namespace
 
-Engine* const detail::g_engine = new (g_engine_storage) Engine();
+Engine* const detail::g_engine = construct_engine();
 
 namespace {
 size_t cache_bytes_for(uint32_t capacity) {
@@ -58,7 +87,9 @@ void release_stack_cache(ThreadStackCache* cache) {
 bool Engine::start(uint32_t traceback_limit) {
     SpinGuard guard(lock_);
     if (tracing_.load(std::memory_order_relaxed)) return false;
-    limit_ = traceback_limit;
+    limit_.store(traceback_limit, std::memory_order_relaxed);
+    const char* no_cache = std::getenv("HEAPSCOPE_NO_STACK_CACHE");
+    use_stack_cache_.store(!(no_cache && *no_cache && *no_cache != '0'), std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
     current_bytes_ = peak_bytes_ = 0;
     tracing_.store(true, std::memory_order_release);
@@ -66,10 +97,8 @@ bool Engine::start(uint32_t traceback_limit) {
 }
 
 void Engine::drop_all_locked(std::vector<FrameKey>* unpin) {
-    for (size_t id = 1; id < trie_.node_count(); ++id) {
-        FrameKey frame = trie_.node(static_cast<uint32_t>(id)).frame;
-        if (frame != kUnknownFrame) unpin->push_back(frame);
-    }
+    pinned_codes_.for_each([unpin](uintptr_t code, const BlockInfo&) { unpin->push_back(FrameKey{code, 0}); });
+    pinned_codes_.clear();
     trie_.clear();
     python_table_.clear();
     other_tables_.clear();
@@ -146,7 +175,8 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
         cache->count = 0;
         for (auto& entry : cache->memo) entry = ThreadStackCache::InnerMemo{};
     }
-    uint32_t m = cache->generation == gen ? cache->count : 0;
+    bool use_cache = use_stack_cache_.load(std::memory_order_relaxed);
+    uint32_t m = cache->generation == gen && use_cache ? cache->count : 0;
     const FrameKey* fresh = cache->fresh;
     const FrameKey* last = cache->last;
     uint32_t same = 0;
@@ -156,16 +186,27 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
     for (uint32_t j = 0; j < same; ++j) fresh_nodes[n - 1 - j] = cache->last_nodes[m - 1 - j];
     uint32_t parent = same ? cache->last_nodes[m - same] : StackTrie::kRoot;
     bool complete = true;
+    bool substituted = false;
     for (uint32_t k = n - same; k-- > 0;) {
         FrameKey frame = fresh[k];
-        uint32_t node;
+        uint32_t node = trie_.find(parent, frame);
         bool created = false;
-        if (can_pin) {
+        if (node == StackTrie::kNoNode) {
+            if (frame != kUnknownFrame && !pinned_codes_.find(frame.code)) {
+                if (can_pin) {
+                    bool ok = true;
+                    pinned_codes_.insert(frame.code, BlockInfo{}, nullptr, &ok);
+                    if (ok && pinner_) pinner_(frame);
+                    if (!ok) {  // cannot remember the pin: do not take it
+                        frame = kUnknownFrame;
+                        substituted = true;
+                    }
+                } else {
+                    frame = kUnknownFrame;  // only a thread with the GIL may pin
+                    substituted = true;
+                }
+            }
             node = trie_.intern(parent, frame, &created);
-            if (created && pinner_ && frame != kUnknownFrame) pinner_(frame);
-        } else {
-            node = trie_.find(parent, frame);
-            if (node == StackTrie::kNoNode) node = trie_.intern(parent, kUnknownFrame, &created);
         }
         if (node == StackTrie::kNoNode) {  // out of memory: keep the part we have
             complete = false;
@@ -173,7 +214,7 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
         }
         fresh_nodes[k] = parent = node;
     }
-    if (!complete || !can_pin) {
+    if (!complete || substituted) {
         // Substituted or missing frames: do not let this stack seed the cache.
         cache->count = 0;
         return parent;
@@ -192,7 +233,8 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
                           uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled) {
     uint32_t node = StackTrie::kRoot;
     uint64_t seen_generation = generation_.load(std::memory_order_acquire);
-    bool resolved = frame_count == 0 || resolve_from_cache(cache, frame_count, seen_generation, &node);
+    bool resolved = frame_count == 0 || (use_stack_cache_.load(std::memory_order_relaxed) &&
+                                         resolve_from_cache(cache, frame_count, seen_generation, &node));
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return;
     // A clear between the lock-free lookup and here makes its node stale.
@@ -247,7 +289,7 @@ void Engine::reset_peak() {
 
 size_t Engine::own_memory() {
     SpinGuard guard(lock_);
-    size_t total = sizeof(Engine) + trie_.memory_bytes() + python_table_.memory_bytes();
+    size_t total = sizeof(Engine) + trie_.memory_bytes() + pinned_codes_.memory_bytes() + python_table_.memory_bytes();
     total += other_tables_.capacity() * sizeof(other_tables_[0]);
     for (auto& entry : other_tables_) total += entry.second.memory_bytes();
     return total + cache_bytes_.load(std::memory_order_relaxed);
@@ -284,6 +326,19 @@ size_t Engine::trace_count() {
 size_t Engine::stack_node_count() {
     SpinGuard guard(lock_);
     return trie_.node_count();
+}
+
+void Engine::frames_of_many(const std::vector<uint32_t>& nodes, std::vector<std::vector<FrameKey>>* out) {
+    out->assign(nodes.size(), {});
+    SpinGuard guard(lock_);
+    for (size_t i = 0; i < nodes.size(); ++i) {
+        if (nodes[i] >= trie_.node_count()) continue;
+        auto& frames = (*out)[i];
+        frames.reserve(trie_.node(nodes[i]).depth);
+        for (uint32_t id = nodes[i]; id != StackTrie::kRoot; id = trie_.node(id).parent) {
+            frames.push_back(trie_.node(id).frame);
+        }
+    }
 }
 
 void Engine::frames_of(uint32_t node, std::vector<FrameKey>* out) {

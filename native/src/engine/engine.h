@@ -53,8 +53,8 @@ struct TraceRecord {
     BlockInfo info;
 };
 
-// Called under the engine lock when a new trie node starts to refer to a frame
-// whose code must then stay alive (for Python: Py_INCREF of the code object).
+// Called under the engine lock the first time a stack refers to a code object,
+// which must then stay alive while any stack does (for Python: Py_INCREF).
 // Must not allocate or take locks.
 using FramePinner = void (*)(FrameKey frame);
 
@@ -76,15 +76,15 @@ class Engine {
     void clear(std::vector<FrameKey>* unpin);
 
     bool tracing() const { return tracing_.load(std::memory_order_relaxed); }
-    uint32_t traceback_limit() const { return limit_; }
+    uint32_t traceback_limit() const { return limit_.load(std::memory_order_relaxed); }
     uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
     // --- events (called from hooks with the thread's re-entrancy guard set) ---
 
     // Records a block. `cache->fresh[0..frame_count)` holds the stack just
-    // captured (innermost first) and `total_depth` its full depth. Frames that
-    // need a new node are pinned if `can_pin`; otherwise (a thread without the
-    // GIL) a frame never seen before is recorded as kUnknownFrame.
+    // captured (innermost first) and `total_depth` its full depth. A frame
+    // whose code no stack refers to yet is pinned if `can_pin`; otherwise (a
+    // thread without the GIL) it is recorded as kUnknownFrame.
     // `pooled` says the block came from pymalloc (the mem and object domains),
     // so that it may be kept by position (see PoolIndex).
     void record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
@@ -103,6 +103,8 @@ class Engine {
     void collect(std::vector<TraceRecord>* out);
     // Copies the frames of a stack node, innermost first.
     void frames_of(uint32_t node, std::vector<FrameKey>* out);
+    // The same for many nodes under one hold of the lock: (*out)[i] belongs to nodes[i].
+    void frames_of_many(const std::vector<uint32_t>& nodes, std::vector<std::vector<FrameKey>>* out);
     size_t trace_count();
     size_t stack_node_count();
 
@@ -119,10 +121,16 @@ class Engine {
 
     SpinLock lock_;
     std::atomic<bool> tracing_{false};
+    // Diagnostic: HEAPSCOPE_NO_STACK_CACHE=1 at start() interns every stack in
+    // full, to measure what the thread cache saves (bench/run_designs.py).
+    std::atomic<bool> use_stack_cache_{true};
     std::atomic<uint64_t> generation_{1};
-    uint32_t limit_ = 1;
+    // Read without the lock by hooks (GIL-free ones included): each hook reads
+    // it once and sizes both its cache and its walk from that one value.
+    std::atomic<uint32_t> limit_{1};
     FramePinner pinner_ = nullptr;
     StackTrie trie_;
+    LiveTable pinned_codes_;  // a set: each code object stacks refer to, pinned once
     BlockTable python_table_;
     std::vector<std::pair<uint32_t, BlockTable>> other_tables_;
     uint64_t current_bytes_ = 0;

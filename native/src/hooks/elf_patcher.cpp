@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -18,6 +19,9 @@ namespace {
 struct PatchedSlot {
     void** slot;
     void* previous;
+    void* replacement;
+    uintptr_t object_base;  // the object the slot belongs to
+    bool relro;             // the slot's page was read-only before we patched it
 };
 
 std::mutex g_mutex;
@@ -28,21 +32,41 @@ struct PatchRun {
     size_t count;
     uintptr_t own_base;  // load address of heapscope's own module, skipped
     size_t patched;
+    uintptr_t object_base = 0;  // the object being patched
+    uintptr_t relro_start = 0, relro_end = 0;
 };
 
-bool make_writable(void* address) {
+void* page_of(void* address) {
     static const long page = sysconf(_SC_PAGESIZE);
-    auto start = reinterpret_cast<uintptr_t>(address) & ~static_cast<uintptr_t>(page - 1);
-    // GOTs are read-only after relocation under full RELRO.
-    return mprotect(reinterpret_cast<void*>(start), static_cast<size_t>(page), PROT_READ | PROT_WRITE) == 0;
+    return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(address) & ~static_cast<uintptr_t>(page - 1));
+}
+
+// Writes a GOT slot. Under full RELRO the GOT is read-only after relocation:
+// open the page for the write and close it again.
+bool write_slot(void** slot, void* value, bool relro) {
+    static const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    if (mprotect(page_of(slot), page, PROT_READ | PROT_WRITE) != 0) return false;
+    *slot = value;
+    if (relro) mprotect(page_of(slot), page, PROT_READ);
+    return true;
 }
 
 void patch_slot(void** slot, void* replacement, PatchRun* run) {
     if (*slot == replacement) return;  // already ours
-    if (!make_writable(slot)) return;
-    g_patched.push_back(PatchedSlot{slot, *slot});
-    *slot = replacement;
+    auto address = reinterpret_cast<uintptr_t>(slot);
+    bool relro = address >= run->relro_start && address < run->relro_end;
+    void* previous = *slot;
+    if (!write_slot(slot, replacement, relro)) return;
+    g_patched.push_back(PatchedSlot{slot, previous, replacement, run->object_base, relro});
     ++run->patched;
+}
+
+bool is_dynamic_loader(const char* path) {
+    const char* slash = std::strrchr(path, '/');
+    const char* base = slash ? slash + 1 : path;
+    return std::strncmp(base, "ld-linux", 8) == 0 || std::strncmp(base, "ld.so", 5) == 0 ||
+           std::strncmp(base, "ld-musl", 7) == 0 || std::strncmp(base, "linux-vdso", 10) == 0 ||
+           std::strncmp(base, "linux-gate", 10) == 0;
 }
 
 template <typename Rel>
@@ -70,8 +94,15 @@ void patch_relocations(uintptr_t base, const Rel* relocs, size_t bytes, const El
 int patch_object(struct dl_phdr_info* info, size_t, void* data) {
     auto* run = static_cast<PatchRun*>(data);
     const char* name = info->dlpi_name ? info->dlpi_name : "";
-    if (info->dlpi_addr == run->own_base) return 0;
-    if (std::strstr(name, "linux-vdso") || std::strstr(name, "/ld-linux") || std::strstr(name, "ld.so")) return 0;
+    if (info->dlpi_addr == run->own_base || is_dynamic_loader(name)) return 0;
+    run->object_base = info->dlpi_addr;
+    run->relro_start = run->relro_end = 0;
+    for (int p = 0; p < info->dlpi_phnum; ++p) {
+        if (info->dlpi_phdr[p].p_type == PT_GNU_RELRO) {
+            run->relro_start = info->dlpi_addr + info->dlpi_phdr[p].p_vaddr;
+            run->relro_end = run->relro_start + info->dlpi_phdr[p].p_memsz;
+        }
+    }
     for (int p = 0; p < info->dlpi_phnum; ++p) {
         if (info->dlpi_phdr[p].p_type != PT_DYNAMIC) continue;
         auto* dyn = reinterpret_cast<const ElfW(Dyn)*>(info->dlpi_addr + info->dlpi_phdr[p].p_vaddr);
@@ -123,11 +154,21 @@ size_t patch_loaded_objects(const SymbolHook* hooks, size_t count) {
     return run.patched;
 }
 
+int collect_loaded_base(struct dl_phdr_info* info, size_t, void* data) {
+    static_cast<std::vector<uintptr_t>*>(data)->push_back(info->dlpi_addr);
+    return 0;
+}
+
 void unpatch_all() {
     std::lock_guard<std::mutex> lock(g_mutex);
-    // Newest first, so a slot patched twice ends with its first value.
+    std::vector<uintptr_t> loaded;
+    dl_iterate_phdr(collect_loaded_base, &loaded);
+    // Newest first, so a slot patched twice ends with its first value. A slot
+    // whose object was unloaded (its memory may now be someone else's), or
+    // that no longer holds our pointer, is left alone.
     for (auto it = g_patched.rbegin(); it != g_patched.rend(); ++it) {
-        if (make_writable(it->slot)) *it->slot = it->previous;
+        bool still_loaded = std::find(loaded.begin(), loaded.end(), it->object_base) != loaded.end();
+        if (still_loaded && *it->slot == it->replacement) write_slot(it->slot, it->previous, it->relro);
     }
     g_patched.clear();
 }

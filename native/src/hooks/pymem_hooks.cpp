@@ -8,15 +8,15 @@ namespace heapscope::pymem {
 
 namespace {
 
+// One installation of the hooks on one domain. Each installation gets a fresh
+// context that is never freed: a raw-domain hook running without the GIL may
+// still be reading the previous one's `original` while we install anew.
 struct DomainHook {
-    PyMemAllocatorDomain domain;
-    PyMemAllocatorEx original;  // the allocator we wrap; its address is our ctx
-    bool installed;
+    PyMemAllocatorEx original;  // the allocator we wrap; this struct is our ctx
 };
 
-DomainHook g_raw{PYMEM_DOMAIN_RAW, {}, false};
-DomainHook g_mem{PYMEM_DOMAIN_MEM, {}, false};
-DomainHook g_obj{PYMEM_DOMAIN_OBJ, {}, false};
+// The contexts of the hooks on top of each domain's chain (null: not ours).
+DomainHook* g_top[3] = {nullptr, nullptr, nullptr};
 
 // Mem and object domain calls always hold the GIL; raw ones may not.
 // The mem and object domains are served by pymalloc (small blocks).
@@ -28,6 +28,7 @@ inline void on_alloc(void* ptr, size_t size) {
 }
 
 inline PyMemAllocatorEx* original(void* ctx) { return &static_cast<DomainHook*>(ctx)->original; }
+
 
 template <PyMemAllocatorDomain D>
 void* hook_malloc(void* ctx, size_t size) {
@@ -77,39 +78,65 @@ void hook_free(void* ctx, void* ptr) {
     alloc->free(alloc->ctx, ptr);
 }
 
+int slot_of(PyMemAllocatorDomain domain) {
+    return domain == PYMEM_DOMAIN_RAW ? 0 : domain == PYMEM_DOMAIN_MEM ? 1 : 2;
+}
+
 template <PyMemAllocatorDomain D>
-PyMemAllocatorEx hooks_for(DomainHook* hook) {
-    return PyMemAllocatorEx{hook, hook_malloc<D>, hook_calloc<D>, hook_realloc<D>, hook_free<D>};
-}
-
-void install_one(DomainHook* hook, PyMemAllocatorEx replacement) {
-    if (hook->installed) return;
-    PyMem_GetAllocator(hook->domain, &hook->original);
-    PyMem_SetAllocator(hook->domain, &replacement);
-    hook->installed = true;
-}
-
-void uninstall_one(DomainHook* hook) {
-    if (!hook->installed) return;
+void install_one() {
     PyMemAllocatorEx current;
-    PyMem_GetAllocator(hook->domain, &current);
-    if (current.ctx != hook) return;  // wrapped by someone else since: stay, as a pass-through
-    PyMem_SetAllocator(hook->domain, &hook->original);
-    hook->installed = false;
+    PyMem_GetAllocator(D, &current);
+    DomainHook*& top = g_top[slot_of(D)];
+    if (top && current.ctx == top) return;  // already on top of the chain
+    // Either never installed, or another tool has since wrapped or replaced
+    // our hook (the stdlib's tracemalloc.stop() restores what it found). Wrap
+    // what is there now; if our older hook is still deeper in the chain it
+    // only passes calls through, since the re-entrancy guard is per thread.
+    auto* hook = new DomainHook{current};
+    PyMemAllocatorEx replacement{hook, hook_malloc<D>, hook_calloc<D>, hook_realloc<D>, hook_free<D>};
+    PyMem_SetAllocator(D, &replacement);
+    top = hook;
+}
+
+template <PyMemAllocatorDomain D>
+void uninstall_one() {
+    DomainHook*& top = g_top[slot_of(D)];
+    if (!top) return;
+    PyMemAllocatorEx current;
+    PyMem_GetAllocator(D, &current);
+    // Wrapped by another tool since: stay in its chain, as a pass-through.
+    if (current.ctx == top) PyMem_SetAllocator(D, &top->original);
+    top = nullptr;
 }
 
 }  // namespace
 
 void install() {
-    install_one(&g_raw, hooks_for<PYMEM_DOMAIN_RAW>(&g_raw));
-    install_one(&g_mem, hooks_for<PYMEM_DOMAIN_MEM>(&g_mem));
-    install_one(&g_obj, hooks_for<PYMEM_DOMAIN_OBJ>(&g_obj));
+    install_one<PYMEM_DOMAIN_RAW>();
+    install_one<PYMEM_DOMAIN_MEM>();
+    install_one<PYMEM_DOMAIN_OBJ>();
 }
 
 void uninstall() {
-    uninstall_one(&g_obj);
-    uninstall_one(&g_mem);
-    uninstall_one(&g_raw);
+    uninstall_one<PYMEM_DOMAIN_OBJ>();
+    uninstall_one<PYMEM_DOMAIN_MEM>();
+    uninstall_one<PYMEM_DOMAIN_RAW>();
+}
+
+bool hooks_in_chain() {
+    if (!engine().tracing()) return false;
+    const PyMemAllocatorDomain domains[] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
+    for (PyMemAllocatorDomain domain : domains) {
+        PyMemAllocatorEx allocator;
+        PyMem_GetAllocator(domain, &allocator);
+        void* probe = allocator.malloc(allocator.ctx, 8);
+        if (!probe) continue;  // out of memory: no evidence either way
+        BlockInfo info;
+        bool seen = engine().find(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(probe), &info);
+        allocator.free(allocator.ctx, probe);
+        if (!seen) return false;
+    }
+    return true;
 }
 
 void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled) {

@@ -19,6 +19,12 @@ void install();
 // while the engine is not tracing). Requires the GIL.
 void uninstall();
 
+// Whether every domain's allocations still reach the hooks: another tool
+// may have replaced them since install() (the stdlib's tracemalloc.stop()
+// restores the allocators it found). Makes and frees one probe block per
+// domain. Requires the GIL.
+bool hooks_in_chain();
+
 // Records `address` in `domain` with the calling thread's Python stack.
 // The caller holds a HookGuard that entered. `gil_held` may be false when
 // unknown: the hook then finds out. `pooled`: the block came from pymalloc.

@@ -23,7 +23,17 @@ class BlockTable {
                 case PoolIndex::Insert::kRefused: break;
             }
         }
-        return large_.insert(address, info, replaced, ok);
+        // Not kept by position: make sure no older record of the address
+        // lingers in the index (e.g. a block reported through domain 0 by
+        // hand). Cheap: the index answers from its directory.
+        BlockInfo stale;
+        bool had_stale = small_.erase(address, &stale);
+        bool existed = large_.insert(address, info, replaced, ok);
+        if (had_stale && !existed) {
+            if (replaced) *replaced = stale;
+            return true;
+        }
+        return existed;
     }
     bool erase(uintptr_t address, BlockInfo* removed) {
         return small_.erase(address, removed) || large_.erase(address, removed);

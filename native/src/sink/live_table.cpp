@@ -6,7 +6,7 @@
 namespace heapscope {
 
 namespace {
-constexpr size_t kInitialCapacity = 1024;
+constexpr size_t kInitialCapacity = 64;  // small: most custom domains hold a few blocks
 // Linear probing stays short below ~70% occupancy.
 constexpr size_t kMaxLoadNumerator = 7;
 constexpr size_t kMaxLoadDenominator = 10;

@@ -8,7 +8,7 @@ namespace heapscope {
 
 namespace {
 constexpr uintptr_t kRegionBytes = uintptr_t{1} << PoolIndex::kRegionShift;
-constexpr size_t kInitialDirectory = 256;
+constexpr size_t kInitialDirectory = 64;
 
 size_t directory_hash(uintptr_t key) {
     uint64_t x = static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull;
@@ -74,7 +74,10 @@ bool PoolIndex::grow_directory() {
 // A region record for `block_size`, reusing `reuse`'s memory when it is big
 // enough. Returns null if memory ran out (then `reuse` is untouched).
 PoolIndex::Region* PoolIndex::new_region(uint16_t block_size, uint16_t phase, Region* reuse) {
-    auto slots = static_cast<uint32_t>(kRegionBytes / block_size);
+    // Rounded up: every offset in the region has a slot, whatever the class
+    // (blocks that are not pymalloc's can sit anywhere, e.g. under
+    // PYTHONMALLOC=malloc or after a realloc shrank a large block).
+    auto slots = static_cast<uint32_t>((kRegionBytes + block_size - 1) / block_size);
     Region* region = reuse;
     if (!region || region->allocated_slots < slots) {
         size_t bytes = sizeof(Region) + (slots - 1) * sizeof(Slot);
@@ -133,7 +136,9 @@ PoolIndex::Insert PoolIndex::insert(uintptr_t address, const BlockInfo& info, Bl
         }
         region = renewed;
     }
-    Slot& slot = region->slots[offset / block_size];
+    uint32_t index = offset / block_size;
+    if (index >= region->slot_count) return Insert::kRefused;  // cannot happen with rounded-up slots
+    Slot& slot = region->slots[index];
     Slot fresh{info.stack, static_cast<uint16_t>(info.size + 1),
                static_cast<uint16_t>(info.total_depth < kMaxDepth ? info.total_depth : kMaxDepth)};
     if (slot.size_plus_one) {
@@ -152,7 +157,9 @@ bool PoolIndex::erase(uintptr_t address, BlockInfo* removed) {
     if (!region || region->live == 0) return false;
     auto offset = static_cast<uint16_t>(address & (kRegionBytes - 1));
     if (offset % region->block_size != region->phase) return false;
-    Slot& slot = region->slots[offset / region->block_size];
+    uint32_t index = offset / region->block_size;
+    if (index >= region->slot_count) return false;
+    Slot& slot = region->slots[index];
     if (!slot.size_plus_one) return false;
     if (removed) *removed = decode(slot);
     slot.size_plus_one = 0;
@@ -166,7 +173,9 @@ bool PoolIndex::find(uintptr_t address, BlockInfo* out) const {
     if (!region || region->live == 0) return false;
     auto offset = static_cast<uint16_t>(address & (kRegionBytes - 1));
     if (offset % region->block_size != region->phase) return false;
-    const Slot& slot = region->slots[offset / region->block_size];
+    uint32_t index = offset / region->block_size;
+    if (index >= region->slot_count) return false;
+    const Slot& slot = region->slots[index];
     if (!slot.size_plus_one) return false;
     *out = decode(slot);
     return true;
