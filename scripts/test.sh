@@ -19,4 +19,7 @@ done
 
 echo "== pytest"
 # Run from tests/ so that the installed package, not src/, is imported.
-cd tests && python -m pytest -q -p no:cacheprovider "$@"
+(cd tests && python -m pytest -q -p no:cacheprovider "$@")
+
+# The other supported CPython versions this machine has (3.9-3.13).
+bash scripts/test_other_pythons.sh

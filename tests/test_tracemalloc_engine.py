@@ -136,6 +136,7 @@ def workload():
         keep.append(("t", i))
     return keep
 
+workload()  # warm up: on 3.9-3.10 the call's frame object is then reused, not allocated, in both runs
 module.start(4)
 result = workload()
 snapshot = module.take_snapshot().filter_traces([module.Filter(True, __file__)])
@@ -180,7 +181,8 @@ def test_frees_reallocs_and_traced_memory_are_exact(hs_tracemalloc):
     assert peak2 >= peak >= after_realloc
     assert not [t for t in tm.take_snapshot().traces if t.size == 30_000]
     tm.reset_peak()
-    assert tm.get_traced_memory()[1] == tm.get_traced_memory()[0]
+    current, peak = tm.get_traced_memory()  # one call: both read at one instant
+    assert peak == current
 
 
 def test_raw_allocations_without_the_gil_are_attributed(hs_tracemalloc):
@@ -194,6 +196,25 @@ def test_raw_allocations_without_the_gil_are_attributed(hs_tracemalloc):
     traces = [t for t in tm.take_snapshot().traces if t.size == 6161]
     assert [(t.traceback[-1].filename, t.traceback[-1].lineno) for t in traces] == [(THIS_FILE, line)] * 4
     assert tm.get_traced_memory()[0] >= 4 * 6161
+
+
+def test_allocations_without_any_python_frame_get_the_stdlibs_unknown_frame(hs_tracemalloc):
+    # A thread starting or ending allocates with no Python frame on its stack
+    # (3.9 and 3.10 do, at least). The stdlib reports ('<unknown>', 0) with
+    # total_nframe 1 then, never an empty traceback, and filters rely on it.
+    from heapscope import _heapscope
+
+    tm = hs_tracemalloc
+    tm.start(3)
+    for _ in range(5):
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        thread.join()
+    raw = _heapscope.get_traces()
+    assert raw and all(frames and total >= 1 for _, _, frames, total in raw)
+    for frames in (frames for _, _, frames, _ in raw if frames[0] == ("<unknown>", 0)):
+        assert frames == (("<unknown>", 0),)
+    tm.take_snapshot().filter_traces([tm.Filter(True, "*")]).statistics("filename")
 
 
 def test_threads_allocating_at_once(hs_tracemalloc):
@@ -434,7 +455,9 @@ def test_engine_also_knows_function_names(hs_tracemalloc):
     traces = [t for t in _heapscope.get_traces(functions=True) if t[1] == 7373]
     assert len(traces) == 1
     innermost, caller = traces[0][2][:2]
-    assert innermost[0] == THIS_FILE and innermost[2].endswith("Holder.make")
+    # Qualified names where the interpreter keeps them (3.11+).
+    expected = "Holder.make" if sys.version_info >= (3, 11) else "make"
+    assert innermost[0] == THIS_FILE and innermost[2].endswith(expected)
     assert caller[2] == "test_engine_also_knows_function_names"
 
 

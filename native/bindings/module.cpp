@@ -62,7 +62,10 @@ class TracebackBuilder {
     nb::object frames_of(uint32_t node) {
         auto found = by_node_.find(node);
         if (found != by_node_.end()) return found->second;
-        const std::vector<FrameKey>& keys = frames_by_node_[node];
+        std::vector<FrameKey>& keys = frames_by_node_[node];
+        // No Python frame at all (a thread starting or ending): the stdlib
+        // reports one "<unknown>" frame, never an empty traceback.
+        if (keys.empty()) keys.push_back(kUnknownFrame);
         nb::object result = nb::steal(PyTuple_New(static_cast<Py_ssize_t>(keys.size())));
         if (!result.is_valid()) throw nb::python_error();
         for (size_t i = 0; i < keys.size(); ++i) {
@@ -162,6 +165,7 @@ nb::list get_traces(bool with_functions) {
     TracebackBuilder builder(distinct_stacks(records), with_functions);
     for (const TraceRecord& record : records) {
         uint32_t total = record.info.total_depth < kMaxTotalDepth ? record.info.total_depth : kMaxTotalDepth;
+        if (total == 0) total = 1;  // the "<unknown>" frame, as the stdlib counts it
         result.append(nb::make_tuple(record.domain, record.info.size, builder.frames_of(record.info.stack), total));
     }
     return result;

@@ -27,6 +27,7 @@ import fnmatch as _fnmatch
 import linecache as _linecache
 import operator as _operator
 import os as _os
+import sys as _sys
 from collections.abc import Iterable as _Iterable, Sequence as _Sequence
 from functools import total_ordering as _total_ordering
 from itertools import compress as _compress
@@ -69,10 +70,23 @@ def _native():
     return _native_module
 
 
+def _as_c_int(value):
+    """The stdlib's argument conversion (the C "i" format), with its messages."""
+    if _sys.version_info < (3, 10):
+        # 3.9's "i" format: floats get their own message, and others another.
+        if isinstance(value, float):
+            raise TypeError("integer argument expected, got float")
+        try:
+            return int(_operator.index(value))
+        except TypeError:
+            raise TypeError("an integer is required (got type %s)" % type(value).__name__) from None
+    return int(_operator.index(value))   # int(): bool/IntEnum -> int
+
+
 def start(nframe=1, /):
     """Start tracing Python memory allocations, storing up to *nframe*
     frames per traceback (default 1).  Does nothing if already tracing."""
-    nframe = int(_operator.index(nframe))   # int(): bool/IntEnum -> int
+    nframe = _as_c_int(nframe)
     if not _INT_MIN <= nframe <= _INT_MAX:
         # the stdlib converts with the C "i" format before range checking
         raise OverflowError("Python int too large to convert to C int")

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds heapscope for every other CPython 3.9-3.13 this machine has, and runs
+# the pytest suite with each. Versions that are not installed are skipped.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+main_version=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+tested=()
+for version in 3.9 3.10 3.11 3.12 3.13; do
+  [ "$version" = "$main_version" ] && continue
+  interpreter=$(command -v "python$version" || true)
+  if [ -z "$interpreter" ] || ! "$interpreter" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "== Python $version: not installed here, skipped"
+    continue
+  fi
+  echo "== Python $version ($interpreter)"
+  venv=".venv-$version"
+  [ -x "$venv/bin/python" ] || "$interpreter" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test]"
+  (cd tests && "$repo/$venv/bin/python" -m pytest -q -p no:cacheprovider)
+  tested+=("$version")
+done
+echo "== other Python versions tested: ${tested[*]:-none}"
