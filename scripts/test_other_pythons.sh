@@ -5,11 +5,25 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 main_version=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+# A working interpreter for version $1: on PATH, or installed by pyenv (whose
+# shims on PATH only run the versions currently selected).
+find_python() {
+  local candidate
+  for candidate in $(command -v "python$1" 2>/dev/null) "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/"python$1" \
+      /usr/bin/"python$1" /usr/local/bin/"python$1"; do
+    if [ -x "$candidate" ] && "$candidate" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+      echo "$candidate"
+      return
+    fi
+  done
+}
+
 tested=()
 for version in 3.9 3.10 3.11 3.12 3.13; do
   [ "$version" = "$main_version" ] && continue
-  interpreter=$(command -v "python$version" || true)
-  if [ -z "$interpreter" ] || ! "$interpreter" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  interpreter=$(find_python "$version")
+  if [ -z "$interpreter" ]; then
     echo "== Python $version: not installed here, skipped"
     continue
   fi
