@@ -152,32 +152,34 @@ PoolIndex::Insert PoolIndex::insert(uintptr_t address, const BlockInfo& info, Bl
     return Insert::kStored;
 }
 
-bool PoolIndex::erase(uintptr_t address, BlockInfo* removed) {
+PoolIndex::Slot* PoolIndex::occupied_slot(uintptr_t address, Region** region_out) const {
     Region* region = lookup(address >> kRegionShift);
-    if (!region || region->live == 0) return false;
+    if (!region || region->live == 0) return nullptr;
     auto offset = static_cast<uint16_t>(address & (kRegionBytes - 1));
-    if (offset % region->block_size != region->phase) return false;
+    if (offset % region->block_size != region->phase) return nullptr;
     uint32_t index = offset / region->block_size;
-    if (index >= region->slot_count) return false;
-    Slot& slot = region->slots[index];
-    if (!slot.size_plus_one) return false;
-    if (removed) *removed = decode(slot);
-    slot.size_plus_one = 0;
+    if (index >= region->slot_count) return nullptr;
+    Slot* slot = &region->slots[index];
+    if (!slot->size_plus_one) return nullptr;
+    if (region_out) *region_out = region;
+    return slot;
+}
+
+bool PoolIndex::erase(uintptr_t address, BlockInfo* removed) {
+    Region* region = nullptr;
+    Slot* slot = occupied_slot(address, &region);
+    if (!slot) return false;
+    if (removed) *removed = decode(*slot);
+    slot->size_plus_one = 0;
     --region->live;
     --live_;
     return true;
 }
 
 bool PoolIndex::find(uintptr_t address, BlockInfo* out) const {
-    Region* region = lookup(address >> kRegionShift);
-    if (!region || region->live == 0) return false;
-    auto offset = static_cast<uint16_t>(address & (kRegionBytes - 1));
-    if (offset % region->block_size != region->phase) return false;
-    uint32_t index = offset / region->block_size;
-    if (index >= region->slot_count) return false;
-    const Slot& slot = region->slots[index];
-    if (!slot.size_plus_one) return false;
-    *out = decode(slot);
+    const Slot* slot = occupied_slot(address, nullptr);
+    if (!slot) return false;
+    *out = decode(*slot);
     return true;
 }
 

@@ -88,6 +88,8 @@ class PoolIndex {
         return BlockInfo{uint64_t{slot.size_plus_one} - 1u, slot.stack, slot.total_depth};
     }
     Region* lookup(uintptr_t key) const;
+    // The slot holding a block at `address`, or null; also gives its region.
+    Slot* occupied_slot(uintptr_t address, Region** region) const;
     Region* lookup_or_create(uintptr_t key, uint16_t block_size, uint16_t phase);
     bool grow_directory();
     Region* new_region(uint16_t block_size, uint16_t phase, Region* reuse);
