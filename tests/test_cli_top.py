@@ -96,3 +96,67 @@ def test_the_example_runs():
     result = heapscope("top", "--limit", "2", os.path.join(EXAMPLES, "leaky_cache.py"))
     assert result.returncode == 0, result.stderr
     assert "leaky_cache.py:22" in result.stdout  # the cache line holds the leak
+
+
+def test_report_reaches_the_terminal_whatever_the_program_does_to_stdout():
+    closed = heapscope("top", "--limit", "1", "-c", "import sys; x = bytearray(100_000); sys.stdout.close()")
+    assert closed.returncode == 0, closed.stderr
+    assert "heapscope top:" in closed.stdout
+    replaced = heapscope("top", "--limit", "1", "-c", "import sys, io; sys.stdout = io.StringIO()")
+    assert replaced.returncode == 0 and "heapscope top:" in replaced.stdout
+
+
+def test_a_closed_pipe_keeps_the_programs_exit_code(tmp_path):
+    script = tmp_path / "exit3.py"
+    script.write_text("kept = [bytearray(i) for i in range(3000)]\nimport sys; sys.exit(3)\n")
+    pipeline = (f"{sys.executable} -m heapscope top --limit 3000 {script} | head -c 1 >/dev/null; "
+                "echo ${PIPESTATUS[0]}")
+    result = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "3", result.stderr
+
+
+def test_waits_for_non_daemon_threads_and_keeps_main_for_atexit(tmp_path):
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import atexit, pickle, threading, time\n"
+        "class K: pass\n"
+        "atexit.register(lambda: print('atexit pickled', len(pickle.dumps(K())) > 0))\n"
+        "late = []\n"
+        "def worker():\n"
+        "    time.sleep(0.3)\n"
+        "    late.append(bytearray(3_000_000))\n"
+        "threading.Thread(target=worker).start()\n")
+    result = heapscope("top", "--limit", "1", str(script))
+    assert result.returncode == 0, result.stderr
+    assert f"{script}:7" in result.stdout          # the thread's block is in the report
+    assert "atexit pickled True" in result.stdout   # __main__ is still the program's
+
+
+def test_script_globals_are_those_python_gives(tmp_path):
+    script = tmp_path / "where.py"
+    script.write_text("import os\nprint(os.path.isabs(__file__), __name__, __cached__)\n")
+    result = heapscope("top", "where.py", cwd=str(tmp_path))
+    assert result.stdout.splitlines()[0] == "True __main__ None"
+
+
+def test_cumulative_shows_only_the_programs_frames_and_true_shares(tmp_path):
+    script = tmp_path / "cumulative.py"
+    script.write_text("def make():\n"
+                      "    return bytearray(2_000_000)\n"
+                      "kept = make()\n")
+    result = heapscope("top", "--cumulative", "--limit", "5", str(script))
+    assert result.returncode == 0, result.stderr
+    assert "heapscope" not in result.stdout.split("heapscope top:")[1].split("\n", 3)[3]
+    assert "runpy" not in result.stdout
+    shares = [float(s) for s in re.findall(r"([\d.]+)%", result.stdout)]
+    assert shares and all(share <= 100.0 for share in shares)
+    assert max(shares) > 90  # both program lines hold (almost) all of it
+
+
+def test_program_tracebacks_start_in_the_program_and_sigint_kills(tmp_path):
+    failing = heapscope("top", "-c", "def f():\n    raise RuntimeError('x')\nf()")
+    assert failing.returncode == 1
+    assert "_program.py" not in failing.stderr and "RuntimeError: x" in failing.stderr
+    interrupted = heapscope("top", "-c", "raise KeyboardInterrupt")
+    assert interrupted.returncode == -2   # died by SIGINT, as python would
+    assert "heapscope top:" in interrupted.stdout

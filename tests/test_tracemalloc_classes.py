@@ -1722,3 +1722,31 @@ def test_end_to_end_smoke(tmp_path):
     assert H.Snapshot.load(tmp_path / "e2e.hsnap").traces._traces == \
         list(snap.traces._traces)
     gc.collect()
+
+
+def test_load_refuses_an_endless_file_at_once():
+    # /dev/zero is not a snapshot; the reader must say so from its header,
+    # without reading the (endless) rest.
+    from heapscope.tracemalloc import Snapshot, SnapshotFileError
+
+    with pytest.raises(SnapshotFileError, match="not a heapscope snapshot"):
+        Snapshot.load("/dev/zero")
+
+
+def test_snapshot_classes_import_without_the_engine(tmp_path):
+    # Analysing dump files must not need the compiled extension.
+    import subprocess
+    import sys as _sys
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'heapscope._heapscope': raise ImportError('blocked')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import heapscope.tracemalloc as tm\n"
+            "s = tm.Snapshot([(0, 10, (('a.py', 1),), 1)], 1)\n"
+            "print(s.statistics('lineno')[0].size)\n")
+    result = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(_sys.path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "10"

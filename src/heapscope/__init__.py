@@ -13,16 +13,17 @@ __version__ = "0.1.0"
 __all__ = ["track", "untrack", "get_include"]
 
 
-def _native_function(name):
-    from heapscope import _heapscope
+def __getattr__(name):
+    # track/untrack are the engine's own functions (so that no frame of
+    # heapscope's stands between the caller and the block), bound on first
+    # use: the snapshot classes stay importable without the extension.
+    if name in ("track", "untrack"):
+        from heapscope import _heapscope
 
-    return getattr(_heapscope, name)
-
-
-# Bound straight to the engine, so that no frame of heapscope's own stands
-# between the caller and the block it reports.
-track = _native_function("track")
-untrack = _native_function("untrack")
+        function = getattr(_heapscope, name)
+        globals()[name] = function
+        return function
+    raise AttributeError(f"module 'heapscope' has no attribute {name!r}")
 
 
 def get_include():

@@ -323,7 +323,11 @@ def read_snapshot(filename):
     OSError (missing file, permissions...) propagates unchanged.
     """
     with open(filename, "rb") as fp:
-        data = fp.read()
+        # The header first: a file that is not a snapshot (or an endless one,
+        # like /dev/zero) is refused before its body is read.
+        data = fp.read(_PREFIX_SIZE)
+        if data.startswith(MAGIC) and len(data) == _PREFIX_SIZE:
+            data += fp.read()
     name = _display_name(filename)
     try:
         return _decode(data, name)
@@ -335,6 +339,13 @@ def read_snapshot(filename):
         # net that keeps internal exceptions from leaking out of load().
         raise SnapshotFileError(name, "file is corrupted (%s: %s)"
                                 % (type(exc).__name__, exc)) from exc
+
+
+def _header_checksum_ok(data):
+    if len(data) < _PREFIX_SIZE:
+        return False
+    header_crc, = _HEADER_CRC.unpack_from(data, _HEADER.size)
+    return zlib.crc32(memoryview(data)[:_HEADER.size]) == header_crc
 
 
 def _decode(data, name):
@@ -356,8 +367,16 @@ def _decode(data, name):
         raise fail("file is truncated (inside the header)")
     version, = _VERSION.unpack_from(data, len(MAGIC))
     if version > FORMAT_VERSION:
+        # A newer header may have another layout, so its checksum cannot
+        # tell a genuine newer file from a damaged version field: say both
+        # unless the checksum vouches for it.
+        if _header_checksum_ok(data):
+            raise fail("snapshot format version %d is newer than this heapscope "
+                       "supports (version %d); upgrade heapscope to read it"
+                       % (version, FORMAT_VERSION))
         raise fail("snapshot format version %d is newer than this heapscope "
-                   "supports (version %d); upgrade heapscope to read it"
+                   "supports (version %d), or the file is corrupted; "
+                   "upgrade heapscope to read it if it is newer"
                    % (version, FORMAT_VERSION))
     if version < 1:
         raise fail("file is corrupted (invalid format version %d)" % version)

@@ -28,5 +28,5 @@ def main(argv=None):
         return options.handler(parser, options)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `heapscope ... | head`
+    except BrokenPipeError:  # `heapscope ... | head` while heapscope itself writes
         return 0

@@ -6,7 +6,7 @@ import io
 import os
 import runpy
 import sys
-import traceback
+import threading
 import types
 
 
@@ -54,17 +54,27 @@ def program_from_arguments(parser, options):
     return spec
 
 
-def run_program(spec):
-    """Runs the program in this process as ``__main__``; returns ``(exit_code, namespace)``.
+class ProgramRun:
+    """How the program ended: ``exit_code`` as python would give it, the
+    program's global namespace (kept alive for the report), and whether it
+    was interrupted by SIGINT (then the caller should die by that signal too)."""
 
-    Like ``python`` itself: an uncaught exception prints its traceback on stderr
-    and gives exit code 1; ``sys.exit(n)`` gives n. The program's global
-    namespace is returned, alive, so that a report taken afterwards still sees
-    what the program held at its end (module-level caches, for instance). The
-    caller's sys.argv, sys.path[0] and sys.modules["__main__"] are restored.
+    def __init__(self, exit_code, namespace, interrupted=False):
+        self.exit_code = exit_code
+        self.namespace = namespace
+        self.interrupted = interrupted
+
+
+def run_program(spec):
+    """Runs the program in this process as ``__main__``, the way ``python`` does.
+
+    An uncaught exception goes to ``sys.excepthook`` (without this function's
+    frame) and gives exit code 1; ``sys.exit(n)`` gives n. Non-daemon threads
+    are waited for, as at interpreter exit. The program's module stays
+    ``sys.modules["__main__"]`` (its atexit handlers may need it); sys.argv
+    and sys.path[0] are restored.
     """
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    saved_main = sys.modules.get("__main__")
     sys.argv = [spec.argv0, *spec.args]
     namespace = {}
     try:
@@ -74,33 +84,50 @@ def run_program(spec):
         else:
             main_module = types.ModuleType("__main__")
             namespace = main_module.__dict__
-            namespace["__builtins__"] = builtins
+            namespace.update(__builtins__=builtins, __cached__=None)
             if spec.kind == "script":
-                path = os.path.abspath(spec.target)
-                sys.path[0] = os.path.dirname(path)
-                namespace["__file__"] = spec.target
+                path = os.path.abspath(spec.target)  # as python 3.9+ sets __file__
+                sys.path[0] = os.path.dirname(os.path.realpath(spec.target))
+                namespace["__file__"] = path
                 with io.open_code(path) as source_file:
-                    code = compile(source_file.read(), spec.target, "exec")
+                    code = compile(source_file.read(), path, "exec")
             else:
                 sys.path[0] = ""
                 code = compile(spec.target, "<string>", "exec")
             sys.modules["__main__"] = main_module
             exec(code, namespace)
-        return 0, namespace
+        result = ProgramRun(0, namespace)
     except SystemExit as exit_request:
-        return _exit_code(exit_request.code), namespace
+        result = ProgramRun(_exit_code(exit_request.code), namespace)
     except KeyboardInterrupt:
-        traceback.print_exc()
-        return 130, namespace
+        _report_exception()
+        result = ProgramRun(130, namespace, interrupted=True)
     except BaseException:  # the program's own failure: report it like python does
-        traceback.print_exc()
-        return 1, namespace
+        _report_exception()
+        result = ProgramRun(1, namespace)
     finally:
         sys.argv = saved_argv
         if saved_path0 is not None:
             sys.path[0] = saved_path0
-        if saved_main is not None:
-            sys.modules["__main__"] = saved_main
+    _join_non_daemon_threads()
+    return result
+
+
+def _report_exception():
+    kind, value, tb = sys.exc_info()
+    # Drop run_program's own frame: the traceback starts in the program. The
+    # exception carries it too, since excepthook prints value.__traceback__.
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+        value = value.with_traceback(tb)
+    sys.excepthook(kind, value, tb)
+
+
+def _join_non_daemon_threads():
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main and not thread.daemon and thread is not threading.current_thread():
+            thread.join()
 
 
 def _exit_code(code):

@@ -6,6 +6,7 @@ stack, and the peak seen while it ran.
 """
 
 import os
+import signal
 import sys
 import time
 
@@ -52,23 +53,75 @@ def run(parser, options):
         parser.error("--nframe must be at most 65535")
     program = program_from_arguments(parser, options)
 
+    # The report goes where stdout pointed when we started, whatever the
+    # program does to sys.stdout or to file descriptor 1.
+    sys.stdout.flush()
+    report_fd = os.dup(sys.stdout.fileno())
     started = time.perf_counter()
     tracemalloc.start(options.nframe)
     try:
-        exit_code, program_globals = run_program(program)
+        ran = run_program(program)
         snapshot = tracemalloc.take_snapshot()
         current, peak = tracemalloc.get_traced_memory()
         own = tracemalloc.get_tracemalloc_memory()
     finally:
         tracemalloc.stop()
     elapsed = time.perf_counter() - started
-    del program_globals  # held until the snapshot was taken
+    del ran.namespace  # held until the snapshot was taken
+    _flush_program_output()
 
-    # heapscope's own frames are not the program's memory.
-    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    snapshot = snapshot.filter_traces([tracemalloc.Filter(False, os.path.join(package_dir, "*"))])
+    with os.fdopen(report_fd, "w", encoding="utf-8", errors="backslashreplace") as out:
+        try:
+            _write_report(out, options, program, ran.exit_code, elapsed, _program_only(snapshot, tracemalloc),
+                          current, peak, own)
+            out.flush()
+        except BrokenPipeError:  # `heapscope top ... | head`: the program's exit code still stands
+            _silence(out)
+    if ran.interrupted:  # die by SIGINT, as python does on an uncaught KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return ran.exit_code
+
+
+def _flush_program_output():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (ValueError, OSError):  # closed or broken by the program
+            pass
+
+
+def _silence(stream):
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _is_ours(filename):
+    """heapscope's frames and the runpy frames that started it are not the program's."""
+    return filename.startswith(_PACKAGE_DIR + os.sep) or filename.startswith("<frozen runpy>") \
+        or os.path.basename(filename) == "runpy.py"
+
+
+def _program_only(snapshot, tracemalloc):
+    """The snapshot with heapscope's own frames cut from every stack, and the
+    blocks that heapscope itself made dropped."""
+    trimmed = {}
+    traces = []
+    for domain, size, frames, total in snapshot.traces._traces:
+        kept = trimmed.get(id(frames))
+        if kept is None:
+            kept = trimmed[id(frames)] = (frames, tuple(f for f in frames if not _is_ours(f[0])))
+        if kept[1]:
+            traces.append((domain, size, kept[1], total))
+    return tracemalloc.Snapshot(traces, snapshot.traceback_limit)
+
+
+def _write_report(out, options, program, exit_code, elapsed, snapshot, current, peak, own):
     stats = snapshot.statistics(options.group_by, cumulative=options.cumulative)
-    out = sys.stdout
     print(file=out)
     print(f"heapscope top: {safe_text(program.describe())}", file=out)
     print(f"  exit code {exit_code}, ran {elapsed:.2f} s", file=out)
@@ -77,9 +130,11 @@ def run(parser, options):
     print(file=out)
     if not stats:
         print("  no traced memory left at exit", file=out)
-        return exit_code
+        return
     shown = stats[:options.limit]
-    total = sum(stat.size for stat in stats) or 1
+    # Shares of the memory held, each block counted once (cumulative
+    # statistics count a block once for every frame of its stack).
+    total = sum(trace.size for trace in snapshot.traces) or 1
     if options.group_by == "traceback":
         for rank, stat in enumerate(shown, 1):
             print(f"#{rank}: {format_bytes(stat.size)} in {stat.count} blocks "
@@ -96,6 +151,7 @@ def run(parser, options):
                          safe_text(where)])
         print(table(["rank", "size", "share", "blocks", "where"], rows, ["<", ">", ">", ">", "<"]), file=out)
     rest = stats[options.limit:]
-    if rest:
+    if rest and not options.cumulative:
         print(f"\n  ... and {len(rest)} more, holding {format_bytes(sum(s.size for s in rest))}", file=out)
-    return exit_code
+    elif rest:
+        print(f"\n  ... and {len(rest)} more", file=out)
