@@ -153,3 +153,26 @@ TEST(BlockTable, AnAddressLivesInOneStructureOnly) {
     ASSERT_TRUE(table.find(kPool + kHeader, &out));
     EXPECT_EQ(out.size, 5000u);
 }
+
+// Regions whose blocks are all freed give their slot arrays back once there
+// are many, and a swept region works again when a block returns to it.
+TEST(PoolIndex, EmptyRegionsAreSweptAndReusable) {
+    PoolIndex index;
+    BlockInfo out;
+    constexpr uintptr_t kRegions = 300;
+    for (uintptr_t r = 0; r < kRegions; ++r) index.insert(kPool + (r << 14) + kHeader, BlockInfo{16, 1, 1}, &out);
+    size_t full = index.memory_bytes();
+    for (uintptr_t r = 0; r < kRegions; ++r) ASSERT_TRUE(index.erase(kPool + (r << 14) + kHeader, &out));
+    EXPECT_EQ(index.size(), 0u);
+    EXPECT_LT(index.memory_bytes(), full / 2);
+    for (uintptr_t r = 0; r < kRegions; ++r) {
+        uintptr_t address = kPool + (r << 14) + kHeader + 64;  // another class now
+        ASSERT_EQ(index.insert(address, BlockInfo{64, 2, 1}, &out), PoolIndex::Insert::kStored) << r;
+        ASSERT_TRUE(index.find(address, &out));
+        EXPECT_EQ(out.stack, 2u);
+    }
+    EXPECT_EQ(index.size(), kRegions);
+    size_t counted = 0;
+    index.for_each([&](uintptr_t, const BlockInfo&) { ++counted; });
+    EXPECT_EQ(counted, kRegions);
+}

@@ -19,7 +19,25 @@ size_t directory_hash(uintptr_t key) {
 uint16_t block_size_for(uint64_t size) { return static_cast<uint16_t>(size <= 16 ? 16 : (size + 15) & ~uint64_t{15}); }
 }  // namespace
 
+PoolIndex::Region PoolIndex::kVacant = {0, 0, 0, 0, 0, {}};
+
 PoolIndex::~PoolIndex() { clear(); }
+
+void PoolIndex::free_region(Region* region) {
+    if (region == &kVacant) return;
+    memory_ -= sizeof(Region) + (region->allocated_slots - 1) * sizeof(Slot);
+    std::free(region);
+}
+
+void PoolIndex::sweep_empty_regions() {
+    for (size_t i = 0; i < directory_capacity_; ++i) {
+        Region* region = directory_[i].region;
+        if (!region || region == &kVacant || region->live != 0 || region == last_region_) continue;
+        free_region(region);
+        directory_[i].region = &kVacant;
+    }
+    empty_regions_ = 0;
+}
 
 void PoolIndex::swap(PoolIndex& other) noexcept {
     std::swap(directory_, other.directory_);
@@ -27,15 +45,18 @@ void PoolIndex::swap(PoolIndex& other) noexcept {
     std::swap(directory_count_, other.directory_count_);
     std::swap(live_, other.live_);
     std::swap(memory_, other.memory_);
+    std::swap(empty_regions_, other.empty_regions_);
     std::swap(last_key_, other.last_key_);
     std::swap(last_region_, other.last_region_);
 }
 
 void PoolIndex::clear() {
-    for (size_t i = 0; i < directory_capacity_; ++i) std::free(directory_[i].region);
+    for (size_t i = 0; i < directory_capacity_; ++i) {
+        if (directory_[i].region != &kVacant) std::free(directory_[i].region);
+    }
     std::free(directory_);
     directory_ = nullptr;
-    directory_capacity_ = directory_count_ = live_ = memory_ = 0;
+    directory_capacity_ = directory_count_ = live_ = memory_ = empty_regions_ = 0;
     last_key_ = 0;
     last_region_ = nullptr;
 }
@@ -78,6 +99,7 @@ PoolIndex::Region* PoolIndex::new_region(uint16_t block_size, uint16_t phase, Re
     // (blocks that are not pymalloc's can sit anywhere, e.g. under
     // PYTHONMALLOC=malloc or after a realloc shrank a large block).
     auto slots = static_cast<uint32_t>((kRegionBytes + block_size - 1) / block_size);
+    if (reuse == &kVacant) reuse = nullptr;
     Region* region = reuse;
     if (!region || region->allocated_slots < slots) {
         size_t bytes = sizeof(Region) + (slots - 1) * sizeof(Slot);
@@ -85,10 +107,7 @@ PoolIndex::Region* PoolIndex::new_region(uint16_t block_size, uint16_t phase, Re
         if (!region) return nullptr;
         region->allocated_slots = slots;
         memory_ += bytes;
-        if (reuse) {
-            memory_ -= sizeof(Region) + (reuse->allocated_slots - 1) * sizeof(Slot);
-            std::free(reuse);
-        }
+        if (reuse) free_region(reuse);
     } else {
         std::memset(region->slots, 0, region->allocated_slots * sizeof(Slot));
     }
@@ -123,7 +142,8 @@ PoolIndex::Insert PoolIndex::insert(uintptr_t address, const BlockInfo& info, Bl
     Region* region = lookup_or_create(key, block_size, phase);
     if (!region) return Insert::kRefused;
     if (region->block_size != block_size || region->phase != phase) {
-        // pymalloc recycles an empty pool for another size class.
+        // pymalloc recycles an empty pool for another size class (or the
+        // record was swept while the pool was empty).
         if (region->live != 0) return Insert::kRefused;
         Region* renewed = new_region(block_size, phase, region);
         if (!renewed) return Insert::kRefused;
@@ -147,7 +167,7 @@ PoolIndex::Insert PoolIndex::insert(uintptr_t address, const BlockInfo& info, Bl
         return Insert::kReplaced;
     }
     slot = fresh;
-    ++region->live;
+    if (region->live++ == 0 && empty_regions_ > 0) --empty_regions_;
     ++live_;
     return Insert::kStored;
 }
@@ -171,8 +191,10 @@ bool PoolIndex::erase(uintptr_t address, BlockInfo* removed) {
     if (!slot) return false;
     if (removed) *removed = decode(*slot);
     slot->size_plus_one = 0;
-    --region->live;
     --live_;
+    if (--region->live == 0 && ++empty_regions_ > 64 && empty_regions_ * 4 > directory_count_) {
+        sweep_empty_regions();
+    }
     return true;
 }
 

@@ -55,7 +55,7 @@ class PoolIndex {
     void for_each(F&& visit) const {
         for (size_t i = 0; i < directory_capacity_; ++i) {
             const Region* region = directory_[i].region;
-            if (!region || region->live == 0) continue;
+            if (!region || region->live == 0) continue;  // kVacant has live == 0
             uintptr_t base = directory_[i].key << kRegionShift;
             for (uint32_t s = 0; s < region->slot_count; ++s) {
                 const Slot& slot = region->slots[s];
@@ -80,8 +80,9 @@ class PoolIndex {
     };
     struct DirectoryEntry {
         uintptr_t key;  // address >> kRegionShift
-        Region* region;
+        Region* region;  // kVacant after a sweep; null marks an unused entry
     };
+    static Region kVacant;  // a region with no slots, standing in for freed records
 
     void swap(PoolIndex& other) noexcept;
     static BlockInfo decode(const Slot& slot) {
@@ -93,12 +94,19 @@ class PoolIndex {
     Region* lookup_or_create(uintptr_t key, uint16_t block_size, uint16_t phase);
     bool grow_directory();
     Region* new_region(uint16_t block_size, uint16_t phase, Region* reuse);
+    // Frees the records of regions that hold no block (all but the last used
+    // one), once there are many: a heap that shrank keeps no slot arrays for
+    // pools it no longer uses, and a pool that empties and refills at once
+    // is not reallocated each time.
+    void sweep_empty_regions();
+    void free_region(Region* region);
 
     DirectoryEntry* directory_ = nullptr;
     size_t directory_capacity_ = 0;  // a power of two, or 0
     size_t directory_count_ = 0;
     size_t live_ = 0;
     size_t memory_ = 0;
+    size_t empty_regions_ = 0;  // regions whose last block was freed, not yet swept
     // The region of the last access: allocation loops stay in one pool.
     mutable uintptr_t last_key_ = 0;
     mutable Region* last_region_ = nullptr;
