@@ -409,6 +409,7 @@ def test_fork_child_keeps_tracing_with_its_own_table(hs_tracemalloc):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_fork_while_another_thread_is_inside_the_engine(hs_tracemalloc):
     # End to end: children forked while another thread allocates without the
     # GIL keep tracing. (Whether a child can inherit the engine lock held is
