@@ -19,7 +19,6 @@ using namespace heapscope;
 
 namespace {
 
-constexpr uint32_t kMaxTotalDepth = 65535;  // the stdlib reports total_nframe as a uint16
 
 struct FrameKeyHash {
     size_t operator()(const FrameKey& k) const noexcept {

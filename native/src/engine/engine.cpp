@@ -241,14 +241,17 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
         node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
     }
-    BlockTable* table = table_for(domain, true);
+    insert_locked(domain, address, BlockInfo{size, node, total_depth}, pooled);
+}
+
+void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled) {
     BlockInfo replaced;
     bool ok = true;
-    if (table->insert(address, BlockInfo{size, node, total_depth}, &replaced, &ok, pooled)) {
+    if (table_for(domain, true)->insert(address, info, &replaced, &ok, pooled)) {
         current_bytes_ -= replaced.size;  // a free we never saw
     }
     if (!ok) return;  // the table could not grow: this block goes untraced
-    current_bytes_ += size;
+    current_bytes_ += info.size;
     if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
 }
 
@@ -266,14 +269,7 @@ bool Engine::record_free(uint32_t domain, uintptr_t address, BlockInfo* removed)
 void Engine::restore(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled) {
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return;
-    BlockInfo replaced;
-    bool ok = true;
-    BlockTable* table = table_for(domain, true);
-    if (table->insert(address, info, &replaced, &ok, pooled)) current_bytes_ -= replaced.size;
-    if (ok) {
-        current_bytes_ += info.size;
-        if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
-    }
+    insert_locked(domain, address, info, pooled);
 }
 
 void Engine::traced_memory(uint64_t* current, uint64_t* peak) {
@@ -342,13 +338,9 @@ void Engine::frames_of_many(const std::vector<uint32_t>& nodes, std::vector<std:
 }
 
 void Engine::frames_of(uint32_t node, std::vector<FrameKey>* out) {
-    out->clear();
-    SpinGuard guard(lock_);
-    if (node >= trie_.node_count()) return;
-    out->reserve(trie_.node(node).depth);
-    for (uint32_t id = node; id != StackTrie::kRoot; id = trie_.node(id).parent) {
-        out->push_back(trie_.node(id).frame);
-    }
+    std::vector<std::vector<FrameKey>> one;
+    frames_of_many({node}, &one);
+    *out = std::move(one[0]);
 }
 
 }  // namespace heapscope

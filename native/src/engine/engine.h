@@ -115,6 +115,8 @@ class Engine {
 
   private:
     BlockTable* table_for(uint32_t domain, bool create);
+    // Stores a block and updates current and peak bytes. Holds lock_.
+    void insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled);
     uint32_t resolve_stack_locked(ThreadStackCache* cache, uint32_t frame_count, bool can_pin);
     static bool resolve_from_cache(ThreadStackCache* cache, uint32_t frame_count, uint64_t generation, uint32_t* node);
     void drop_all_locked(std::vector<FrameKey>* unpin);

@@ -14,6 +14,10 @@
 
 namespace heapscope {
 
+// The largest total depth reported: the stdlib's total_nframe is 16 bits,
+// and PoolIndex keeps the depth in 16 bits too.
+inline constexpr uint32_t kMaxTotalDepth = 65535;
+
 struct BlockInfo {
     uint64_t size = 0;
     uint32_t stack = 0;        // StackTrie node of the innermost stored frame

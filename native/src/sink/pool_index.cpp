@@ -160,7 +160,7 @@ PoolIndex::Insert PoolIndex::insert(uintptr_t address, const BlockInfo& info, Bl
     if (index >= region->slot_count) return Insert::kRefused;  // cannot happen with rounded-up slots
     Slot& slot = region->slots[index];
     Slot fresh{info.stack, static_cast<uint16_t>(info.size + 1),
-               static_cast<uint16_t>(info.total_depth < kMaxDepth ? info.total_depth : kMaxDepth)};
+               static_cast<uint16_t>(info.total_depth < kMaxTotalDepth ? info.total_depth : kMaxTotalDepth)};
     if (slot.size_plus_one) {
         if (replaced) *replaced = decode(slot);
         slot = fresh;

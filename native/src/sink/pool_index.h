@@ -25,7 +25,6 @@ class PoolIndex {
   public:
     static constexpr unsigned kRegionShift = 14;  // 16 KiB, pymalloc's pool size
     static constexpr uint64_t kMaxBlockSize = 512;  // pymalloc's small-request limit
-    static constexpr uint32_t kMaxDepth = 65535;    // total depth is kept as 16 bits
 
     PoolIndex() = default;
     ~PoolIndex();
