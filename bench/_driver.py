@@ -78,6 +78,49 @@ class Memray(Plain):
         return {"capture_bytes": size}
 
 
+class Capture(Plain):
+    """A capture to a file with Python allocators traced (memray's
+    ``trace_python_allocators=True``), optionally with native stacks. After the
+    timed span, the time to compute the peak report from the file is measured
+    in a fresh process (bench/_peak_report.py)."""
+
+    def __init__(self, tool, native):
+        self.tool, self.native = tool, native
+        if tool == "memray":
+            import memray
+            self.module = memray
+            self.version = memray.__version__
+        else:
+            import heapscope
+            self.module = heapscope
+            self.version = _dist_version("heapscope")
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="heapscope-bench-")
+        self.path = os.path.join(self.dir, "capture.bin")
+        self.tracker = self.module.Tracker(self.path, trace_python_allocators=True,
+                                           native_traces=self.native)
+        self.tracker.__enter__()
+
+    def stop(self):
+        self.tracker.__exit__(None, None, None)
+
+    def cleanup(self):
+        import subprocess
+
+        result = {"capture_bytes": os.path.getsize(self.path)}
+        here = os.path.dirname(os.path.abspath(__file__))
+        proc = subprocess.run([sys.executable, os.path.join(here, "_peak_report.py"), self.tool, self.path],
+                              capture_output=True, text=True)
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode == 0 and lines:
+            result.update(json.loads(lines[-1]))
+        else:
+            result["report_error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        shutil.rmtree(self.dir)
+        return result
+
+
 class ShadowStackFloor(Plain):
     """The least a shadow-stack profiler does: a C profile function that
     pushes and pops a per-thread stack on every call (bench/designs/)."""
@@ -130,6 +173,10 @@ MODES = {
     "heapscope-64": lambda: Tracemalloc("heapscope.tracemalloc", 64),
     "heapscope-64-nocache": HeapscopeWithoutStackCache,
     "shadow-stack-floor": ShadowStackFloor,
+    "memray-capture": lambda: Capture("memray", False),
+    "heapscope-capture": lambda: Capture("heapscope", False),
+    "memray-capture-native": lambda: Capture("memray", True),
+    "heapscope-capture-native": lambda: Capture("heapscope", True),
 }
 
 

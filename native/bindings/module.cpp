@@ -8,14 +8,22 @@
 #include <unordered_set>
 #include <vector>
 
+#include "bindings.h"
 #include "engine/engine.h"
 #include "engine/thread_state.h"
 #include "hooks/custom_domains.h"
+#include "hooks/got_hooks.h"
 #include "hooks/pymem_hooks.h"
 #include "stack/python_frames.h"
 
 namespace nb = nanobind;
 using namespace heapscope;
+
+void bind_capture_reader(nanobind::module_& m);  // capture_reader.cpp
+
+void heapscope::bindings::release_pins(const std::vector<FrameKey>& unpin) {
+    for (const FrameKey& frame : unpin) pymem::unpin_frame_code(frame.code);
+}
 
 namespace {
 
@@ -26,9 +34,7 @@ struct FrameKeyHash {
     }
 };
 
-void release_pins(const std::vector<FrameKey>& unpin) {
-    for (const FrameKey& frame : unpin) pymem::unpin_frame_code(frame.code);
-}
+using bindings::release_pins;
 
 // Turns stack nodes into the stdlib's raw traceback form: a tuple of
 // (filename, lineno) tuples, most recent first, or (filename, lineno,
@@ -123,16 +129,24 @@ std::vector<uint32_t> distinct_stacks(const std::vector<TraceRecord>& records) {
     return nodes;
 }
 
+// Whether the tracemalloc door is tracing: the engine may be running a
+// capture (a Tracker) instead, which the door must neither report nor stop.
+bool door_tracing() { return engine().tracing() && !engine().capturing(); }
+
 void start(uint32_t nframe) {
     if (nframe < 1 || nframe > 65535) throw nb::value_error("the number of frames must be in range [1; 65535]");
+    if (engine().capturing()) {
+        throw nb::builtin_exception(nb::exception_type::runtime_error,
+                                    "cannot start heapscope.tracemalloc while a heapscope Tracker is capturing");
+    }
     if (!engine().start(nframe)) return;  // already tracing: the stdlib ignores a second start
     pymem::install();
-    domains::redirect_stdlib_calls();
+    got::install(false);
 }
 
 void stop() {
-    if (!engine().tracing()) return;
-    domains::restore_stdlib_calls();
+    if (!door_tracing()) return;
+    got::uninstall();
     pymem::uninstall();
     std::vector<FrameKey> unpin;
     engine().stop(&unpin);
@@ -140,7 +154,7 @@ void stop() {
 }
 
 void clear_traces() {
-    if (!engine().tracing()) return;
+    if (!door_tracing()) return;
     std::vector<FrameKey> unpin;
     engine().clear(&unpin);
     release_pins(unpin);
@@ -148,7 +162,7 @@ void clear_traces() {
 
 nb::list get_traces(bool with_functions) {
     nb::list result;
-    if (!engine().tracing()) return result;
+    if (!door_tracing()) return result;
     if (!pymem::hooks_in_chain()) {
         if (PyErr_WarnEx(PyExc_RuntimeWarning,
                          "heapscope's allocator hooks were replaced by another tool (the standard library's "
@@ -171,7 +185,7 @@ nb::list get_traces(bool with_functions) {
 }
 
 nb::object get_object_traceback(nb::handle obj) {
-    if (!engine().tracing()) return nb::none();
+    if (!door_tracing()) return nb::none();
     BlockInfo info;
     if (!engine().find(Engine::kPythonDomain, python::object_block_address(obj.ptr()), &info)) return nb::none();
     SuppressTracing suppress;
@@ -210,7 +224,7 @@ int untrack(nb::handle domain, nb::handle address) {
 }
 
 std::pair<uint64_t, uint64_t> get_traced_memory() {
-    if (!engine().tracing()) return {0, 0};
+    if (!door_tracing()) return {0, 0};
     uint64_t current = 0, peak = 0;
     engine().traced_memory(&current, &peak);
     return {current, peak};
@@ -225,12 +239,12 @@ NB_MODULE(_heapscope, m) {
 
     m.def("start", &start, nb::arg("nframe"));
     m.def("stop", &stop);
-    m.def("is_tracing", [] { return engine().tracing(); });
+    m.def("is_tracing", &door_tracing);
     m.def("clear_traces", &clear_traces);
     m.def("get_traceback_limit", [] { return engine().traceback_limit(); });
     m.def("get_traced_memory", &get_traced_memory);
     m.def("reset_peak", [] {
-        if (engine().tracing()) engine().reset_peak();
+        if (door_tracing()) engine().reset_peak();
     });
     m.def("get_tracemalloc_memory", [] { return engine().own_memory(); });
     m.def("get_traces", &get_traces, nb::arg("functions") = false,
@@ -244,4 +258,6 @@ NB_MODULE(_heapscope, m) {
           "Forget the block at `address` in `domain`. Returns 0, or -2 if not tracing.");
     m.def("_stack_node_count", [] { return engine().stack_node_count(); });
     m.def("_trace_count", [] { return engine().trace_count(); });
+    bindings::bind_capture_control(m);
+    bind_capture_reader(m);
 }

@@ -6,11 +6,25 @@ Front doors onto one engine:
   ``tracemalloc`` (snapshots, statistics, diffs), with deep stacks at low cost.
 - ``heapscope.track`` / ``heapscope.untrack``: report blocks in custom domains,
   as ``PyTraceMalloc_Track``/``PyTraceMalloc_Untrack`` do from C.
+- ``heapscope.Tracker`` and ``heapscope.FileReader``: capture files (every
+  allocation, native ones too) and the reports made from them, with memray's
+  names.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["track", "untrack", "get_include"]
+__all__ = ["track", "untrack", "get_include",
+           "Tracker", "FileDestination", "SocketDestination", "FileFormat",
+           "FileReader", "AllocationRecord", "AllocatorType", "CaptureFileError", "Metadata", "MemorySnapshot"]
+
+# Imported on first use, so that `import heapscope` stays light.
+_LAZY = {
+    "Tracker": "heapscope.tracker", "FileDestination": "heapscope.tracker",
+    "SocketDestination": "heapscope.tracker", "FileFormat": "heapscope.tracker",
+    "FileReader": "heapscope.reader", "AllocationRecord": "heapscope.reader",
+    "AllocatorType": "heapscope.reader", "CaptureFileError": "heapscope.reader",
+    "Metadata": "heapscope.reader", "MemorySnapshot": "heapscope.reader",
+}
 
 
 def __getattr__(name):
@@ -23,6 +37,12 @@ def __getattr__(name):
         function = getattr(_heapscope, name)
         globals()[name] = function
         return function
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'heapscope' has no attribute {name!r}")
 
 

@@ -2,6 +2,8 @@
 #include "engine/thread_state.h"
 
 #include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -84,10 +86,13 @@ void release_stack_cache(ThreadStackCache* cache) {
     cache->generation = 0;
 }
 
-bool Engine::start(uint32_t traceback_limit) {
+bool Engine::start(uint32_t traceback_limit, CaptureSink* sink, bool native_traces) {
     SpinGuard guard(lock_);
     if (tracing_.load(std::memory_order_relaxed)) return false;
     limit_.store(traceback_limit, std::memory_order_relaxed);
+    sink_ = sink;
+    native_traces_.store(sink && native_traces, std::memory_order_relaxed);
+    ++session_;
     const char* no_cache = std::getenv("HEAPSCOPE_NO_STACK_CACHE");
     use_stack_cache_.store(!(no_cache && *no_cache && *no_cache != '0'), std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
@@ -100,6 +105,7 @@ void Engine::drop_all_locked(std::vector<FrameKey>* unpin) {
     pinned_codes_.for_each([unpin](uintptr_t code, const BlockInfo&) { unpin->push_back(FrameKey{code, 0}); });
     pinned_codes_.clear();
     trie_.clear();
+    native_trie_.clear();
     python_table_.clear();
     other_tables_.clear();
     other_tables_.shrink_to_fit();
@@ -111,7 +117,67 @@ void Engine::drop_all_locked(std::vector<FrameKey>* unpin) {
 void Engine::stop(std::vector<FrameKey>* unpin) {
     SpinGuard guard(lock_);
     tracing_.store(false, std::memory_order_release);
+    sink_ = nullptr;
+    native_traces_.store(false, std::memory_order_relaxed);
     drop_all_locked(unpin);
+}
+
+bool Engine::capturing() {
+    SpinGuard guard(lock_);
+    return sink_ != nullptr;
+}
+
+CaptureSink* Engine::replace_sink(CaptureSink* sink) {
+    SpinGuard guard(lock_);
+    CaptureSink* previous = sink_;
+    sink_ = sink;
+    if (!sink) native_traces_.store(false, std::memory_order_relaxed);
+    return previous;
+}
+
+void Engine::notify_mappings_changed() {
+    SpinGuard guard(lock_);
+    if (sink_) sink_->on_mappings_changed();
+}
+
+uint32_t Engine::capture_thread_locked() {
+    ThreadHookState& state = t_hook_state;
+    if (state.thread_id == 0) state.thread_id = ++next_thread_id_;
+    if (state.announced_session != session_) {
+        sink_->on_thread(state.thread_id, static_cast<uint64_t>(syscall(SYS_gettid)));
+        state.announced_session = session_;
+    }
+    return state.thread_id;
+}
+
+uint32_t Engine::intern_native_locked(ThreadStackCache* cache, const uintptr_t* ips, uint32_t count) {
+    if (count > kMaxNativeFrames) count = kMaxNativeFrames;
+    const uint64_t gen = generation_.load(std::memory_order_relaxed);
+    uint32_t last = cache && cache->native_generation == gen ? cache->native_count : 0;
+    // Outer frames shared with the last stack keep their nodes.
+    uint32_t same = 0;
+    while (same < count && same < last && ips[count - 1 - same] == cache->native_last[last - 1 - same]) ++same;
+    if (same == count && count == last) return count ? cache->native_nodes[0] : StackTrie::kRoot;
+    uint32_t nodes[kMaxNativeFrames];
+    for (uint32_t j = 0; j < same; ++j) nodes[count - 1 - j] = cache->native_nodes[last - 1 - j];
+    uint32_t parent = same ? nodes[count - same] : StackTrie::kRoot;
+    for (uint32_t k = count - same; k-- > 0;) {
+        bool created = false;
+        uint32_t node = native_trie_.intern(parent, FrameKey{ips[k], 0}, &created);
+        if (node == StackTrie::kNoNode) {  // out of memory: keep the outer part, cache nothing
+            if (cache) cache->native_count = 0;
+            return parent;
+        }
+        if (created) sink_->on_native_node(node, parent, ips[k]);
+        nodes[k] = parent = node;
+    }
+    if (cache) {
+        std::memcpy(cache->native_last, ips, count * sizeof(uintptr_t));
+        std::memcpy(cache->native_nodes, nodes, count * sizeof(uint32_t));
+        cache->native_count = count;
+        cache->native_generation = gen;
+    }
+    return parent;
 }
 
 void Engine::clear(std::vector<FrameKey>* unpin) {
@@ -201,12 +267,16 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
                         frame = kUnknownFrame;
                         substituted = true;
                     }
-                } else {
+                } else if (!sink_) {
                     frame = kUnknownFrame;  // only a thread with the GIL may pin
                     substituted = true;
                 }
+                // A capture keeps the frame unpinned: the sink describes it
+                // now, while the allocating thread's own frame holds its code
+                // alive, and a later stack seen with the GIL pins it.
             }
             node = trie_.intern(parent, frame, &created);
+            if (created && sink_) sink_->on_python_node(node, parent, frame);
         }
         if (node == StackTrie::kNoNode) {  // out of memory: keep the part we have
             complete = false;
@@ -230,7 +300,8 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
 }
 
 void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
-                          uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled) {
+                          uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled,
+                          Allocator allocator, const uintptr_t* native_ips, uint32_t native_count) {
     uint32_t node = StackTrie::kRoot;
     uint64_t seen_generation = generation_.load(std::memory_order_acquire);
     bool resolved = frame_count == 0 || (use_stack_cache_.load(std::memory_order_relaxed) &&
@@ -241,7 +312,21 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
         node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
     }
-    insert_locked(domain, address, BlockInfo{size, node, total_depth}, pooled);
+    uint32_t kept = node;
+    if (sink_) {
+        uint32_t thread = capture_thread_locked();
+        // A block still recorded at this address was freed where no hook saw
+        // it: the capture must see that free before the new block.
+        BlockTable* table = table_for(domain, true);
+        BlockInfo stale;
+        if (table->erase(address, &stale)) {
+            current_bytes_ -= stale.size;
+            sink_->on_free(DeallocationEvent{address, stale.size, domain, thread, Allocator::kFree, stale});
+        }
+        uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
+        kept = sink_->on_alloc(AllocationEvent{address, size, domain, thread, node, native, allocator});
+    }
+    insert_locked(domain, address, BlockInfo{size, kept, total_depth}, pooled);
 }
 
 void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled) {
@@ -255,7 +340,7 @@ void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& 
     if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
 }
 
-bool Engine::record_free(uint32_t domain, uintptr_t address, BlockInfo* removed) {
+bool Engine::record_free(uint32_t domain, uintptr_t address, BlockInfo* removed, Allocator deallocator) {
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return false;
     BlockTable* table = table_for(domain, false);
@@ -263,12 +348,36 @@ bool Engine::record_free(uint32_t domain, uintptr_t address, BlockInfo* removed)
     if (!table || !table->erase(address, &info)) return false;
     current_bytes_ -= info.size;
     if (removed) *removed = info;
+    if (sink_) {
+        sink_->on_free(DeallocationEvent{address, info.size, domain, capture_thread_locked(), deallocator, info});
+    }
+    return true;
+}
+
+bool Engine::record_munmap(uintptr_t address, uint64_t length) {
+    SpinGuard guard(lock_);
+    if (!tracing_.load(std::memory_order_relaxed)) return false;
+    BlockInfo info;
+    if (!python_table_.erase(address, &info)) return false;
+    uint64_t released = length < info.size ? length : info.size;
+    current_bytes_ -= released;
+    if (released < info.size) {
+        bool ok = true;
+        BlockInfo rest{info.size - released, info.stack, info.total_depth};
+        BlockInfo overwritten;
+        python_table_.insert(address + released, rest, &overwritten, &ok, false);
+        if (!ok) current_bytes_ -= rest.size;  // the table could not grow: the rest goes untraced
+    }
+    if (sink_) {
+        sink_->on_free(
+            DeallocationEvent{address, released, kPythonDomain, capture_thread_locked(), Allocator::kMunmap, info});
+    }
     return true;
 }
 
 void Engine::restore(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled) {
     SpinGuard guard(lock_);
-    if (!tracing_.load(std::memory_order_relaxed)) return;
+    if (!tracing_.load(std::memory_order_relaxed) || sink_) return;
     insert_locked(domain, address, info, pooled);
 }
 

@@ -17,9 +17,13 @@
 
 #include "common/spin_lock.h"
 #include "sink/block_table.h"
+#include "sink/capture_sink.h"
 #include "stack/stack_trie.h"
 
 namespace heapscope {
+
+// The most native frames kept per allocation when native traces are on.
+inline constexpr uint32_t kMaxNativeFrames = 128;
 
 // Per-thread memory of the last stack interned, so that the next allocation
 // interns only the frames that differ. Plain calloc'd memory owned by one thread.
@@ -41,6 +45,15 @@ struct ThreadStackCache {
     FrameKey* fresh = nullptr;  // where the next stack is captured
     uint32_t* fresh_nodes = nullptr;
     InnerMemo memo[kMemoSize] = {};  // valid for `generation` only
+
+    // The same for native stacks (captures with native traces): the last
+    // return addresses interned and their nodes, innermost first. Consecutive
+    // allocations share their outer native frames, which are then not looked
+    // up again.
+    uint64_t native_generation = 0;
+    uint32_t native_count = 0;
+    uintptr_t native_last[kMaxNativeFrames] = {};
+    uint32_t native_nodes[kMaxNativeFrames] = {};
 };
 
 // Allocates or resizes `cache` for `capacity` frames; false if memory ran out.
@@ -67,8 +80,10 @@ class Engine {
 
     // --- control (called by a front door, never from a hook) ---
     void set_frame_pinner(FramePinner pinner) { pinner_ = pinner; }
-    // Starts tracing with a traceback limit; false if already tracing.
-    bool start(uint32_t traceback_limit);
+    // Starts tracing with a traceback limit; false if already tracing. With a
+    // sink (a capture), every event is also handed to it, and native frames
+    // are interned when `native_traces`. The sink must outlive stop().
+    bool start(uint32_t traceback_limit, CaptureSink* sink = nullptr, bool native_traces = false);
     // Stops tracing and forgets every trace. The frames that were pinned are
     // appended to `unpin` so the caller can release them outside the lock.
     void stop(std::vector<FrameKey>* unpin);
@@ -76,6 +91,13 @@ class Engine {
     void clear(std::vector<FrameKey>* unpin);
 
     bool tracing() const { return tracing_.load(std::memory_order_relaxed); }
+    // Whether hooks should capture native frames (a capture asked for them).
+    bool native_traces() const { return native_traces_.load(std::memory_order_relaxed); }
+    bool capturing();
+    // Swaps the capture sink; returns the previous one. For a forked child:
+    // it first runs without a sink (see after_fork_in_child), then the front
+    // door either attaches the child's own writer or stops.
+    CaptureSink* replace_sink(CaptureSink* sink);
     uint32_t traceback_limit() const { return limit_.load(std::memory_order_relaxed); }
     uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
@@ -84,15 +106,30 @@ class Engine {
     // Records a block. `cache->fresh[0..frame_count)` holds the stack just
     // captured (innermost first) and `total_depth` its full depth. A frame
     // whose code no stack refers to yet is pinned if `can_pin`; otherwise (a
-    // thread without the GIL) it is recorded as kUnknownFrame.
+    // thread without the GIL) it is recorded as kUnknownFrame, except in a
+    // capture, whose sink describes frames as they are first seen.
     // `pooled` says the block came from pymalloc (the mem and object domains),
     // so that it may be kept by position (see PoolIndex).
+    // `allocator` and the native return addresses `native_ips[0..native_count)`
+    // (innermost first) matter only to a capture.
     void record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
-                      uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled = false);
+                      uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled = false,
+                      Allocator allocator = Allocator::kMalloc, const uintptr_t* native_ips = nullptr,
+                      uint32_t native_count = 0);
     // Removes a block; false if it was not traced. `removed` may be null.
-    bool record_free(uint32_t domain, uintptr_t address, BlockInfo* removed = nullptr);
-    // Puts back a block taken by record_free (a realloc that failed).
+    bool record_free(uint32_t domain, uintptr_t address, BlockInfo* removed = nullptr,
+                     Allocator deallocator = Allocator::kFree);
+    // munmap(address, length) of a mapping recorded at `address`: removes it,
+    // or only its first `length` bytes (the rest stays recorded at
+    // address + length). Unmapping that does not start at a recorded mapping
+    // is not seen. False if nothing was recorded at `address`.
+    bool record_munmap(uintptr_t address, uint64_t length);
+    // Puts back a block taken by record_free (a realloc that failed). Not
+    // done while capturing: the capture already holds the free, so the block
+    // simply stays untraced.
     void restore(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled = false);
+    // Tells the sink that shared objects were loaded or unloaded.
+    void notify_mappings_changed();
 
     // --- queries ---
     void traced_memory(uint64_t* current, uint64_t* peak);
@@ -111,13 +148,24 @@ class Engine {
     // --- fork: the child keeps tracing with its own copy of the tables ---
     void before_fork() { lock_.lock(); }
     void after_fork_in_parent() { lock_.unlock(); }
-    void after_fork_in_child() { lock_.reset_after_fork(); }
+    // The child must not touch the parent's capture writer (its thread and
+    // lock did not survive the fork): events go nowhere until the front door
+    // decides (replace_sink or stop).
+    void after_fork_in_child() {
+        lock_.reset_after_fork();
+        sink_ = nullptr;
+    }
 
   private:
     BlockTable* table_for(uint32_t domain, bool create);
     // Stores a block and updates current and peak bytes. Holds lock_.
     void insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled);
     uint32_t resolve_stack_locked(ThreadStackCache* cache, uint32_t frame_count, bool can_pin);
+    // Announces the calling thread to the sink once per capture. Holds lock_.
+    uint32_t capture_thread_locked();
+    // Interns native return addresses (innermost first); the innermost's
+    // node. Reuses the thread's last native stack when `cache` is given. Holds lock_.
+    uint32_t intern_native_locked(ThreadStackCache* cache, const uintptr_t* ips, uint32_t count);
     static bool resolve_from_cache(ThreadStackCache* cache, uint32_t frame_count, uint64_t generation, uint32_t* node);
     void drop_all_locked(std::vector<FrameKey>* unpin);
 
@@ -131,7 +179,12 @@ class Engine {
     // it once and sizes both its cache and its walk from that one value.
     std::atomic<uint32_t> limit_{1};
     FramePinner pinner_ = nullptr;
+    CaptureSink* sink_ = nullptr;  // guarded by lock_
+    std::atomic<bool> native_traces_{false};
+    uint64_t session_ = 0;             // captures started; thread ids are announced once per session
+    uint32_t next_thread_id_ = 0;
     StackTrie trie_;
+    StackTrie native_trie_;  // frames are {return address, 0}
     LiveTable pinned_codes_;  // a set: each code object stacks refer to, pinned once
     BlockTable python_table_;
     std::vector<std::pair<uint32_t, BlockTable>> other_tables_;

@@ -14,6 +14,8 @@ struct ThreadHookState {
     bool suppressed;  // the engine is building Python objects: their allocations are not traced
     bool exited;      // the thread is past its TLS teardown: cache nothing
     ThreadStackCache* cache;
+    uint32_t thread_id;         // small id for captures, given on first use (0: none yet)
+    uint64_t announced_session; // the capture session this thread's id was last announced to
 };
 
 extern thread_local ThreadHookState t_hook_state __attribute__((tls_model("initial-exec")));

@@ -15,12 +15,9 @@ constexpr int kNotTracing = -2;
 
 using TrackFn = int (*)(unsigned int, uintptr_t, size_t);
 using UntrackFn = int (*)(unsigned int, uintptr_t);
-using DlopenFn = void* (*)(const char*, int);
 
 TrackFn g_stdlib_track = nullptr;
 UntrackFn g_stdlib_untrack = nullptr;
-DlopenFn g_real_dlopen = nullptr;
-uintptr_t g_libpython_base = 0;
 
 int redirected_track(unsigned int domain, uintptr_t address, size_t size) {
     int ours = track(domain, address, size);
@@ -35,55 +32,32 @@ int redirected_untrack(unsigned int domain, uintptr_t address) {
     return ours == 0 ? 0 : theirs;
 }
 
-void patch_now();
-
-// Extension modules are loaded by the interpreter's dlopen with absolute
-// paths, so calling the real dlopen from here finds the same file.
-void* dlopen_then_patch(const char* filename, int flags) {
-    void* handle = g_real_dlopen(filename, flags);
-    if (handle && engine().tracing()) patch_now();
-    return handle;
-}
-
-void patch_now() {
-    const elf::SymbolHook hooks[] = {
-        {"PyTraceMalloc_Track", reinterpret_cast<void*>(&redirected_track), 0},
-        {"PyTraceMalloc_Untrack", reinterpret_cast<void*>(&redirected_untrack), 0},
-        {"dlopen", reinterpret_cast<void*>(&dlopen_then_patch), g_libpython_base},
-    };
-    elf::patch_loaded_objects(hooks, g_libpython_base ? 3 : 2);
-}
 }  // namespace
 
 int track(unsigned int domain, uintptr_t address, size_t size) {
     HookGuard guard;
     if (!engine().tracing()) return kNotTracing;
     if (!allocation_traced(guard)) return 0;  // from inside a hook or a report: not traced
-    pymem::record_block(domain, address, size, false);
+    pymem::record_block(domain, address, size, false, false, Allocator::kTrack);
     return 0;
 }
 
 int untrack(unsigned int domain, uintptr_t address) {
     HookGuard guard;
     if (!engine().tracing()) return kNotTracing;
-    if (guard.entered()) engine().record_free(domain, address);
+    if (guard.entered()) engine().record_free(domain, address, nullptr, Allocator::kUntrack);
     return 0;
 }
 
-void redirect_stdlib_calls() {
-    if (!g_real_dlopen) {
+size_t stdlib_symbol_hooks(elf::SymbolHook* out) {
+    if (!g_stdlib_track) {
         g_stdlib_track = reinterpret_cast<TrackFn>(dlsym(RTLD_DEFAULT, "PyTraceMalloc_Track"));
         g_stdlib_untrack = reinterpret_cast<UntrackFn>(dlsym(RTLD_DEFAULT, "PyTraceMalloc_Untrack"));
-        g_real_dlopen = reinterpret_cast<DlopenFn>(dlsym(RTLD_DEFAULT, "dlopen"));
-        Dl_info info;
-        if (dladdr(reinterpret_cast<void*>(&Py_Initialize), &info) != 0) {
-            g_libpython_base = reinterpret_cast<uintptr_t>(info.dli_fbase);
-        }
     }
-    patch_now();
+    out[0] = elf::SymbolHook{"PyTraceMalloc_Track", reinterpret_cast<void*>(&redirected_track), 0};
+    out[1] = elf::SymbolHook{"PyTraceMalloc_Untrack", reinterpret_cast<void*>(&redirected_untrack), 0};
+    return 2;
 }
-
-void restore_stdlib_calls() { elf::unpatch_all(); }
 
 void export_c_api() {
     Dl_info info;

@@ -1,12 +1,19 @@
 #include "hooks/pymem_hooks.h"
 
+#include <dlfcn.h>
+
+#include <algorithm>
+
+#include "common/loaded_object.h"
 #include "engine/engine.h"
 #include "engine/thread_state.h"
+#include "stack/native_unwind.h"
 #include "stack/python_frames.h"
 
 namespace heapscope::pymem {
 
 namespace {
+uintptr_t g_own_start = 0, g_own_end = 0;  // see prepare_native_stacks
 
 // One installation of the hooks on one domain. Each installation gets a fresh
 // context that is never freed: a raw-domain hook running without the GIL may
@@ -21,10 +28,10 @@ DomainHook* g_top[3] = {nullptr, nullptr, nullptr};
 // Mem and object domain calls always hold the GIL; raw ones may not.
 // The mem and object domains are served by pymalloc (small blocks).
 template <PyMemAllocatorDomain D>
-inline void on_alloc(void* ptr, size_t size) {
+inline void on_alloc(void* ptr, size_t size, Allocator allocator) {
     constexpr bool kGilHeld = D != PYMEM_DOMAIN_RAW;
     constexpr bool kPooled = D != PYMEM_DOMAIN_RAW;
-    record_block(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), size, kGilHeld, kPooled);
+    record_block(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), size, kGilHeld, kPooled, allocator);
 }
 
 inline PyMemAllocatorEx* original(void* ctx) { return &static_cast<DomainHook*>(ctx)->original; }
@@ -35,7 +42,7 @@ void* hook_malloc(void* ctx, size_t size) {
     PyMemAllocatorEx* alloc = original(ctx);
     HookGuard guard;
     void* ptr = alloc->malloc(alloc->ctx, size);
-    if (ptr && allocation_traced(guard)) on_alloc<D>(ptr, size);
+    if (ptr && allocation_traced(guard)) on_alloc<D>(ptr, size, Allocator::kPymallocMalloc);
     return ptr;
 }
 
@@ -45,7 +52,7 @@ void* hook_calloc(void* ctx, size_t nelem, size_t elsize) {
     HookGuard guard;
     void* ptr = alloc->calloc(alloc->ctx, nelem, elsize);
     // No overflow: calloc succeeded, so nelem * elsize fits.
-    if (ptr && allocation_traced(guard)) on_alloc<D>(ptr, nelem * elsize);
+    if (ptr && allocation_traced(guard)) on_alloc<D>(ptr, nelem * elsize, Allocator::kPymallocCalloc);
     return ptr;
 }
 
@@ -57,13 +64,14 @@ void* hook_realloc(void* ctx, void* old_ptr, size_t new_size) {
     // Forget the old block before the allocator can hand its address to
     // another thread; put it back if the reallocation fails.
     BlockInfo old_info;
-    bool had_old = old_ptr && engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(old_ptr), &old_info);
+    bool had_old = old_ptr && engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(old_ptr),
+                                                   &old_info, Allocator::kPymallocFree);
     void* new_ptr = alloc->realloc(alloc->ctx, old_ptr, new_size);
     if (!new_ptr) {
         if (had_old) engine().restore(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(old_ptr), old_info, D != PYMEM_DOMAIN_RAW);
         return nullptr;
     }
-    if (!t_hook_state.suppressed) on_alloc<D>(new_ptr, new_size);
+    if (!t_hook_state.suppressed) on_alloc<D>(new_ptr, new_size, Allocator::kPymallocRealloc);
     return new_ptr;
 }
 
@@ -73,7 +81,7 @@ void hook_free(void* ctx, void* ptr) {
     HookGuard guard;
     // Forget the block before it is freed (see hook_realloc).
     if (guard.entered() && ptr && engine().tracing()) {
-        engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr));
+        engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, Allocator::kPymallocFree);
     }
     alloc->free(alloc->ctx, ptr);
 }
@@ -139,7 +147,38 @@ bool hooks_in_chain() {
     return true;
 }
 
-void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled) {
+namespace {
+// The address range of heapscope's own module: native frames inside it (the
+// hooks themselves) are dropped from native stacks.
+struct OwnRange {
+    uintptr_t start = 0, end = 0;
+};
+OwnRange find_own_range() {
+    OwnRange range;
+    Dl_info info;
+    if (dladdr(reinterpret_cast<void*>(&find_own_range), &info) == 0) return range;
+    auto base = reinterpret_cast<uintptr_t>(info.dli_fbase);
+    for (const LoadedObject& object : current_loaded_objects()) {
+        if (object.load_bias != base) continue;
+        range.start = UINTPTR_MAX;
+        for (const LoadedSegment& segment : object.segments) {
+            range.start = std::min<uintptr_t>(range.start, base + segment.vaddr);
+            range.end = std::max<uintptr_t>(range.end, base + segment.vaddr + segment.memsz);
+        }
+    }
+    return range;
+}
+}  // namespace
+
+bool prepare_native_stacks() {
+    if (!load_native_unwinder()) return false;
+    static const OwnRange range = find_own_range();
+    g_own_start = range.start;
+    g_own_end = range.end;
+    return true;
+}
+
+void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled, Allocator allocator) {
     Engine& eng = engine();
     PyThreadState* tstate;
     if (gil_held) {
@@ -158,7 +197,18 @@ void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_he
         cache = thread_stack_cache(limit);
         if (cache) frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth);
     }
-    eng.record_alloc(domain, address, size, cache, frames, total_depth, gil_held, pooled);
+    uintptr_t native[kMaxNativeFrames + 8];
+    uint32_t native_count = 0;
+    const uintptr_t* native_start = native;
+    if (eng.native_traces()) {
+        size_t n = capture_native_stack(native, kMaxNativeFrames + 8, 0);
+        size_t skip = 0;
+        while (skip < n && native[skip] >= g_own_start && native[skip] < g_own_end) ++skip;
+        native_start = native + skip;
+        native_count = static_cast<uint32_t>(std::min<size_t>(n - skip, kMaxNativeFrames));
+    }
+    eng.record_alloc(domain, address, size, cache, frames, total_depth, gil_held, pooled, allocator, native_start,
+                     native_count);
 }
 
 void pin_frame_code(uintptr_t code) { Py_INCREF(reinterpret_cast<PyObject*>(code)); }

@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "sink/capture_sink.h"
+
 namespace heapscope::pymem {
 
 // Installs the hooks on all three domains. Requires the GIL. Idempotent.
@@ -25,11 +27,16 @@ void uninstall();
 // domain. Requires the GIL.
 bool hooks_in_chain();
 
-// Records `address` in `domain` with the calling thread's Python stack.
-// The caller holds a HookGuard that entered. `gil_held` may be false when
-// unknown: the hook then finds out. `pooled`: the block came from pymalloc.
-// Never calls Python.
-void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled = false);
+// Records `address` in `domain` with the calling thread's Python stack (and
+// its native stack when the engine wants native traces). The caller holds a
+// HookGuard that entered. `gil_held` may be false when unknown: the hook then
+// finds out. `pooled`: the block came from pymalloc. Never calls Python.
+void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled = false,
+                  Allocator allocator = Allocator::kMalloc);
+// Loads the native unwinder and finds heapscope's own code range once, so
+// native stacks can drop the hook frames. Call before a capture with native
+// traces starts. May allocate and dlopen. False if libunwind is missing.
+bool prepare_native_stacks();
 
 // Keeps the code object of a frame alive while a stack refers to it. These
 // touch reference counts only and need the GIL.

@@ -11,6 +11,7 @@
 #include <Python.h>
 
 #include <cstdint>
+#include <string>
 
 #include "stack/stack_trie.h"
 
@@ -31,6 +32,19 @@ uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uin
 // The address of the memory block that holds `obj` (objects may carry a GC
 // header or managed-dict pointers before the PyObject). Never calls Python.
 uintptr_t object_block_address(PyObject* obj);
+
+// Whether a captured frame was entered from C: the outermost Python frame of
+// one call of the interpreter loop. 3.11+ keep this in bit 0 of the position
+// (instruction pointers are 2-byte aligned); on 3.9 and 3.10 every Python
+// frame has its own interpreter-loop call. Never calls Python.
+bool frame_is_entry(FrameKey frame);
+
+// The code object's function name (co_qualname on 3.11+, co_name before),
+// filename and first line, as UTF-8, read without calling Python or
+// allocating Python objects: the code object must be kept alive by the
+// caller (the engine pins it). Any thread, with or without the GIL. False if
+// a name is not a str.
+bool describe_code(uintptr_t code, std::string* function, std::string* filename, int* first_lineno);
 
 // The code object of a captured frame (borrowed), or null for kUnknownFrame.
 PyCodeObject* frame_code(FrameKey frame);

@@ -22,7 +22,7 @@ uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uin
     _PyInterpreterFrame* frame = tstate->cframe ? tstate->cframe->current_frame : nullptr;
     for (; frame != nullptr && stored < limit; frame = frame->previous, ++depth) {
         out[stored++] = FrameKey{reinterpret_cast<uintptr_t>(frame->f_code),
-                                 reinterpret_cast<uintptr_t>(frame->prev_instr)};
+                                 reinterpret_cast<uintptr_t>(frame->prev_instr) | (frame->is_entry ? 1u : 0u)};
     }
     // Past the limit only the depth is needed.
     for (; frame != nullptr; frame = frame->previous) ++depth;
@@ -38,12 +38,14 @@ uintptr_t object_block_address(PyObject* obj) {
     return reinterpret_cast<uintptr_t>(obj) - pre;
 }
 
+bool frame_is_entry(FrameKey frame) { return frame.instr & 1; }
+
 PyCodeObject* frame_code(FrameKey frame) { return reinterpret_cast<PyCodeObject*>(frame.code); }
 
 int frame_lineno(FrameKey frame) {
     PyCodeObject* code = frame_code(frame);
     if (!code) return 0;
-    auto* instr = reinterpret_cast<_Py_CODEUNIT*>(frame.instr);
+    auto* instr = reinterpret_cast<_Py_CODEUNIT*>(frame.instr & ~uintptr_t{1});  // bit 0: the entry flag
     // As _PyInterpreterFrame_LASTI: a frame that has not started yet points
     // one unit before its first instruction.
     Py_ssize_t lasti = instr - _PyCode_CODE(code);

@@ -53,7 +53,12 @@ uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uin
     uint32_t stored = 0;
     uint32_t depth = 0;
     for (_PyInterpreterFrame* frame = top_frame(tstate); frame != nullptr; frame = frame->previous) {
-        if (frame->owner == FRAME_OWNED_BY_CSTACK) continue;
+        if (frame->owner == FRAME_OWNED_BY_CSTACK) {
+            // A shim frame: the interpreter loop was entered from C here, so
+            // the frame just below it is an entry frame (bit 0 of its position).
+            if (stored > 0) out[stored - 1].instr |= 1;
+            continue;
+        }
         PyObject* code = code_of(frame);
         if (!code || !PyCode_Check(code)) continue;
         if (stored < limit) {
@@ -77,12 +82,14 @@ uintptr_t object_block_address(PyObject* obj) {
     return reinterpret_cast<uintptr_t>(obj) - pre;
 }
 
+bool frame_is_entry(FrameKey frame) { return frame.instr & 1; }
+
 PyCodeObject* frame_code(FrameKey frame) { return reinterpret_cast<PyCodeObject*>(frame.code); }
 
 int frame_lineno(FrameKey frame) {
     PyCodeObject* code = frame_code(frame);
     if (!code) return 0;
-    auto* instr = reinterpret_cast<_Py_CODEUNIT*>(frame.instr);
+    auto* instr = reinterpret_cast<_Py_CODEUNIT*>(frame.instr & ~uintptr_t{1});  // bit 0: the entry flag
     Py_ssize_t lasti = instr - _PyCode_CODE(code);  // as _PyInterpreterFrame_LASTI
     int lineno = PyCode_Addr2Line(code, static_cast<int>(lasti * sizeof(_Py_CODEUNIT)));
     return lineno < 0 ? 0 : lineno;

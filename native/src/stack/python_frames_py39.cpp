@@ -33,6 +33,8 @@ uintptr_t object_block_address(PyObject* obj) {
     return reinterpret_cast<uintptr_t>(obj) - pre;
 }
 
+bool frame_is_entry(FrameKey) { return true; }
+
 PyCodeObject* frame_code(FrameKey frame) { return reinterpret_cast<PyCodeObject*>(frame.code); }
 
 int frame_lineno(FrameKey frame) {

@@ -15,9 +15,14 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from heapscope.cli import top
+    from heapscope.cli import live, run, stats, summary, top, tree
 
     top.register(commands)
+    run.register(commands)
+    summary.register(commands)
+    stats.register(commands)
+    tree.register(commands)
+    live.register(commands)
     return parser
 
 

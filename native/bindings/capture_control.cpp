@@ -1,0 +1,159 @@
+// The capture side of heapscope.Tracker: start and stop a capture into a file
+// descriptor, and hand a forked child its own capture (follow_fork).
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/vector.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bindings.h"
+#include "engine/engine.h"
+#include "engine/thread_state.h"
+#include "hooks/got_hooks.h"
+#include "hooks/pymem_hooks.h"
+#include "sink/capture_writer.h"
+#include "stack/python_frames.h"
+
+namespace nb = nanobind;
+
+namespace heapscope::bindings {
+
+namespace {
+
+using Metadata = std::vector<std::pair<std::string, std::string>>;
+
+// Python frames kept per allocation in a capture: memray keeps them all; this
+// bounds the per-thread stack cache (2 x 1024 x 20 bytes) instead.
+constexpr uint32_t kCaptureDepth = 1024;
+
+// The active capture's writer. Guarded by the GIL: only these bindings touch it.
+std::unique_ptr<CaptureWriter> g_writer;
+bool g_python_allocators = false;
+
+FrameDescriber python_describer() {
+    FrameDescriber describer;
+    describer.lineno = &python::frame_lineno;
+    describer.describe_code = &python::describe_code;
+    describer.is_entry = &python::frame_is_entry;
+    return describer;
+}
+
+[[noreturn]] void raise_runtime_error(const std::string& message) {
+    throw nb::builtin_exception(nb::exception_type::runtime_error, message.c_str());
+}
+
+[[noreturn]] void raise_os_error(const std::string& message) {
+    PyErr_SetString(PyExc_OSError, message.c_str());
+    throw nb::python_error();
+}
+
+void capture_start(int fd, bool aggregated, bool native_traces, bool trace_python_allocators,
+                   uint32_t memory_interval_ms, bool compress, Metadata metadata) {
+    if (fd < 0) throw nb::value_error("capture_start: the file descriptor must be >= 0");
+    if (engine().tracing()) {
+        close(fd);
+        raise_runtime_error(engine().capturing()
+                                ? "No more than one Tracker instance can be active at the same time"
+                                : "cannot start a capture while heapscope.tracemalloc is tracing");
+    }
+    if (native_traces && !pymem::prepare_native_stacks()) {
+        close(fd);
+        raise_runtime_error("native traces need libunwind (Debian: libunwind8), which could not be loaded");
+    }
+    CaptureOptions options;
+    options.fd = fd;
+    options.format = aggregated ? format::FileFormat::kAggregatedAllocations : format::FileFormat::kAllAllocations;
+    options.native_traces = native_traces;
+    options.trace_python_allocators = trace_python_allocators;
+    options.compression_level = compress ? 3 : 0;
+    options.memory_interval_ms = memory_interval_ms;
+    options.metadata = std::move(metadata);
+    options.describer = python_describer();
+    std::string error;
+    std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(std::move(options), &error);
+    if (!writer) raise_os_error("cannot start the capture: " + error);
+    // What heapscope allocates to set itself up is not the program's.
+    SuppressTracing untraced;
+    if (!engine().start(kCaptureDepth, writer.get(), native_traces)) {
+        raise_runtime_error("cannot start a capture: heapscope is already tracing");
+    }
+    g_writer = std::move(writer);
+    g_python_allocators = trace_python_allocators;
+    if (trace_python_allocators) pymem::install();
+    got::install(true);
+}
+
+// Stops the engine and removes every hook; the writer gets no more events.
+void stop_engine() {
+    got::uninstall();
+    if (g_python_allocators) pymem::uninstall();
+    g_python_allocators = false;
+    std::vector<FrameKey> unpin;
+    engine().stop(&unpin);
+    release_pins(unpin);
+}
+
+nb::dict capture_stop(Metadata end_metadata) {
+    if (!g_writer) raise_runtime_error("no capture is active");
+    {
+        SuppressTracing untraced;  // unpatching allocates; frees still reach the capture
+        stop_engine();
+    }
+    std::unique_ptr<CaptureWriter> writer = std::move(g_writer);
+    std::string error;
+    bool ok;
+    {
+        nb::gil_scoped_release release;  // joins the writer's thread, which never takes the GIL
+        ok = writer->finish(end_metadata, &error);
+    }
+    CaptureTotals totals = writer->totals();
+    if (!ok) raise_os_error("the capture could not be written completely: " + error);
+    nb::dict result;
+    result["allocations"] = totals.allocations;
+    result["deallocations"] = totals.deallocations;
+    result["peak_memory"] = totals.peak_heap;
+    result["bytes_written"] = totals.bytes_written;
+    return result;
+}
+
+// In a forked child. The engine has already detached the parent's writer
+// (Engine::after_fork_in_child); that writer's thread and lock did not
+// survive the fork, so it is abandoned, never finished or destroyed.
+void capture_fork_child(std::optional<int> fd, Metadata metadata) {
+    if (!g_writer) return;
+    CaptureWriter* parent_writer = g_writer.release();
+    if (!fd) {
+        stop_engine();
+        return;
+    }
+    std::string error;
+    std::unique_ptr<CaptureWriter> child = parent_writer->clone_in_child(*fd, std::move(metadata), &error);
+    if (!child) {
+        stop_engine();
+        raise_os_error("follow_fork: cannot start the child's capture: " + error);
+    }
+    engine().replace_sink(child.get());
+    g_writer = std::move(child);
+}
+
+}  // namespace
+
+void bind_capture_control(nb::module_& m) {
+    m.def("capture_start", &capture_start, nb::arg("fd"), nb::kw_only(), nb::arg("aggregated"),
+          nb::arg("native_traces"), nb::arg("trace_python_allocators"), nb::arg("memory_interval_ms"),
+          nb::arg("compress"), nb::arg("metadata"),
+          "Start capturing every allocation into `fd` (a file or a connected socket; the capture owns it).");
+    m.def("capture_stop", &capture_stop, nb::arg("end_metadata"),
+          "Stop the capture, write its end and close it. Returns totals.");
+    m.def("capture_active", [] { return static_cast<bool>(g_writer); });
+    m.def("capture_fork_child", &capture_fork_child, nb::arg("fd").none(), nb::arg("metadata"),
+          "In a forked child: continue the capture into `fd`, or end the child's part if None.");
+}
+
+}  // namespace heapscope::bindings

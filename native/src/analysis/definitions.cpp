@@ -1,0 +1,137 @@
+#include "analysis/definitions.h"
+
+namespace heapscope::analysis {
+
+namespace {
+constexpr const char* kUnknown = "<unknown>";
+}  // namespace
+
+bool Definitions::apply(const format::Record& record, uint32_t* generation) {
+    using format::RecordType;
+    switch (record.type) {
+        case RecordType::kThread: {
+            // Always taken: a thread may be written again once it has a name.
+            Thread& thread = slot(&threads_, record.thread.thread);
+            thread.info.os_tid = record.thread.os_tid;
+            thread.info.name = record.thread.name;
+            thread.defined = true;
+            return true;
+        }
+        case RecordType::kCode: {
+            Code& code = slot(&codes_, record.code.code);
+            if (!code.defined) {
+                code.function = record.code.function;
+                code.filename = record.code.filename;
+                code.defined = true;
+            }
+            return true;
+        }
+        case RecordType::kPythonNode: {
+            const format::PythonNodeRecord& r = record.python_node;
+            PythonNode& node = slot(&python_nodes_, r.node);
+            if (!node.defined) {
+                node = PythonNode{r.parent, r.code, r.lineno, r.is_entry, true};
+                ++python_node_count_;
+            }
+            return true;
+        }
+        case RecordType::kNativeNode: {
+            const format::NativeNodeRecord& r = record.native_node;
+            NativeNode& node = slot(&native_nodes_, r.node);
+            if (!node.defined) {
+                node = NativeNode{r.ip, r.parent, *generation, true};
+                ++native_node_count_;
+            }
+            return true;
+        }
+        case RecordType::kLoadedObjects:
+            *generation = record.loaded_objects.generation;
+            loaded_objects_.try_emplace(record.loaded_objects.generation, record.loaded_objects.objects);
+            return true;
+        case RecordType::kMetadata:
+            for (const auto& [key, value] : record.metadata.entries) add_metadata(key, value);
+            return true;
+        default:
+            return false;
+    }
+}
+
+void Definitions::add_metadata(const std::string& key, const std::string& value) {
+    auto [found, inserted] = metadata_index_.try_emplace(key, metadata_.size());
+    if (inserted) {
+        metadata_.emplace_back(key, value);
+    } else {
+        metadata_[found->second].second = value;
+    }
+}
+
+bool Definitions::python_stack(uint32_t node, size_t max_frames, std::vector<PythonFrame>* out) const {
+    out->clear();
+    if (node == 0) return true;
+    if (!has_python_node(node)) return false;
+    // A parent is always defined before its child, so a chain is never
+    // longer than the nodes known; the bound only guards against a file
+    // whose ids loop.
+    size_t steps = python_nodes_.size();
+    while (node != 0 && out->size() < max_frames && steps-- > 0) {
+        if (!has_python_node(node)) break;
+        const PythonNode& n = python_nodes_[node];
+        PythonFrame frame;
+        if (n.code != 0 && n.code < codes_.size() && codes_[n.code].defined) {
+            frame.function = codes_[n.code].function;
+            frame.file = codes_[n.code].filename;
+        } else {
+            frame.function = kUnknown;
+            frame.file = kUnknown;
+        }
+        frame.line = n.lineno;
+        frame.is_entry = n.is_entry;
+        out->push_back(std::move(frame));
+        node = n.parent;
+    }
+    return true;
+}
+
+bool Definitions::native_stack(uint32_t node, size_t max_frames, Symbolizer* symbolizer,
+                               std::vector<NativeFrame>* out) {
+    out->clear();
+    if (node == 0) return true;
+    if (!has_native_node(node)) return false;
+    size_t steps = native_nodes_.size();
+    while (node != 0 && out->size() < max_frames && steps-- > 0) {
+        if (!has_native_node(node)) break;
+        const NativeNode& n = native_nodes_[node];
+        if (given_to_symbolizer_.insert(n.generation).second) {
+            auto objects = loaded_objects_.find(n.generation);
+            symbolizer->set_objects(n.generation,
+                                    objects != loaded_objects_.end() ? objects->second : std::vector<LoadedObject>{});
+        }
+        for (NativeFrame& frame : symbolizer->symbolize(n.ip, n.generation)) {
+            if (out->size() >= max_frames) break;
+            out->push_back(std::move(frame));
+        }
+        node = n.parent;
+    }
+    return true;
+}
+
+bool Definitions::hybrid_stack(uint32_t python_node, uint32_t native_node, size_t max_frames,
+                               Symbolizer* symbolizer, std::vector<NativeFrame>* out) {
+    std::vector<PythonFrame> python;
+    std::vector<NativeFrame> native;
+    if (!python_stack(python_node, SIZE_MAX, &python)) return false;
+    if (!native_stack(native_node, SIZE_MAX, symbolizer, &native)) return false;
+    *out = analysis::hybrid_stack(python, native);
+    if (out->size() > max_frames) out->resize(max_frames);
+    return true;
+}
+
+std::vector<std::pair<uint32_t, ThreadInfo>> Definitions::threads() const {
+    std::vector<std::pair<uint32_t, ThreadInfo>> result;
+    for (size_t id = 0; id < threads_.size(); ++id) {
+        if (threads_[id].defined) result.emplace_back(static_cast<uint32_t>(id), threads_[id].info);
+    }
+    return result;
+}
+
+}  // namespace heapscope::analysis

@@ -1,0 +1,139 @@
+// The capture file's container: a fixed header, then chunks.
+//
+// Every chunk carries its type, its lengths, a checksum of its stored bytes
+// and a sequence number, so a reader can read a file up to the first damaged
+// or missing chunk and say exactly where that is. Chunks are compressed with
+// zstd unless the writer was asked not to. docs/capture-format.md has the
+// byte layout. Never calls Python.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace heapscope::format {
+
+inline constexpr uint32_t kFormatVersion = 1;
+// Byte sizes of the fixed parts (docs/capture-format.md has their layout).
+inline constexpr size_t kFileHeaderBytes = 40;
+inline constexpr size_t kChunkHeaderBytes = 28;
+// The largest chunk payload, before or after compression: a length above it
+// is damage, and readers never allocate more than this for one chunk.
+inline constexpr size_t kMaxChunkBytes = size_t{1} << 28;
+
+enum class FileFormat : uint8_t { kAllAllocations = 0, kAggregatedAllocations = 1 };
+
+enum class ChunkType : uint8_t {
+    kRecords = 1,  // a RecordEncoder payload
+    kEnd = 2,      // the last chunk of a capture that stopped cleanly (empty payload)
+};
+
+struct FileHeader {
+    uint32_t version = kFormatVersion;
+    FileFormat format = FileFormat::kAllAllocations;
+    bool native_traces = false;
+    bool trace_python_allocators = false;
+};
+
+// Writes a capture to a file descriptor (a file or a connected socket: it
+// never seeks). Not thread-safe.
+class ChunkWriter {
+  public:
+    // `compression_level` 0 stores chunks uncompressed.
+    ChunkWriter(int fd, int compression_level);
+    ~ChunkWriter();
+    ChunkWriter(const ChunkWriter&) = delete;
+    ChunkWriter& operator=(const ChunkWriter&) = delete;
+    // false on a write error (then error() says which); the descriptor is not closed.
+    bool write_header(const FileHeader& header);
+    bool write_chunk(ChunkType type, std::string_view payload);
+    const std::string& error() const { return error_; }
+    uint64_t bytes_written() const { return bytes_written_; }
+
+    // True after a failed write: every later write fails at once.
+    bool failed() const { return !error_.empty(); }
+
+  private:
+    bool write_all(const void* first, size_t first_size, const void* second, size_t second_size);
+    int fd_;
+    int level_;
+    bool is_socket_ = false;  // send(MSG_NOSIGNAL): a closed peer gives EPIPE, not SIGPIPE
+    bool is_fifo_ = false;    // SIGPIPE blocked around the write, for the same reason
+    uint32_t sequence_ = 0;
+    uint64_t bytes_written_ = 0;
+    std::string scratch_;
+    void* zstd_ = nullptr;  // ZSTD_CCtx*
+    std::string error_;
+};
+
+// Reads a capture from a file descriptor, streaming: memory is bounded by the
+// largest chunk, whatever the file's size.
+class ChunkReader {
+  public:
+    explicit ChunkReader(int fd);
+    ~ChunkReader();
+    ChunkReader(const ChunkReader&) = delete;
+    ChunkReader& operator=(const ChunkReader&) = delete;
+    // Reads and checks the file header. False if the file is not a capture,
+    // or has a version this reader does not know (error() says which).
+    bool read_header(FileHeader* header);
+    enum class Status { kChunk, kEnd, kDamaged };
+    // The next chunk's decompressed payload. kEnd at a clean end of data
+    // (the file simply ends after a whole chunk, or the kEnd chunk was
+    // returned: nothing after it is read); kDamaged on a bad checksum, a torn
+    // chunk, a bad length, an out-of-order sequence number or a decompression
+    // error: error() then names the chunk's number and byte offset. Nothing
+    // is read past damage. A capture without a kEnd chunk stopped uncleanly
+    // (the process was killed) but is readable up to its last chunk.
+    Status next(ChunkType* type, std::string* payload);
+    const std::string& error() const { return error_; }
+    uint64_t offset() const { return offset_; }  // bytes consumed so far
+
+  private:
+    Status damaged(uint64_t chunk_offset, const std::string& what);
+    int fd_;
+    uint64_t offset_ = 0;
+    uint32_t sequence_ = 0;
+    bool header_read_ = false;
+    bool ended_ = false;    // the end chunk was read: nothing after it is read
+    bool damaged_ = false;  // nothing after damage is read
+    std::string stored_;
+    void* zstd_ = nullptr;  // ZSTD_DCtx*
+    std::string error_;
+};
+
+// The same decoding for bytes that arrive piecemeal (a live socket): feed
+// whatever was received, then take whole chunks out. The file header is
+// expected first.
+class ChunkParser {
+  public:
+    ChunkParser();
+    ~ChunkParser();
+    ChunkParser(const ChunkParser&) = delete;
+    ChunkParser& operator=(const ChunkParser&) = delete;
+    void feed(std::string_view bytes);
+    enum class Status { kHeader, kChunk, kNeedMore, kDamaged };
+    // kHeader once, when the header is complete (*header filled); then
+    // kChunk per whole chunk; kNeedMore until more bytes are fed (and for
+    // ever after the kEnd chunk); kDamaged (error() says why, with the same
+    // messages as ChunkReader) on bad bytes, after which nothing more is parsed.
+    Status next(FileHeader* header, ChunkType* type, std::string* payload);
+    const std::string& error() const { return error_; }
+
+    uint64_t offset() const { return offset_; }  // stream bytes consumed so far
+
+  private:
+    Status damaged(uint64_t chunk_offset, const std::string& what);
+    std::string buffer_;
+    size_t pos_ = 0;
+    uint64_t offset_ = 0;
+    bool have_header_ = false;
+    bool ended_ = false;  // the end chunk was parsed: later bytes are ignored
+    bool damaged_ = false;
+    uint32_t sequence_ = 0;
+    void* zstd_ = nullptr;  // ZSTD_DCtx*
+    std::string error_;
+};
+
+}  // namespace heapscope::format

@@ -1,0 +1,235 @@
+// The logical records of a capture file, and the two sides of their codec.
+//
+// A capture is a file header followed by checksummed chunks (chunk_io.h).
+// Each chunk's payload is a sequence of records encoded by RecordEncoder and
+// read back by RecordDecoder. Deltas and other encoder state restart at every
+// chunk, so each chunk decodes on its own; definitions (threads, code, stack
+// nodes, loaded objects) accumulate across chunks and always come before the
+// first record that uses them. docs/capture-format.md specifies the bytes.
+//
+// Python-free and allocator-hook-free: used by the writer inside the traced
+// process and by the reader offline.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/loaded_object.h"
+#include "sink/capture_sink.h"
+
+namespace heapscope::format {
+
+enum class RecordType : uint8_t {
+    kThread = 1,        // ThreadRecord
+    kCode = 2,          // CodeRecord
+    kPythonNode = 3,    // PythonNodeRecord
+    kNativeNode = 4,    // NativeNodeRecord
+    kLoadedObjects = 5, // LoadedObjectsRecord
+    kAllocation = 6,    // AllocationRecord
+    kDeallocation = 7,  // DeallocationRecord
+    kMemory = 8,        // MemoryRecord
+    kCheckpoint = 9,    // CheckpointRecord (aggregated format)
+    kLocation = 10,     // LocationRecord (aggregated format, follows its checkpoint)
+    kMetadata = 11,     // MetadataRecord (key/value pairs: start of capture, and end)
+};
+
+struct ThreadRecord {
+    uint32_t thread;  // small id, as in AllocationEvent
+    uint64_t os_tid;
+    std::string name;
+};
+struct CodeRecord {
+    uint32_t code;  // small id given by the writer, dense from 1
+    std::string function;
+    std::string filename;
+    int32_t first_lineno;
+};
+struct PythonNodeRecord {
+    uint32_t node;    // engine node id
+    uint32_t parent;  // 0: outermost frame
+    uint32_t code;    // CodeRecord id; 0 for an unknown frame
+    int32_t lineno;
+    bool is_entry;
+};
+struct NativeNodeRecord {
+    uint32_t node;
+    uint32_t parent;
+    uint64_t ip;  // return address as captured
+};
+struct LoadedObjectsRecord {
+    uint32_t generation;  // increases at each change; native nodes written after it resolve against it
+    std::vector<LoadedObject> objects;
+};
+struct AllocationRecord {
+    uint32_t thread;
+    uint64_t address;
+    uint64_t size;
+    Allocator allocator;
+    uint32_t domain;
+    uint32_t python_node;
+    uint32_t native_node;
+};
+struct DeallocationRecord {
+    uint32_t thread;
+    uint64_t address;
+    uint64_t size;  // 0 except for munmap (length unmapped)
+    Allocator allocator;
+    uint32_t domain;
+};
+struct MemoryRecord {
+    uint64_t time_ms;  // since the capture started
+    uint64_t rss;      // resident set size, bytes
+    uint64_t heap;     // traced bytes outstanding
+};
+// The aggregated format's state at one moment. Every LocationRecord that
+// follows it (up to the next checkpoint) updates one location; a location not
+// repeated keeps its last written state. A location's bytes at the high-water
+// mark are `current` if its `epoch` < the checkpoint's `peak_epoch`, else `at_peak`
+// (see analysis/high_water_mark.h for why).
+struct CheckpointRecord {
+    uint64_t time_ms;
+    uint64_t peak_epoch;   // times the heap reached a new maximum
+    uint64_t heap;         // bytes outstanding
+    uint64_t peak_heap;    // high-water mark so far
+    uint32_t locations;    // LocationRecords that follow
+    bool final;            // written by a clean stop: leaks are final
+};
+struct LocationRecord {
+    uint32_t location;  // id given by the writer
+    uint32_t thread;
+    Allocator allocator;
+    uint32_t domain;
+    uint32_t python_node;
+    uint32_t native_node;
+    uint64_t current_count, current_bytes;  // outstanding now
+    uint64_t at_peak_count, at_peak_bytes;  // outstanding at the last high-water mark seen while it changed
+    uint64_t epoch;                         // peak_epoch when it last changed
+    uint64_t total_count, total_bytes;      // ever allocated here
+};
+struct MetadataRecord {
+    std::vector<std::pair<std::string, std::string>> entries;
+};
+
+namespace detail {
+// What the encoder remembers within a chunk, and the decoder mirrors: the
+// base of every delta (docs/capture-format.md, "Codec state").
+struct CodecState {
+    // Recently used block addresses, most recent first: an allocation or a
+    // free at one of them names its slot instead of the address.
+    static constexpr int kAddressSlots = 14;
+    uint64_t recent_addresses[kAddressSlots] = {};
+    uint32_t thread = 0;              // of the allocations and deallocations that follow
+    bool native = false;              // compact allocations carry a native node
+    uint32_t last_python_node = 0;    // allocations
+    uint32_t last_native_node = 0;    // allocations
+    uint64_t last_ip = 0;             // native nodes
+    uint32_t last_node_id = 0;        // python nodes
+    uint32_t last_native_node_id = 0; // native nodes
+    uint32_t last_location = 0;       // location records
+
+    // The slot holding `address`, or -1.
+    int find(uint64_t address) const {
+        for (int i = 0; i < kAddressSlots; ++i) {
+            if (recent_addresses[i] == address) return i;
+        }
+        return -1;
+    }
+    // Moves slot `slot` to the front.
+    void promote(int slot) {
+        const uint64_t address = recent_addresses[slot];
+        for (int i = slot; i > 0; --i) recent_addresses[i] = recent_addresses[i - 1];
+        recent_addresses[0] = address;
+    }
+    // Puts `address` at the front, dropping the least recent.
+    void insert(uint64_t address) {
+        for (int i = kAddressSlots - 1; i > 0; --i) recent_addresses[i] = recent_addresses[i - 1];
+        recent_addresses[0] = address;
+    }
+};
+}  // namespace detail
+
+// Appends records to a chunk payload. Not thread-safe; never calls Python.
+//
+// Hot path: allocation() and deallocation() write straight into a byte
+// buffer that always has room for the longest event record: no intermediate
+// copy, no std::string bookkeeping. The buffer only grows (out of line) when
+// a record would not fit; the writer reserves enough up front that it
+// rarely does.
+class RecordEncoder {
+  public:
+    RecordEncoder();
+    void thread(const ThreadRecord& r);
+    void code(const CodeRecord& r);
+    void python_node(const PythonNodeRecord& r);
+    void native_node(const NativeNodeRecord& r);
+    void loaded_objects(const LoadedObjectsRecord& r);
+    void allocation(const AllocationRecord& r);
+    void deallocation(const DeallocationRecord& r);
+    void memory(const MemoryRecord& r);
+    void checkpoint(const CheckpointRecord& r);
+    void location(const LocationRecord& r);
+    void metadata(const MetadataRecord& r);
+
+    // The payload so far; valid until the next call that appends or resets.
+    std::string_view view() const { return {data_.get(), size_}; }
+    // A copy of the payload, for callers that keep it past the next append.
+    std::string bytes() const { return std::string(view()); }
+    size_t size() const { return size_; }
+    // Starts a new chunk payload: clears the bytes and the delta state.
+    void reset();
+    // Reserves room so that appending up to `bytes` in all does not allocate.
+    void reserve_bytes(size_t bytes);
+
+  private:
+    // Room for `n` more bytes at the end; grows the buffer if needed.
+    char* room(size_t n) {
+        if (capacity_ - size_ < n) grow(n);
+        return data_.get() + size_;
+    }
+    void grow(size_t n);
+    void append_varint(uint64_t v);
+    void append_string(std::string_view s);
+
+    std::unique_ptr<char[]> data_;  // capacity_ bytes, the first size_ written
+    size_t size_ = 0;
+    size_t capacity_ = 0;
+    detail::CodecState state_;  // restarted by reset()
+};
+
+// One decoded record; `type` says which member is meaningful.
+struct Record {
+    RecordType type;
+    ThreadRecord thread;
+    CodeRecord code;
+    PythonNodeRecord python_node;
+    NativeNodeRecord native_node;
+    LoadedObjectsRecord loaded_objects;
+    AllocationRecord allocation;
+    DeallocationRecord deallocation;
+    MemoryRecord memory;
+    CheckpointRecord checkpoint;
+    LocationRecord location;
+    MetadataRecord metadata;
+};
+
+// Reads the records of one chunk payload.
+class RecordDecoder {
+  public:
+    explicit RecordDecoder(std::string_view payload);
+    // The next record: true, or false at the end of the payload or on
+    // malformed bytes (then error() says what and where).
+    bool next(Record* out);
+    const std::string& error() const { return error_; }
+
+  private:
+    std::string_view in_;
+    size_t pos_ = 0;
+    std::string error_;
+    detail::CodecState state_;  // the encoder's, mirrored
+    bool fail(size_t record_start, const char* what);
+};
+
+}  // namespace heapscope::format

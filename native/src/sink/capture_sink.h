@@ -1,0 +1,104 @@
+// CaptureSink: where the engine sends events while a capture (Tracker) runs.
+//
+// The engine calls a sink with its lock held, from inside allocator hooks,
+// in the order the events happened. A sink must never call Python. It may
+// allocate: the calling thread holds its HookGuard, so those allocations pass
+// straight through the hooks untraced. It should be quick: every thread that
+// allocates waits on the engine lock meanwhile.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "sink/live_table.h"
+#include "stack/stack_trie.h"
+
+namespace heapscope {
+
+// What made or released a block. The values are stored in capture files:
+// never renumber them. The names (allocator_name) follow memray's AllocatorType.
+enum class Allocator : uint8_t {
+    kMalloc = 1,
+    kFree = 2,
+    kCalloc = 3,
+    kRealloc = 4,
+    kPosixMemalign = 5,
+    kAlignedAlloc = 6,
+    kMemalign = 7,
+    kValloc = 8,
+    kPvalloc = 9,
+    kMmap = 10,
+    kMunmap = 11,
+    kPymallocMalloc = 12,
+    kPymallocCalloc = 13,
+    kPymallocRealloc = 14,
+    kPymallocFree = 15,
+    kTrack = 16,    // a block reported through a custom domain (C API, PyTraceMalloc_Track)
+    kUntrack = 17,
+};
+inline constexpr uint8_t kMaxAllocator = 17;
+
+// "MALLOC", "PYMALLOC_FREE", ...; "UNKNOWN" for a value out of range.
+const char* allocator_name(Allocator allocator);
+// True for the kinds that release a block.
+inline bool is_deallocator(Allocator a) {
+    return a == Allocator::kFree || a == Allocator::kMunmap || a == Allocator::kPymallocFree || a == Allocator::kUntrack;
+}
+
+struct AllocationEvent {
+    uintptr_t address;
+    uint64_t size;
+    uint32_t domain;       // 0 for Python's allocators and native ones; custom domains otherwise
+    uint32_t thread;       // small id given by the engine (see on_thread)
+    uint32_t python_node;  // engine StackTrie node (0: no Python frame)
+    uint32_t native_node;  // engine native-frame trie node (0: none, or native traces off)
+    Allocator allocator;
+};
+
+struct DeallocationEvent {
+    uintptr_t address;
+    uint64_t size;  // the block's size as allocated (for munmap: the length unmapped)
+    uint32_t domain;
+    uint32_t thread;
+    Allocator allocator;  // kFree, kMunmap, kPymallocFree or kUntrack
+    BlockInfo block;      // what the engine kept for the block: block.stack is on_alloc's return value
+};
+
+// Describes Python frames for a capture. Installed by the Python layer, whose
+// implementation knows CPython's layout. Callable from any thread, with or
+// without the GIL, for frames whose code object the engine has pinned (every
+// frame it hands to a sink but kUnknownFrame). Never calls Python, never
+// allocates Python objects, takes no lock.
+struct FrameDescriber {
+    // The line number of a frame, as tracemalloc reports it (0 if unknown).
+    int (*lineno)(FrameKey frame);
+    // The code object's function name (qualified where the version has
+    // co_qualname), its filename and first line, as UTF-8. False if unreadable.
+    bool (*describe_code)(uintptr_t code, std::string* function, std::string* filename, int* first_lineno);
+    // Whether the frame was entered from C (it is the outermost Python frame
+    // run by its own call of the interpreter loop). Hybrid stacks use it to
+    // give each native _PyEval_EvalFrameDefault frame its Python frames.
+    bool (*is_entry)(FrameKey frame);
+};
+
+class CaptureSink {
+  public:
+    virtual ~CaptureSink() = default;
+    // A thread's first event: `thread` is the engine's small id, `os_tid` gettid().
+    virtual void on_thread(uint32_t thread, uint64_t os_tid) = 0;
+    // A stack node the sink has not been told of: `frame` called from `parent`
+    // (0 for the outermost frame). Always before the first event that uses it.
+    virtual void on_python_node(uint32_t node, uint32_t parent, FrameKey frame) = 0;
+    // The same for native frames (return addresses), when native traces are on.
+    virtual void on_native_node(uint32_t node, uint32_t parent, uintptr_t ip) = 0;
+    // A block was made. The return value is what the engine keeps with the
+    // block (BlockInfo::stack) and hands back in DeallocationEvent::block.
+    virtual uint32_t on_alloc(const AllocationEvent& event) = 0;
+    // A block the engine had recorded was released.
+    virtual void on_free(const DeallocationEvent& event) = 0;
+    // Shared objects were loaded or unloaded (dlopen/dlclose): a sink that
+    // records native frames records the loaded objects again.
+    virtual void on_mappings_changed() = 0;
+};
+
+}  // namespace heapscope

@@ -1,0 +1,107 @@
+// CaptureWriter: the sink that turns engine events into a capture file
+// (FileFormat::kAllAllocations: every event) or an aggregated profile
+// (kAggregatedAllocations: per location, counts and bytes at the high-water
+// mark and at the end, checkpointed so that a killed process leaves a usable
+// profile as of its last checkpoint).
+//
+// Hook side (on_* below, always called under one lock the caller holds: the
+// engine's): encode into the current chunk buffer; a full buffer is handed to
+// the background thread, and when the destination falls behind (three buffers
+// in flight) the hook waits for it: memory stays bounded. Background thread:
+// compresses and writes chunks (a partial one at least every 250 ms), adds a
+// MemoryRecord every memory interval and, for the aggregated format, a
+// checkpoint at least every checkpoint interval. It never calls Python, and it
+// runs with its HookGuard held so its own allocations are not traced.
+//
+// Locks: the writer's state is guarded by CaptureOptions::hook_lock when the
+// caller gives it (the engine's lock, which every on_* call already holds: one
+// lock per event instead of two), otherwise by a lock of the writer's own that
+// each on_* call takes. A separate small lock guards only the queues of full
+// and spare buffers, so handing a buffer back never needs the state lock.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "common/spin_lock.h"
+#include "format/chunk_io.h"
+#include "format/records.h"
+#include "sink/capture_sink.h"
+
+namespace heapscope {
+
+struct CaptureOptions {
+    int fd = -1;  // a file opened for writing, or a connected socket; the writer owns it
+    format::FileFormat format = format::FileFormat::kAllAllocations;
+    bool native_traces = false;
+    bool trace_python_allocators = false;
+    int compression_level = 3;                // 0: chunks stored uncompressed
+    uint32_t memory_interval_ms = 10;         // 0: no memory records
+    uint32_t checkpoint_interval_ms = 1000;   // aggregated format
+    size_t chunk_bytes = 1 << 20;             // encoded bytes per chunk before it is handed off
+    std::vector<std::pair<std::string, std::string>> metadata;  // written first: command, pid, ...
+    FrameDescriber describer{};
+    // The lock the caller holds on every on_* call (the engine's), or null.
+    // When set, the hooks take no lock of their own, and the background
+    // thread takes this one, never waiting on anything while it holds it,
+    // to add its records or hand off a partial buffer. It must outlive the
+    // writer. Null: the writer locks for itself (the caller may then call
+    // on_* from several threads without a common lock).
+    SpinLock* hook_lock = nullptr;
+};
+
+struct CaptureTotals {
+    uint64_t allocations = 0;    // allocation events seen
+    uint64_t deallocations = 0;
+    uint64_t peak_heap = 0;      // high-water mark of traced bytes
+    uint64_t heap = 0;           // traced bytes outstanding now
+    uint64_t bytes_written = 0;  // file bytes so far
+    uint64_t python_nodes = 0, native_nodes = 0;
+};
+
+class CaptureWriter final : public CaptureSink {
+  public:
+    // Writes the header and the metadata, and starts the background thread.
+    // Null on failure (`*error` says why); the descriptor is then closed.
+    static std::unique_ptr<CaptureWriter> open(CaptureOptions options, std::string* error);
+    ~CaptureWriter() override;  // finishes if finish() was not called
+
+    // CaptureSink (hook_lock held, if one was given)
+    void on_thread(uint32_t thread, uint64_t os_tid) override;
+    void on_python_node(uint32_t node, uint32_t parent, FrameKey frame) override;
+    void on_native_node(uint32_t node, uint32_t parent, uintptr_t ip) override;
+    uint32_t on_alloc(const AllocationEvent& event) override;
+    void on_free(const DeallocationEvent& event) override;
+    void on_mappings_changed() override;
+
+    // Writes the end metadata (appended to what open() wrote), the final
+    // checkpoint (aggregated) and the end chunk, joins the background thread
+    // and closes the descriptor. Call after the engine has stopped sending
+    // events. False if any write failed (`*error` says why).
+    bool finish(const std::vector<std::pair<std::string, std::string>>& end_metadata, std::string* error);
+
+    // In a forked child (follow_fork): the parent's background thread does
+    // not exist here. Returns a writer for the child's own capture on `fd`,
+    // carrying over every definition (threads, code, nodes, loaded objects) so
+    // the child's file is self-contained; this writer is abandoned without
+    // touching the parent's descriptor. Null on failure.
+    std::unique_ptr<CaptureWriter> clone_in_child(int fd, std::vector<std::pair<std::string, std::string>> metadata,
+                                                  std::string* error);
+
+    CaptureTotals totals();
+    // True once a write has failed: the capture is then incomplete.
+    bool failed();
+
+  private:
+    CaptureWriter() = default;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace heapscope

@@ -1,0 +1,181 @@
+// The engine's side of a capture: what a CaptureSink is told, and in what order.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/thread_state.h"
+
+using namespace heapscope;
+
+namespace {
+
+// Records every call as a line of text, and keeps the size as the block's
+// stored value so that frees can be checked against it.
+class RecordingSink : public CaptureSink {
+  public:
+    std::vector<std::string> log;
+    void on_thread(uint32_t thread, uint64_t) override { log.push_back("thread " + std::to_string(thread)); }
+    void on_python_node(uint32_t node, uint32_t parent, FrameKey frame) override {
+        log.push_back("py " + std::to_string(node) + "<-" + std::to_string(parent) + " code " +
+                      std::to_string(frame.code));
+    }
+    void on_native_node(uint32_t node, uint32_t parent, uintptr_t ip) override {
+        log.push_back("native " + std::to_string(node) + "<-" + std::to_string(parent) + " ip " + std::to_string(ip));
+    }
+    uint32_t on_alloc(const AllocationEvent& e) override {
+        log.push_back("alloc " + std::to_string(e.address) + " " + std::to_string(e.size) + " py " +
+                      std::to_string(e.python_node) + " native " + std::to_string(e.native_node) + " kind " +
+                      std::to_string(static_cast<int>(e.allocator)));
+        return static_cast<uint32_t>(e.size) + 1000;
+    }
+    void on_free(const DeallocationEvent& e) override {
+        log.push_back("free " + std::to_string(e.address) + " " + std::to_string(e.size) + " kept " +
+                      std::to_string(e.block.stack) + " kind " + std::to_string(static_cast<int>(e.allocator)));
+    }
+    void on_mappings_changed() override { log.push_back("mappings"); }
+};
+
+ThreadStackCache* with_stack(const std::vector<FrameKey>& innermost_first) {
+    ThreadStackCache* cache = thread_stack_cache(64);
+    for (size_t i = 0; i < innermost_first.size(); ++i) cache->fresh[i] = innermost_first[i];
+    return cache;
+}
+
+class CaptureTest : public ::testing::Test {
+  protected:
+    RecordingSink sink;
+    void SetUp() override { ASSERT_TRUE(engine().start(64, &sink, true)); }
+    void TearDown() override {
+        std::vector<FrameKey> unpin;
+        engine().stop(&unpin);
+    }
+    static uint32_t my_thread() { return t_hook_state.thread_id; }
+};
+
+}  // namespace
+
+TEST_F(CaptureTest, AnnouncesThreadAndNodesBeforeTheirFirstUse) {
+    std::vector<FrameKey> stack{{20, 2}, {10, 1}};  // innermost first
+    uintptr_t ips[] = {0xB, 0xA};                   // innermost first
+    engine().record_alloc(0, 0x100, 64, with_stack(stack), 2, 2, true, false, Allocator::kCalloc, ips, 2);
+    engine().record_alloc(0, 0x200, 32, with_stack(stack), 2, 2, true, false, Allocator::kMalloc, ips, 2);
+    std::string t = std::to_string(my_thread());
+    std::vector<std::string> expected{
+        "py 1<-0 code 10",
+        "py 2<-1 code 20",
+        "thread " + t,
+        "native 1<-0 ip 10",
+        "native 2<-1 ip 11",
+        "alloc 256 64 py 2 native 2 kind 3",
+        "alloc 512 32 py 2 native 2 kind 1",  // nothing new to announce
+    };
+    EXPECT_EQ(sink.log, expected);
+}
+
+TEST_F(CaptureTest, FreeHandsBackWhatTheSinkKept) {
+    engine().record_alloc(0, 0x100, 64, with_stack({{1, 1}}), 1, 1, true);
+    sink.log.clear();
+    EXPECT_TRUE(engine().record_free(0, 0x100, nullptr, Allocator::kPymallocFree));
+    EXPECT_FALSE(engine().record_free(0, 0x100));  // already gone: no event
+    ASSERT_EQ(sink.log.size(), 1u);
+    EXPECT_EQ(sink.log[0], "free 256 64 kept 1064 kind 15");
+}
+
+TEST_F(CaptureTest, AnAddressReusedWithoutASeenFreeIsFreedFirst) {
+    engine().record_alloc(0, 0x100, 64, with_stack({{1, 1}}), 1, 1, true);
+    sink.log.clear();
+    engine().record_alloc(0, 0x100, 16, with_stack({{1, 1}}), 1, 1, true);
+    ASSERT_EQ(sink.log.size(), 2u);
+    EXPECT_EQ(sink.log[0], "free 256 64 kept 1064 kind 2");
+    EXPECT_EQ(sink.log[1], "alloc 256 16 py 1 native 0 kind 1");
+    uint64_t current, peak;
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(current, 16u);
+}
+
+TEST_F(CaptureTest, PartialMunmapKeepsTheRest) {
+    engine().record_alloc(0, 0x10000, 3 * 4096, with_stack({{1, 1}}), 1, 1, true, false, Allocator::kMmap);
+    sink.log.clear();
+    EXPECT_TRUE(engine().record_munmap(0x10000, 4096));
+    EXPECT_EQ(sink.log.back(), "free 65536 4096 kept " + std::to_string(3 * 4096 + 1000) + " kind 11");
+    uint64_t current, peak;
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(current, 2u * 4096);
+    EXPECT_FALSE(engine().record_munmap(0x10000, 4096));  // no longer a recorded start
+    EXPECT_TRUE(engine().record_munmap(0x10000 + 4096, 2 * 4096));
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(current, 0u);
+}
+
+TEST_F(CaptureTest, RestoreIsSkippedWhileCapturing) {
+    engine().record_alloc(0, 0x100, 64, with_stack({{1, 1}}), 1, 1, true);
+    BlockInfo info;
+    ASSERT_TRUE(engine().record_free(0, 0x100, &info));
+    engine().restore(0, 0x100, info);  // a failed realloc: the capture already saw the free
+    EXPECT_FALSE(engine().find(0, 0x100, &info));
+}
+
+TEST_F(CaptureTest, EachThreadIsAnnouncedOncePerCapture) {
+    std::thread other([] { engine().record_alloc(0, 0x300, 8, with_stack({{1, 1}}), 1, 1, true); });
+    other.join();
+    engine().record_alloc(0, 0x400, 8, with_stack({{1, 1}}), 1, 1, true);
+    engine().record_alloc(0, 0x500, 8, with_stack({{1, 1}}), 1, 1, true);
+    int threads = 0;
+    for (const std::string& line : sink.log) threads += line.rfind("thread ", 0) == 0;
+    EXPECT_EQ(threads, 2);
+}
+
+TEST_F(CaptureTest, MappingChangesReachTheSink) {
+    engine().notify_mappings_changed();
+    EXPECT_EQ(sink.log.back(), "mappings");
+}
+
+TEST_F(CaptureTest, AForkedChildSendsNothingToTheParentsSink) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        size_t before = sink.log.size();
+        engine().record_alloc(0, 0x600, 8, with_stack({{1, 1}}), 1, 1, true);
+        _exit(sink.log.size() == before && !engine().capturing() ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    EXPECT_TRUE(engine().capturing());
+}
+
+TEST_F(CaptureTest, NativeStacksShareTheirOuterFrames) {
+    uintptr_t a[] = {0xC, 0xB, 0xA};  // innermost first
+    uintptr_t b[] = {0xD, 0xB, 0xA};
+    uintptr_t c[] = {0xE, 0xD, 0xB, 0xA};
+    ThreadStackCache* cache = with_stack({{1, 1}});
+    engine().record_alloc(0, 0x100, 8, cache, 1, 1, true, false, Allocator::kMalloc, a, 3);
+    engine().record_alloc(0, 0x200, 8, cache, 1, 1, true, false, Allocator::kMalloc, b, 3);
+    engine().record_alloc(0, 0x300, 8, cache, 1, 1, true, false, Allocator::kMalloc, a, 3);
+    engine().record_alloc(0, 0x400, 8, cache, 1, 1, true, false, Allocator::kMalloc, c, 4);
+    std::vector<std::string> native, allocs;
+    for (const std::string& line : sink.log) {
+        if (line.rfind("native ", 0) == 0) native.push_back(line);
+        if (line.rfind("alloc ", 0) == 0) allocs.push_back(line.substr(line.find(" native ")));
+    }
+    std::vector<std::string> expected_nodes{"native 1<-0 ip 10", "native 2<-1 ip 11", "native 3<-2 ip 12",
+                                            "native 4<-2 ip 13", "native 5<-4 ip 14"};
+    EXPECT_EQ(native, expected_nodes);
+    std::vector<std::string> expected_allocs{" native 3 kind 1", " native 4 kind 1", " native 3 kind 1",
+                                             " native 5 kind 1"};
+    EXPECT_EQ(allocs, expected_allocs);
+}
+
+TEST_F(CaptureTest, AThreadWithoutTheGilStillNamesItsFrames) {
+    // The tracemalloc door records such a frame as unknown (it cannot pin the
+    // code); a capture describes it at once, while the frame keeps it alive.
+    engine().record_alloc(0, 0x100, 8, with_stack({{77, 1}}), 1, 1, /*can_pin=*/false);
+    EXPECT_NE(std::find(sink.log.begin(), sink.log.end(), "py 1<-0 code 77"), sink.log.end());
+}

@@ -1,0 +1,154 @@
+"""``heapscope live PORT``: follow a running capture served on a port (``heapscope run --live-port``,
+or ``heapscope.Tracker(destination=SocketDestination(PORT))``) and show the memory live by location."""
+
+import os
+import socket
+import sys
+import time
+
+from heapscope.cli._capture import CommandError, guarded, positive_int
+from heapscope.reports.text import format_bytes, safe_text, table
+
+_CONNECT_TIMEOUT_S = 2.0  # the tracked process may still be starting to listen
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+def register(commands):
+    parser = commands.add_parser(
+        "live",
+        help="follow a program that serves its capture on a port, and show its live memory",
+        description="Connect to a program serving its capture on PORT (heapscope run --live-port PORT) and "
+                    "show its live memory by location, refreshed every second, until it ends.",
+    )
+    parser.add_argument("port", type=_port, metavar="PORT", help="the port the tracked program listens on")
+    parser.add_argument("--address", default="127.0.0.1", help="the tracked program's address (default: %(default)s)")
+    parser.add_argument("-n", "--rows", type=positive_int, default=None,
+                        help="locations shown (default: what fits the terminal, or 20)")
+    parser.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                        help="time between refreshes (default: %(default)s)")
+    parser.set_defaults(handler=guarded(run))
+
+
+def _port(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 1..65535, got {value}")
+    return value
+
+
+def _connect(address, port):
+    deadline = time.monotonic() + _CONNECT_TIMEOUT_S
+    while True:
+        try:
+            return socket.create_connection((address, port), timeout=_CONNECT_TIMEOUT_S)
+        except ConnectionRefusedError:
+            if time.monotonic() >= deadline:
+                raise CommandError(f"nothing is serving a capture on {address}:{port} "
+                                   f"(start it with: heapscope run --live-port {port} ...)") from None
+            time.sleep(0.1)
+        except OSError as error:
+            raise CommandError(f"cannot connect to {address}:{port}: {error.strerror or error}") from None
+
+
+class LiveView:
+    """Turns a CaptureStream's live blocks into a table by location."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self._stacks = {}
+        self._prefix = None
+
+    def _location(self, python_node):
+        location = self._stacks.get(python_node)
+        if location is None:
+            if self._prefix is None:
+                package = dict(self.stream.metadata).get("heapscope_package", "")
+                self._prefix = package + os.sep if package else ""
+            stack = self.stream.python_stack(python_node) if python_node else []
+            kept = len(stack)
+            while kept and self._is_internal(stack[kept - 1][1]):
+                kept -= 1
+            location = tuple(stack[0]) if kept else ("<unknown>", "<unknown>", 0)
+            self._stacks[python_node] = location
+        return location
+
+    def _is_internal(self, filename):
+        return bool(self._prefix) and (filename.startswith(self._prefix) or filename == "<frozen runpy>"
+                                       or os.path.basename(filename) == "runpy.py")
+
+    def render(self, rows_shown, elapsed, state):
+        groups = {}
+        for _thread, _allocator, python_node, _native_node, _domain, count, size in self.stream.live(
+                merge_threads=True):
+            location = self._location(python_node)
+            entry = groups.setdefault(location, [0, 0])
+            entry[0] += size
+            entry[1] += count
+        rows = sorted(groups.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
+        total = sum(size for size, _ in groups.values())
+        metadata = dict(self.stream.metadata)
+        memory = self.stream.memory
+        lines = [f"heapscope live: {safe_text(metadata.get('command_line', '?'))} "
+                 f"(pid {safe_text(metadata.get('pid', '?'))}) -- {state}",
+                 f"  {elapsed:.1f} s; live {format_bytes(total)} in {sum(c for _, c in groups.values())} blocks"
+                 + (f"; heap {format_bytes(memory[2])}, resident {format_bytes(memory[1])}" if memory else ""),
+                 ""]
+        cells = []
+        for (function, filename, lineno), (size, count) in rows[:rows_shown]:
+            share = 100 * size / total if total else 0.0
+            cells.append([safe_text(function), f"{safe_text(filename)}:{lineno}", format_bytes(size),
+                          f"{share:.1f}%", count])
+        lines.append(table(["function", "location", "size", "share", "blocks"], cells, ["<", "<", ">", ">", ">"])
+                     if cells else "  (no live memory)")
+        if len(rows) > rows_shown:
+            lines.append(f"  ... and {len(rows) - rows_shown} more locations")
+        return "\n".join(lines)
+
+
+def run(parser, options):
+    from heapscope import _heapscope
+
+    if not options.interval > 0:
+        parser.error("--interval must be more than 0")
+    connection = _connect(options.address, options.port)
+    stream = _heapscope.CaptureStream()
+    view = LiveView(stream)
+    tty = sys.stdout.isatty()
+    rows = options.rows or (max(5, os.get_terminal_size().lines - 6) if tty else 20)
+    started = time.monotonic()
+    next_draw = started + options.interval
+    closed = False
+    connection.settimeout(min(options.interval, 0.2))
+    with connection:
+        while True:
+            try:
+                data = connection.recv(1 << 16)
+                if data:
+                    stream.feed(data)
+                else:
+                    closed = True
+            except socket.timeout:
+                pass
+            except ConnectionError:
+                closed = True
+            finished = closed or stream.ended or stream.damage is not None
+            now = time.monotonic()
+            if finished or now >= next_draw:
+                state = "the program ended" if stream.ended else ("stopped" if finished else "running")
+                text = view.render(rows, now - started, state)
+                sys.stdout.write((_CLEAR + text + "\n") if tty else (text + "\n\n"))
+                sys.stdout.flush()
+                next_draw = now + options.interval
+            if finished:
+                break
+    if stream.damage is not None:
+        raise CommandError(f"the capture stream is damaged: {stream.damage}", exit_code=2)
+    if not stream.ended:
+        raise CommandError("the connection closed before the capture ended (was the program killed?)",
+                           exit_code=2)
+    return 0

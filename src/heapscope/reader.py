@@ -1,0 +1,581 @@
+"""``heapscope.FileReader``: read a capture file written by ``heapscope.Tracker``.
+
+The names follow memray's ``FileReader`` (``metadata``,
+``get_allocation_records``, ``get_high_watermark_allocation_records``,
+``get_leaked_allocation_records``, ``get_temporary_allocation_records``,
+``get_memory_snapshots``; records with ``size``, ``n_allocations``,
+``allocator``, ``tid``, ``stack_trace()``, ``native_stack_trace()``,
+``hybrid_stack_trace()``). New: ``snapshot_at(t)`` gives the heap at a moment
+as a ``heapscope.tracemalloc.Snapshot``, and ``stats()``.
+
+Every pass over the file is made by the C++ reader (``_heapscope.CaptureFile``),
+which streams the file: a capture larger than memory can still be analysed.
+Differences from memray, all deliberate:
+
+* A file that is not a capture raises :class:`CaptureFileError` (a
+  ``ValueError``), not OSError. A damaged file is read up to the damage;
+  ``metadata.damage`` says what was wrong and where.
+* ``get_memory_snapshots()`` gives ``time`` as a datetime.
+* ``allocator`` is an :class:`AllocatorType` (memray's names and values).
+* Stack traces leave out heapscope's own frames (``heapscope run``'s, at the
+  outer end of the main thread's stacks) also when *max_stacks* is given.
+"""
+
+import collections
+import datetime
+import enum
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from heapscope.reports.progress import ProgressBar
+from heapscope.tracker import FileFormat
+
+__all__ = ["FileReader", "AllocationRecord", "AllocatorType", "CaptureFileError", "Metadata", "MemorySnapshot",
+           "CaptureStats"]
+
+
+class CaptureFileError(ValueError):
+    """The file is not a heapscope capture, or is too damaged to read."""
+
+
+class AllocatorType(enum.IntEnum):
+    """The allocation function behind a record (memray's names and values)."""
+
+    PYMALLOC_FREE = 1
+    PYMALLOC_MALLOC = 2
+    PYMALLOC_CALLOC = 3
+    PYMALLOC_REALLOC = 4
+    FREE = 5
+    MALLOC = 6
+    REALLOC = 7
+    CALLOC = 8
+    POSIX_MEMALIGN = 9
+    ALIGNED_ALLOC = 10
+    MEMALIGN = 11
+    VALLOC = 12
+    PVALLOC = 13
+    MMAP = 14
+    MUNMAP = 15
+    # heapscope's own, beyond memray's: blocks reported through a custom
+    # domain (heapscope_track, heapscope.track, PyTraceMalloc_Track).
+    TRACK = 16
+    UNTRACK = 17
+
+
+_DEALLOCATORS = frozenset({AllocatorType.FREE, AllocatorType.MUNMAP, AllocatorType.PYMALLOC_FREE,
+                           AllocatorType.UNTRACK})
+
+MemorySnapshot = collections.namedtuple("MemorySnapshot", "time rss heap")
+MemorySnapshot.__doc__ = "Memory at one moment: time (datetime), rss and heap (bytes)."
+
+# (function, filename, lineno)
+StackFrame = Tuple[str, str, int]
+
+
+@dataclass
+class Metadata:
+    """What a capture says about its run (memray's attribute names), plus
+    ``complete`` (the capture was ended by its Tracker) and ``damage`` (None,
+    or what was wrong with the file and where reading stopped)."""
+
+    start_time: datetime.datetime
+    end_time: datetime.datetime
+    total_allocations: int
+    total_frames: int
+    peak_memory: int
+    command_line: str
+    pid: int
+    main_thread_id: int
+    python_allocator: str
+    has_native_traces: bool
+    trace_python_allocators: bool
+    file_format: FileFormat
+    complete: bool = True
+    damage: Optional[str] = None
+    python_version: str = ""
+    memory_interval_ms: int = 0
+
+
+@dataclass
+class CaptureStats:
+    """Statistics over every allocation of a capture (``FileReader.stats()``).
+
+    ``histogram`` holds ``(low, high, count)``: allocations of low <= size <=
+    high bytes. Locations are ``(function, filename, lineno)``, the innermost
+    frame of the program's stack.
+    """
+
+    total_allocations: int
+    total_bytes: int
+    peak_memory: int
+    histogram: List[Tuple[int, int, int]]
+    allocators: Dict[str, int]
+    top_locations_by_bytes: List[Tuple[StackFrame, int]] = field(default_factory=list)
+    top_locations_by_count: List[Tuple[StackFrame, int]] = field(default_factory=list)
+
+
+def _check_max_stacks(max_stacks):
+    if max_stacks is None:
+        return None
+    if isinstance(max_stacks, bool) or not isinstance(max_stacks, int):
+        raise TypeError(f"max_stacks must be an int or None, not {type(max_stacks).__name__}")
+    if max_stacks < 0:
+        raise ValueError(f"max_stacks must be >= 0, got {max_stacks}")
+    return max_stacks
+
+
+class AllocationRecord:
+    """One allocation (from ``get_allocation_records``) or one location's
+    total (from the high-water mark, leaks and temporary reports)."""
+
+    __slots__ = ("_reader", "tid", "address", "size", "allocator", "n_allocations", "domain", "_python_node",
+                 "_native_node")
+
+    def __init__(self, reader, tid, address, size, allocator, n_allocations, domain, python_node, native_node):
+        self._reader = reader
+        self.tid = tid
+        self.address = address
+        self.size = size
+        self.allocator = allocator
+        self.n_allocations = n_allocations
+        self.domain = domain
+        self._python_node = python_node
+        self._native_node = native_node
+
+    @property
+    def stack_id(self):
+        return self._python_node
+
+    @property
+    def native_stack_id(self):
+        return self._native_node
+
+    @property
+    def thread_name(self):
+        if self.tid == 0:
+            return "merged thread"
+        return self._reader._thread_name(self.tid)
+
+    def _key(self):
+        return (self.tid, self.address, self.size, int(self.allocator), self.n_allocations, self.domain,
+                self._python_node, self._native_node)
+
+    def __eq__(self, other):
+        if isinstance(other, AllocationRecord):
+            return self._key() == other._key()
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def _check_allocation(self):
+        if self.allocator in _DEALLOCATORS:
+            raise NotImplementedError("Stack traces for deallocations aren't captured.")
+
+    def stack_trace(self, max_stacks=None):
+        """The Python stack, innermost frame first: [(function, filename, lineno)]."""
+        self._check_allocation()
+        return self._reader._python_stack(self._python_node)[:_check_max_stacks(max_stacks)]
+
+    def native_stack_trace(self, max_stacks=None):
+        """The native stack (needs native_traces), innermost first; [] without it."""
+        self._check_allocation()
+        return self._reader._native_stack(self._native_node)[:_check_max_stacks(max_stacks)]
+
+    def hybrid_stack_trace(self, max_stacks=None):
+        """Native and Python frames merged into one stack, innermost first:
+        each interpreter frame evaluating Python code is replaced by the
+        Python frames it ran. Without native traces: the Python stack."""
+        self._check_allocation()
+        return self._reader._hybrid_stack(self._python_node, self._native_node)[:_check_max_stacks(max_stacks)]
+
+    def __repr__(self):
+        return (f"AllocationRecord<tid={self.tid:#x}, address={self.address:#x}, size={self.size}, "
+                f"allocator={self.allocator.name}, allocations={self.n_allocations}>")
+
+
+def _datetime(seconds):
+    return datetime.datetime.fromtimestamp(seconds).astimezone()
+
+
+def _to_int(text, default=0):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def _to_float(text, default=0.0):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return default
+
+
+class FileReader:
+    """Reads a capture file.
+
+    Args:
+        file_name: the capture (str or path-like).
+        report_progress: show a progress bar on stderr during long passes.
+
+    Raises:
+        OSError: the file cannot be opened.
+        CaptureFileError: it is not a heapscope capture (a ValueError).
+    """
+
+    def __init__(self, file_name, *, report_progress=False):
+        from heapscope import _heapscope
+
+        self._native = _heapscope
+        self._path = os.fspath(file_name)
+        self._report_progress = bool(report_progress)
+        # One bar for every pass; the engine also uses it for the passes a
+        # stack query may start (it calls back into Python).
+        self._bar = ProgressBar("Reading capture", enabled=self._report_progress)
+        with self._progress("Reading capture") as progress:
+            try:
+                self._file = _heapscope.CaptureFile(self._path, progress=progress)
+            except OSError as error:
+                clear = type(error)(f"Could not open file {self._path}: {error.strerror or error}")
+                clear.errno = error.errno
+                raise clear from None
+            except ValueError as error:
+                message = _one_line(error)
+                if not message.startswith(self._path):
+                    message = f"{self._path}: {message}"
+                raise CaptureFileError(message) from None
+            raw = dict(self._file.metadata)  # the summary pass, with the bar
+        self._python_stacks = {}
+        self._native_stacks = {}
+        self._hybrid_stacks = {}
+        self._allocators = {}
+        self._threads = None
+        self._closed = False
+        self._raw_metadata = raw
+        package = raw.get("heapscope_package", "")
+        self._internal_prefix = package + os.sep if package else None
+        self._metadata = self._build_metadata(raw)
+
+    # -- plumbing -----------------------------------------------------------------------------------------------
+
+    def _progress(self, label):
+        self._bar.restart(label)
+        return self._bar
+
+    def _ensure_open(self):
+        if self._closed:
+            raise ValueError("Operation on a closed FileReader")
+
+    def close(self):
+        self._closed = True
+        self._file = None
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _allocator(self, value):
+        kind = self._allocators.get(value)
+        if kind is None:
+            name = self._native.allocator_name(value)
+            try:
+                kind = self._allocators[value] = AllocatorType[name]
+            except KeyError:
+                raise CaptureFileError(f"{self._path}: unknown allocator {name} ({value})") from None
+        return kind
+
+    def _thread_name(self, tid):
+        if self._threads is None:
+            self._threads = self._file.threads()
+        return self._threads.get(tid, (0, ""))[1]
+
+    def _is_internal(self, filename):
+        """heapscope's own frames (``heapscope run``) and the runpy frames that started it."""
+        if self._internal_prefix is None:
+            return False
+        return filename.startswith(self._internal_prefix) or filename == "<frozen runpy>" \
+            or os.path.basename(filename) == "runpy.py"
+
+    def _full_python_stack(self, node):
+        return self._file.python_stack(node) if node else []
+
+    def _python_stack(self, node):
+        stack = self._python_stacks.get(node)
+        if stack is None:
+            full = self._full_python_stack(node)
+            kept = len(full)
+            while kept and self._is_internal(full[kept - 1][1]):
+                kept -= 1
+            stack = self._python_stacks[node] = [tuple(frame) for frame in full[:kept]]
+        return stack
+
+    def _native_stack(self, node):
+        stack = self._native_stacks.get(node)
+        if stack is None:
+            stack = [tuple(frame) for frame in self._file.native_stack(node)] if node else []
+            self._native_stacks[node] = stack
+        return stack
+
+    def _hybrid_stack(self, python_node, native_node):
+        key = (python_node, native_node)
+        stack = self._hybrid_stacks.get(key)
+        if stack is not None:
+            return stack
+        if not native_node:
+            stack = self._python_stack(python_node)
+        else:
+            stack = [tuple(frame) for frame in self._file.hybrid_stack(python_node, native_node)]
+            full = self._full_python_stack(python_node)
+            kept = len(self._python_stack(python_node))
+            if kept < len(full):
+                # Cut as the Python stack is cut: after the outermost Python
+                # frame kept (what lies beyond is heapscope's and the
+                # interpreter's start-up), or before the first Python frame.
+                seen = 0
+                for index, frame in enumerate(stack):
+                    if seen < len(full) and frame == tuple(full[seen]):
+                        if seen == kept:
+                            stack = stack[:index]
+                            break
+                        seen += 1
+                        if seen == kept:
+                            stack = stack[:index + 1]
+                            break
+        self._hybrid_stacks[key] = stack
+        return stack
+
+    def is_heapscope_own(self, python_node):
+        """True for a block that heapscope itself made: its stack is
+        heapscope's frames alone (``heapscope run`` before or after the
+        program), or its innermost frame is heapscope's (Tracker.__enter__
+        and __exit__). Reports leave these out; the records keep them."""
+        if not python_node or self._internal_prefix is None:
+            return False
+        full = self._full_python_stack(python_node)
+        return bool(full) and (not self._python_stack(python_node) or full[0][1].startswith(self._internal_prefix))
+
+    def location(self, python_node, native_node=0):
+        """The innermost frame of the program's stack, (function, filename,
+        lineno); the innermost native frame when no Python frame is known."""
+        python = self._python_stack(python_node)
+        if python:
+            return python[0]
+        native = self._native_stack(native_node) if native_node else []
+        if native:
+            return native[0]
+        return ("<unknown>", "<unknown>", 0)
+
+    def _build_metadata(self, raw):
+        start = _to_float(raw.get("start_time"))
+        # Memory records count from the engine's own start, a moment after
+        # the Tracker's start_time.
+        engine_start_ms = _to_int(raw.get("capture_start_unix_ms"))
+        self._time_base = engine_start_ms / 1000 if engine_start_ms else start
+        snapshots = self._file.memory_snapshots()
+        last_record = self._time_base + (snapshots[-1][0] / 1000 if snapshots else 0)
+        # The end: when the Tracker stopped, or its last record if that is
+        # later (the stop writes one) or if the run never stopped its capture.
+        end = max(_to_float(raw.get("end_time"), start) if "end_time" in raw else start, last_record)
+        main_native = _to_int(raw.get("main_thread_native_id"))
+        main_thread = 0
+        if main_native:
+            for thread, (os_tid, _name) in self._file.threads().items():
+                if os_tid == main_native:
+                    main_thread = thread
+                    break
+        try:
+            file_format = FileFormat[str(raw.get("file_format", self._file.file_format))]
+        except KeyError:
+            file_format = FileFormat.ALL_ALLOCATIONS
+        return Metadata(
+            start_time=_datetime(start),
+            end_time=_datetime(end),
+            total_allocations=_to_int(raw.get("total_allocations")),
+            total_frames=_to_int(raw.get("total_frames")),
+            peak_memory=_to_int(raw.get("peak_memory")),
+            command_line=str(raw.get("command_line", "")),
+            pid=_to_int(raw.get("pid")),
+            main_thread_id=main_thread,
+            python_allocator=str(raw.get("python_allocator", "unknown")),
+            has_native_traces=bool(raw.get("has_native_traces", self._file.native_traces)),
+            trace_python_allocators=bool(self._file.trace_python_allocators),
+            file_format=file_format,
+            complete=bool(raw.get("complete", False)),
+            damage=self._file.damage,
+            python_version=str(raw.get("python_version", "")),
+            memory_interval_ms=_to_int(raw.get("memory_interval_ms")),
+        )
+
+    # -- the public API -----------------------------------------------------------------------------------------
+
+    @property
+    def metadata(self):
+        return self._metadata
+
+    @property
+    def path(self):
+        return self._path
+
+    @property
+    def is_aggregated(self):
+        return self._metadata.file_format == FileFormat.AGGREGATED_ALLOCATIONS
+
+    def _location_records(self, rows):
+        allocator = self._allocator
+        return [AllocationRecord(self, thread, 0, size, allocator(kind), count, domain, python_node, native_node)
+                for thread, kind, python_node, native_node, domain, count, size in rows]
+
+    def get_high_watermark_allocation_records(self, merge_threads=True):
+        """Per location (stack, allocator, thread unless merged): the blocks
+        outstanding when the heap was at its highest."""
+        self._ensure_open()
+        with self._progress("Finding the high-water mark") as progress:
+            rows = self._file.high_watermark(merge_threads=bool(merge_threads), progress=progress)
+        return self._location_records(rows)
+
+    def get_leaked_allocation_records(self, merge_threads=True):
+        """Per location: the blocks still outstanding when tracking stopped
+        (or, for an unfinished capture, at the last event or checkpoint)."""
+        self._ensure_open()
+        with self._progress("Finding leaks") as progress:
+            rows = self._file.leaks(merge_threads=bool(merge_threads), progress=progress)
+        return self._location_records(rows)
+
+    def get_temporary_allocation_records(self, merge_threads=True, threshold=1):
+        """Per location: the temporary blocks, as memray defines them: freed
+        by the thread that made them with at most *threshold* other
+        allocations of that thread in between (0: freed before its next one)."""
+        self._ensure_open()
+        if isinstance(threshold, bool) or not isinstance(threshold, int):
+            raise TypeError(f"threshold must be an int, not {type(threshold).__name__}")
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold}")
+        if self.is_aggregated:
+            raise NotImplementedError("Can't find temporary allocations using a pre-aggregated capture file.")
+        with self._progress("Finding temporary allocations") as progress:
+            rows = self._file.temporary(threshold=threshold, merge_threads=bool(merge_threads), progress=progress)
+        return self._location_records(rows)
+
+    def get_allocation_records(self):
+        """Every allocation and deallocation event, in order (an iterator that
+        streams the file)."""
+        self._ensure_open()
+        if self.is_aggregated:
+            raise NotImplementedError("Can't get all allocations from a pre-aggregated capture file.")
+        allocator = self._allocator
+        progress = self._progress("Reading allocations")
+        try:
+            for thread, address, size, kind, python_node, native_node, domain in self._file.records(
+                    progress=progress):
+                yield AllocationRecord(self, thread, address, size, allocator(kind), 1, domain, python_node,
+                                       native_node)
+        finally:
+            progress.close()
+
+    def get_memory_snapshots(self):
+        """Resident set size and traced heap at each memory interval:
+        [MemorySnapshot(time: datetime, rss, heap)]."""
+        self._ensure_open()
+        base = _datetime(self._time_base)
+        return [MemorySnapshot(base + datetime.timedelta(milliseconds=time_ms), rss, heap)
+                for time_ms, rss, heap in self._file.memory_snapshots()]
+
+    def snapshot_at(self, t):
+        """The heap as it stood at *t* (seconds since the capture started, or a
+        datetime), as a ``heapscope.tracemalloc.Snapshot``: statistics() and
+        compare_to() work on it. The snapshot's ``time`` attribute is the
+        moment used (the last memory record at or before *t*). Blocks that
+        heapscope itself made are left out, as ``heapscope top`` does."""
+        from heapscope.tracemalloc import Snapshot
+
+        self._ensure_open()
+        if self.is_aggregated:
+            raise NotImplementedError("Can't take a snapshot at a moment from a pre-aggregated capture file.")
+        start = self._metadata.start_time
+        if isinstance(t, datetime.datetime):
+            if t.tzinfo is None:
+                t = t.astimezone()
+            seconds = (t - start).total_seconds()
+        elif isinstance(t, (int, float)) and not isinstance(t, bool):
+            seconds = float(t)
+        else:
+            raise TypeError(f"t must be seconds since the start (a number) or a datetime, not {type(t).__name__}")
+        if not seconds >= 0:
+            raise ValueError(f"t must not be before the capture started ({seconds:.3f} s)")
+        # The engine's records count from its own start, a moment after start_time.
+        engine_ms = max(int((start.timestamp() + seconds - self._time_base) * 1000), 0)
+        blocks, used_ms = self._file.blocks_at(engine_ms)
+        frames_of = {}
+        traces = []
+        deepest = 1
+        for domain, size, python_node, native_node, _thread, _allocator in blocks:
+            entry = frames_of.get(python_node)
+            if entry is None:
+                if self.is_heapscope_own(python_node):
+                    frames_of[python_node] = entry = ()  # heapscope's own blocks are not the program's
+                    continue
+                stack = self._python_stack(python_node)
+                frames = tuple((filename, lineno) for _function, filename, lineno in stack) or (("<unknown>", 0),)
+                entry = frames_of[python_node] = (frames, len(frames))
+                deepest = max(deepest, len(frames))
+            elif not entry:
+                continue
+            traces.append((domain, size, entry[0], entry[1]))
+        snapshot = Snapshot(traces, deepest)
+        snapshot.time = _datetime(self._time_base) + datetime.timedelta(milliseconds=used_ms)
+        return snapshot
+
+    def stats(self, top=5):
+        """Size histogram, counts per allocator function, and the *top*
+        locations by bytes and by count allocated (every allocation counts,
+        freed or not)."""
+        self._ensure_open()
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise ValueError(f"top must be an int >= 1, got {top!r}")
+        if self.is_aggregated:
+            raise NotImplementedError("Can't compute statistics from a pre-aggregated capture file.")
+        with self._progress("Computing statistics") as progress:
+            # Every stack, so that stacks ending at one line add up before ranking.
+            raw = self._file.stats(top=1 << 30, progress=progress)
+        by_bytes = collections.Counter()
+        by_count = collections.Counter()
+        for python_node, native_node, size in raw["top_by_bytes"]:
+            if not self.is_heapscope_own(python_node):
+                by_bytes[self.location(python_node, native_node)] += size
+        for python_node, native_node, count in raw["top_by_count"]:
+            if not self.is_heapscope_own(python_node):
+                by_count[self.location(python_node, native_node)] += count
+        return CaptureStats(
+            total_allocations=raw["total_allocations"],
+            total_bytes=raw["total_bytes"],
+            peak_memory=raw["peak_memory"],
+            histogram=[tuple(bucket) for bucket in raw["histogram"]],
+            allocators=dict(raw["allocators"]),
+            top_locations_by_bytes=_ranked(by_bytes, top),
+            top_locations_by_count=_ranked(by_count, top),
+        )
+
+    def threads(self):
+        """{tid: (os thread id, name)} for every thread seen."""
+        self._ensure_open()
+        if self._threads is None:
+            self._threads = self._file.threads()
+        return dict(self._threads)
+
+
+def _ranked(counter, top):
+    return sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:top]
+
+
+def _one_line(error):
+    text = str(error).strip() or type(error).__name__
+    return " ".join(text.split())

@@ -1,0 +1,341 @@
+"""``heapscope.Tracker``: record every allocation of a running program into a capture file.
+
+Follows memray's API page (``memray.Tracker``, ``FileDestination``,
+``SocketDestination``, ``FileFormat``): same arguments, same rules, same
+errors, all raised before tracking starts. One deliberate difference: an
+``AGGREGATED_ALLOCATIONS`` capture of a process that is killed still holds a
+usable profile as of its last checkpoint (taken at least every second).
+
+The capture itself is written by the engine (``_heapscope.capture_start``);
+this module only checks arguments, opens the destination and hands the
+descriptor over.
+"""
+
+import enum
+import operator
+import os
+import socket
+import sys
+import sysconfig
+import threading
+import time
+from dataclasses import dataclass
+from typing import Union
+
+__all__ = ["Tracker", "FileDestination", "SocketDestination", "FileFormat", "Destination"]
+
+
+class FileFormat(enum.IntEnum):
+    """The capture file formats (memray's values)."""
+
+    #: Every allocation and deallocation is recorded (the default). The only
+    #: format that supports temporary allocations, stats and snapshot_at.
+    ALL_ALLOCATIONS = 0
+    #: Per location: count and bytes outstanding at the high-water mark, and
+    #: count and bytes leaked at the end. Much smaller; checkpointed at least
+    #: every second, so a killed process still leaves a usable profile.
+    AGGREGATED_ALLOCATIONS = 1
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a Tracker sends its capture."""
+
+
+@dataclass(frozen=True)
+class FileDestination(Destination):
+    """A capture file at *path*.
+
+    Args:
+        path: the file to write.
+        overwrite: replace an existing file instead of raising.
+        compress_on_exit: compress the file's chunks (zstd). With False they
+            are stored raw: larger, a little cheaper to write.
+    """
+
+    path: Union[str, "os.PathLike[str]"]
+    overwrite: bool = False
+    compress_on_exit: bool = True
+
+
+@dataclass(frozen=True)
+class SocketDestination(Destination):
+    """Serve the capture on a TCP port: ``Tracker.__enter__`` listens on
+    *address*:*server_port* and blocks until one reader (``heapscope live
+    PORT``) connects."""
+
+    server_port: int
+    address: str = "127.0.0.1"
+
+
+# One lock makes "is a Tracker active?" and "start one" a single step.
+_tracker_lock = threading.Lock()
+_active_tracker = None  # the Tracker whose capture runs in this process
+_fork_handler_registered = False
+
+
+def _flag(name, value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+
+
+def _file_format(value):
+    if isinstance(value, FileFormat):
+        return value
+    try:
+        number = operator.index(value)  # memray's FileFormat (an IntEnum) has the same values
+    except TypeError:
+        raise TypeError(f"file_format must be a FileFormat, not {type(value).__name__}") from None
+    try:
+        return FileFormat(number)
+    except ValueError:
+        raise ValueError(f"file_format must be FileFormat.ALL_ALLOCATIONS or FileFormat.AGGREGATED_ALLOCATIONS, "
+                         f"not {value!r}") from None
+
+
+def _is_dev_null(path):
+    try:
+        return os.path.samefile(path, os.devnull)
+    except OSError:
+        return False
+
+
+def _python_allocator_name():
+    """The allocator behind Python's object domain, named as memray names it."""
+    chosen = os.environ.get("PYTHONMALLOC", "") if not sys.flags.ignore_environment else ""
+    debug = chosen.endswith("_debug") or sys.flags.dev_mode or (chosen == "debug")
+    base = chosen[:-len("_debug")] if chosen.endswith("_debug") else chosen
+    if base in ("", "default", "debug"):
+        base = "pymalloc" if sysconfig.get_config_var("WITH_PYMALLOC") else "malloc"
+    if base not in ("pymalloc", "malloc", "mimalloc"):
+        return "unknown"
+    return f"{base} debug" if debug else base
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class Tracker:
+    """Context manager that records the process's allocations while its
+    ``with`` block runs::
+
+        with heapscope.Tracker("capture.hscap"):
+            run_the_code()
+
+    Only one Tracker can be active in a process at a time, and a Tracker can
+    be entered once. Every thread's allocations are recorded while it is
+    active.
+
+    Args:
+        file_name: the capture file to write (str or path-like); the only
+            positional argument. Exactly one of *file_name* and *destination*.
+        destination: a FileDestination or a SocketDestination.
+        native_traces: also record the native (C/C++) frames of each
+            allocation; symbolized when a report is made.
+        trace_python_allocators: record each block from Python's own
+            allocators (pymalloc), not only the arenas pymalloc maps.
+        follow_fork: a forked child continues into its own capture file,
+            ``<path>.<child pid>``. Needs a file destination.
+        memory_interval_ms: how often the resident set size and heap size
+            are recorded, in milliseconds.
+        file_format: FileFormat.ALL_ALLOCATIONS (default) or
+            FileFormat.AGGREGATED_ALLOCATIONS (needs a file destination).
+    """
+
+    def __init__(self, file_name=None, *, destination=None, native_traces=False, trace_python_allocators=False,
+                 follow_fork=False, memory_interval_ms=10, file_format=FileFormat.ALL_ALLOCATIONS):
+        if (file_name, destination).count(None) != 1:
+            raise TypeError("Exactly one of 'file_name' or 'destination' argument must be specified")
+        if file_name is not None:
+            destination = FileDestination(path=os.fspath(file_name))  # TypeError for a non-path
+        elif not isinstance(destination, (FileDestination, SocketDestination)):
+            raise TypeError("destination must be a SocketDestination or FileDestination")
+        self._native_traces = _flag("native_traces", native_traces)
+        self._trace_python_allocators = _flag("trace_python_allocators", trace_python_allocators)
+        self._follow_fork = _flag("follow_fork", follow_fork)
+        if isinstance(memory_interval_ms, bool) or not isinstance(memory_interval_ms, int):
+            raise TypeError(f"memory_interval_ms must be an int, not {type(memory_interval_ms).__name__}")
+        if not 1 <= memory_interval_ms <= 2 ** 31 - 1:
+            raise ValueError(f"memory_interval_ms must be at least 1, got {memory_interval_ms}")
+        self._memory_interval_ms = memory_interval_ms
+        self._file_format = _file_format(file_format)
+
+        if isinstance(destination, FileDestination):
+            path = os.fspath(destination.path)
+            if not isinstance(path, str):
+                raise TypeError(f"the capture path must be a str or path-like, not {type(path).__name__}")
+            self._overwrite = _flag("overwrite", destination.overwrite) or _is_dev_null(path)
+            if not self._overwrite and os.path.lexists(path):
+                raise FileExistsError(f"Output file {path} already exists. heapscope can overwrite it with "
+                                      f"the --force CLI argument or the overwrite=True API argument.")
+            self._compress = _flag("compress_on_exit", destination.compress_on_exit)
+        else:
+            if self._follow_fork:
+                raise RuntimeError("follow_fork requires an output file")
+            if self._file_format != FileFormat.ALL_ALLOCATIONS:
+                raise RuntimeError("AGGREGATED_ALLOCATIONS requires an output file")
+            port = destination.server_port
+            if isinstance(port, bool) or not isinstance(port, int):
+                raise TypeError(f"server_port must be an int, not {type(port).__name__}")
+            if not 1 <= port <= 65535:
+                raise ValueError(f"server_port must be in 1..65535, got {port}")
+            if not isinstance(destination.address, str):
+                raise TypeError(f"address must be a str, not {type(destination.address).__name__}")
+            self._compress = True
+        self._destination = destination
+        self._used = False
+        self._owner_pid = None  # the process whose capture this Tracker ends
+        self._start_metadata = None
+        self._command_line = None  # heapscope run names the program it runs, not itself
+        self.totals = None  # what capture_stop reported: allocations, deallocations, peak_memory, bytes_written
+
+    @property
+    def destination(self):
+        return self._destination
+
+    def _metadata(self, start_time):
+        return [
+            ("command_line", self._command_line or " ".join(sys.argv)),
+            ("pid", str(os.getpid())),
+            ("python_version", sys.version.split()[0]),
+            ("start_time", repr(start_time)),
+            ("memory_interval_ms", str(self._memory_interval_ms)),
+            ("python_allocator", _python_allocator_name()),
+            ("main_thread_native_id", str(getattr(threading.main_thread(), "native_id", 0) or 0)),
+            # Frames from this directory at the outer end of a stack are
+            # heapscope's own (`heapscope run`): reports leave them out.
+            ("heapscope_package", _PACKAGE_DIR),
+        ]
+
+    def _open_file(self, path, overwrite):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if overwrite else os.O_EXCL)
+        if _is_dev_null(path):
+            flags = os.O_WRONLY | os.O_CLOEXEC
+        try:
+            return os.open(path, flags, 0o644)
+        except FileExistsError:
+            raise FileExistsError(f"Output file {path} already exists. heapscope can overwrite it with "
+                                  f"the --force CLI argument or the overwrite=True API argument.") from None
+        except OSError as error:
+            raise _os_error(error, f"Could not create output file {path}: {error.strerror}") from None
+
+    def _serve(self, destination):
+        """Listens and waits for one reader; the connected socket's descriptor."""
+        try:
+            listener = socket.create_server((destination.address, destination.server_port), reuse_port=False)
+        except OSError as error:
+            raise _os_error(error, f"Could not listen on {destination.address}:{destination.server_port}: "
+                                   f"{error.strerror}") from None
+        with listener:
+            connection, _ = listener.accept()  # Ctrl-C interrupts it (KeyboardInterrupt)
+        connection.setblocking(True)
+        return connection.detach()
+
+    def __enter__(self):
+        global _active_tracker
+        from heapscope import _heapscope
+
+        with _tracker_lock:
+            if self._used:
+                raise RuntimeError("This Tracker was already used: create a new Tracker to track again")
+            if _active_tracker is not None or _heapscope.capture_active():
+                raise RuntimeError("No more than one Tracker instance can be active at the same time")
+            if _heapscope.is_tracing():
+                raise RuntimeError("heapscope.tracemalloc is tracing: stop it before starting a Tracker")
+            destination = self._destination
+            created = None
+            if isinstance(destination, FileDestination):
+                path = os.fspath(destination.path)
+                fd = self._open_file(path, self._overwrite)
+                created = None if _is_dev_null(path) else path
+            else:
+                fd = self._serve(destination)
+            start_time = time.time()
+            metadata = self._metadata(start_time)
+            _register_fork_handler()  # every forked child must end or continue its copy of the capture
+            try:
+                # Owns fd from here on, whatever happens.
+                _heapscope.capture_start(
+                    fd,
+                    aggregated=self._file_format == FileFormat.AGGREGATED_ALLOCATIONS,
+                    native_traces=self._native_traces,
+                    trace_python_allocators=self._trace_python_allocators,
+                    memory_interval_ms=self._memory_interval_ms,
+                    compress=self._compress,
+                    metadata=metadata,
+                )
+            except BaseException:
+                if created is not None and not self._overwrite:
+                    _remove_quietly(created)  # we made it: leave nothing behind
+                raise
+            self._used = True
+            self._owner_pid = os.getpid()
+            self._start_metadata = metadata
+            _active_tracker = self
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        global _active_tracker
+        from heapscope import _heapscope
+
+        with _tracker_lock:
+            if _active_tracker is not self:
+                return False
+            _active_tracker = None
+            if self._owner_pid != os.getpid():
+                return False  # a forked child whose part of the capture already ended
+            self.totals = _heapscope.capture_stop([("end_time", repr(time.time()))])
+        return False
+
+
+def _os_error(error, message):
+    """The same kind of OSError, with the same errno, and a message that reads as one sentence."""
+    clear = type(error)(message)
+    clear.errno = error.errno  # (strerror stays unset: str() is then the message alone)
+    return clear
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _register_fork_handler():
+    global _fork_handler_registered
+    if not _fork_handler_registered:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_handler_registered = True
+
+
+def _after_fork_in_child():
+    """In a forked child: continue into ``<path>.<pid>`` (follow_fork), or end
+    the child's part quietly. Calls into the engine; may allocate."""
+    global _active_tracker, _tracker_lock
+    from heapscope import _heapscope
+
+    _tracker_lock = threading.Lock()  # another thread may have held it across fork()
+    tracker = _active_tracker
+    if tracker is None or not _heapscope.capture_active():
+        return
+    if not tracker._follow_fork:
+        _heapscope.capture_fork_child(None, [])
+        _active_tracker = None  # the child may start a Tracker of its own
+        return
+    path = f"{os.fspath(tracker._destination.path)}.{os.getpid()}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        print(f"heapscope: cannot follow the fork into {path}: {error.strerror}", file=sys.stderr)
+        _heapscope.capture_fork_child(None, [])
+        _active_tracker = None
+        return
+    metadata = [(key, value) for key, value in tracker._start_metadata if key not in ("pid", "start_time")]
+    metadata += [("pid", str(os.getpid())), ("start_time", repr(time.time())), ("parent_pid", str(os.getppid()))]
+    _heapscope.capture_fork_child(fd, metadata)
+    tracker._owner_pid = os.getpid()
+    tracker._start_metadata = metadata
