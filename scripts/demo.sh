@@ -5,3 +5,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 echo
 echo "\$ heapscope top --nframe 16 examples/leaky_cache.py"
 heapscope top --nframe 16 examples/leaky_cache.py
+# The same program captured with native allocations and Python's allocators,
+# then the capture's peak-memory summary and its leaks as a call tree.
+capture="${TMPDIR:-/tmp}/heapscope-demo.hscap"
+echo
+echo "\$ heapscope run --force --trace-python-allocators -o $capture examples/leaky_cache.py"
+heapscope run --force --trace-python-allocators -o "$capture" examples/leaky_cache.py
+echo
+echo "\$ heapscope summary $capture"
+heapscope summary "$capture"
+echo
+echo "\$ heapscope tree --leaks $capture"
+heapscope tree --leaks "$capture"

@@ -22,7 +22,7 @@ EXTENSION_NAME = "hs_alloc"
 
 EXTENSION_SOURCE = r"""
 #define PY_SSIZE_T_CLEAN
-#define _GNU_SOURCE
+#define _GNU_SOURCE 1
 #include <Python.h>
 #include <malloc.h>
 #include <stdlib.h>

@@ -227,6 +227,7 @@ with Tracker(sys.argv[1], trace_python_allocators=sys.argv[2] == "yes"):
     data = bytes(100_000)            # @bytes
     buffer = bytearray(200_000)      # @bytearray
     small = bytes(300)               # @small
+    end = None                       # 3.9 runs the with-exit at the block's last line
 print(sys.getsizeof(data), sys.getsizeof(buffer), sys.getsizeof(small))
 """
 

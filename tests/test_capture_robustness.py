@@ -170,6 +170,7 @@ with Tracker(sys.argv[1], follow_fork=sys.argv[2] == "follow"):
         sys.exit(0)                        # leaves the with block: the child's capture ends
     os.waitpid(pid, 0)
     hs_alloc.malloc(3, 3_300_001)          # @parent_after
+    end = None                             # 3.9 runs the with-exit at the block's last line
 print(pid)
 """
 

@@ -75,6 +75,7 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     options.memory_interval_ms = memory_interval_ms;
     options.metadata = std::move(metadata);
     options.describer = python_describer();
+    options.hook_lock = engine().sink_lock();  // one lock per event, not two
     std::string error;
     std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(std::move(options), &error);
     if (!writer) raise_os_error("cannot start the capture: " + error);

@@ -406,6 +406,35 @@ TEST(Records, ResetRestartsDeltasSoEachPayloadDecodesAlone) {
     EXPECT_EQ(encoder.bytes(), first);  // same state after reset: same bytes
 }
 
+TEST(Records, HotRecordsWriteInPlaceIntoTheReservedBuffer) {
+    // The writer reserves its chunk buffers once: encoding events into the
+    // reserved room must never reallocate (a hook would allocate), and what
+    // was written must decode exactly.
+    RecordEncoder encoder;
+    encoder.reserve_bytes(1 << 16);
+    const char* const data = encoder.view().data();
+    Script script;
+    uint64_t address = 0x7f0000000000;
+    for (uint32_t i = 0; encoder.size() < (1 << 16) - 200; ++i) {
+        address += (i % 3) * 48 + (i % 7 == 0 ? 5 : 0);  // steps aligned and not
+        const Allocator allocator = i % 5 == 0 ? Allocator::kTrack : Allocator::kPymallocMalloc;
+        Record& a = script.add(RecordType::kAllocation);
+        a.allocation = AllocationRecord{1 + i % 3,  address, i % 700, allocator, allocator == Allocator::kTrack ? 4u : 0u,
+                                        i % 11, i % 4 == 0 ? i : 0};
+        encoder.allocation(a.allocation);
+        if (i % 2 == 0) {
+            Record& d = script.add(RecordType::kDeallocation);
+            d.deallocation = DeallocationRecord{1, address, 0, Allocator::kPymallocFree, 0};
+            encoder.deallocation(d.deallocation);
+        }
+    }
+    EXPECT_EQ(encoder.view().data(), data) << "the reserved buffer was reallocated";
+    EXPECT_EQ(encoder.bytes(), std::string(encoder.view()));
+    std::string error;
+    EXPECT_EQ(decode_all(encoder.view(), &error), script.text());
+    EXPECT_EQ(error, "");
+}
+
 TEST(Records, HotRecordsAreSmall) {
     // A loop that allocates and frees one block from one stack, on one thread:
     // token + address step + size + stack step for an allocation, token +

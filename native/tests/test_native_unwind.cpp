@@ -5,6 +5,8 @@
 
 #define UNW_LOCAL_ONLY
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <libunwind.h>
 #include <unwind.h>
 
@@ -120,9 +122,9 @@ TEST(NativeUnwind, OtherThreadsHaveTheirOwnStacks) {
         ASSERT_GE(capture.depth, 4u);
         EXPECT_EQ(symbolizer.symbolize(capture.ips[0], 0)[0].function.rfind("unwind_chain::level_three", 0), 0u);
         EXPECT_EQ(symbolizer.symbolize(capture.ips[2], 0)[0].function.rfind("unwind_chain::level_one", 0), 0u);
-        // The thread's lambda called level_one; the test body is not on
-        // these stacks (its name ends the lambda's).
-        EXPECT_NE(symbolizer.symbolize(capture.ips[3], 0).back().function.find("{lambda"), std::string::npos);
+        // The test body is not on these stacks. (What called level_one
+        // depends on optimisation: the thread's lambda, or, after a tail
+        // call, libstdc++'s thread routine.)
         for (size_t i = 3; i < capture.depth; ++i) {
             std::string function = symbolizer.symbolize(capture.ips[i], 0).back().function;
             EXPECT_FALSE(function.ends_with("::TestBody()")) << function;

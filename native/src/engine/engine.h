@@ -98,6 +98,10 @@ class Engine {
     // it first runs without a sink (see after_fork_in_child), then the front
     // door either attaches the child's own writer or stops.
     CaptureSink* replace_sink(CaptureSink* sink);
+    // The lock every CaptureSink call is made under. A sink may guard its own
+    // state with it (CaptureOptions::hook_lock) instead of a second lock per
+    // event; it must then never wait for anything while holding it.
+    SpinLock* sink_lock() { return &lock_; }
     uint32_t traceback_limit() const { return limit_.load(std::memory_order_relaxed); }
     uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 

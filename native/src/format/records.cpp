@@ -1,5 +1,6 @@
 // Record encoding. docs/capture-format.md ("Records") is the specification;
-// the token layout is repeated here beside the code that produces it.
+// the token layout is repeated here; the tokens, the compact tables and the
+// hot-path encoders (Allocation, Deallocation) are inline in records.h.
 //
 //   0b1aaahhhh   Allocation, compact: aaa indexes kCompactAllocators
 //   0b01aahhhh   Deallocation, compact: aa indexes kCompactDeallocators
@@ -18,10 +19,15 @@
 // frees of a Python loop hit one of the last few addresses (measured on a
 // JSON workload: 49% and 65% with 14 slots). A hit costs no address bytes,
 // and the repeated bytes of a loop's iterations are what zstd compresses best.
+// Why move-to-front: cheaper caches that keep an address in a fixed slot
+// (direct-mapped 16 or 32 slots, or round-robin 14) cost 2-3 ns less per
+// event in a replay, but made bench/workloads/alloc_heavy.py's capture 1.7x
+// (round-robin) to 2.5x (direct-mapped) larger after zstd: a hit's slot
+// number then varies with the address instead of being "the one used last".
 //
 // Hot-path cost: Allocation and Deallocation are written in place into the
-// chunk buffer (room() checks for the longest possible record once); no
-// allocation unless the buffer grows.
+// chunk buffer (room() checks for the longest possible record once), inlined
+// into the writer's hooks; no allocation unless the buffer grows.
 #include "format/records.h"
 
 #include <algorithm>
@@ -32,93 +38,13 @@
 
 namespace heapscope::format {
 
-using detail::delta32;
-using detail::delta64;
-using detail::put_varint;
-using detail::zigzag;
+using namespace detail;  // varints, tokens and tables (varint.h, records.h)
 
 namespace {
 
-// The allocators of the compact forms. Stored in files: never reorder.
-constexpr Allocator kCompactAllocators[8] = {
-    Allocator::kPymallocMalloc, Allocator::kPymallocRealloc, Allocator::kPymallocCalloc, Allocator::kMalloc,
-    Allocator::kRealloc,        Allocator::kCalloc,          Allocator::kMmap,           Allocator::kPosixMemalign,
-};
-constexpr Allocator kCompactDeallocators[4] = {
-    Allocator::kPymallocFree,
-    Allocator::kFree,
-    Allocator::kUntrack,
-    Allocator::kMunmap,  // the only compact deallocation that carries a size
-};
-
-constexpr uint8_t kThreadSwitch = 0x0c;
-constexpr uint8_t kNativeOn = 0x0d;
-constexpr uint8_t kNativeOff = 0x0e;
-constexpr uint8_t kMissAligned = 14;
-constexpr uint8_t kMissUnaligned = 15;
-// General-form flags
-constexpr uint8_t kHasDomain = 0x01;
-constexpr uint8_t kHasNativeOrSize = 0x02;  // allocations: a native node; deallocations: a size
-
-// Index in kCompactAllocators (a lookup table indexed by the enum value), or
-// -1 for the allocators that take the general form.
-constexpr int8_t compact_index(Allocator a, const Allocator* table, int n) {
-    for (int i = 0; i < n; ++i) {
-        if (table[i] == a) return static_cast<int8_t>(i);
-    }
-    return -1;
-}
-struct CompactTables {
-    int8_t allocation[256];
-    int8_t deallocation[256];
-};
-constexpr CompactTables make_compact_tables() {
-    CompactTables t{};
-    for (int v = 0; v < 256; ++v) {
-        t.allocation[v] = compact_index(static_cast<Allocator>(v), kCompactAllocators, 8);
-        t.deallocation[v] = compact_index(static_cast<Allocator>(v), kCompactDeallocators, 4);
-    }
-    return t;
-}
-constexpr CompactTables kCompact = make_compact_tables();
-
 bool valid_allocator(uint8_t value) { return value >= 1 && value <= kMaxAllocator; }
 
-// Chooses how `address` is written: its cache slot, or a miss code with the
-// step (in `*step`) from the most recent address. Updates the cache.
-inline uint8_t address_code(detail::CodecState* state, uint64_t address, uint64_t* step) {
-    const int slot = state->find(address);
-    if (slot >= 0) {
-        state->promote(slot);
-        return static_cast<uint8_t>(slot);
-    }
-    const int64_t delta = static_cast<int64_t>(address - state->recent_addresses[0]);
-    state->insert(address);
-    if ((delta & 15) == 0) {
-        *step = zigzag(delta >> 4);  // arithmetic shift: exact for multiples of 16
-        return kMissAligned;
-    }
-    *step = zigzag(delta);
-    return kMissUnaligned;
-}
-
-// The thread switch that must precede an event of `thread`, if any.
-inline char* put_thread(detail::CodecState* state, char* p, uint32_t thread) {
-    if (thread != state->thread) {
-        *p++ = static_cast<char>(kThreadSwitch);
-        p = put_varint(p, thread);
-        state->thread = thread;
-    }
-    return p;
-}
-
 }  // namespace
-
-// The longest record each hot-path encoder can write, for room().
-constexpr size_t kMaxAllocationBytes = 2 + detail::kMaxVarintBytes  // thread switch
-                                       + 1                          // native on/off
-                                       + 4 + 5 * detail::kMaxVarintBytes;
-constexpr size_t kMaxDeallocationBytes = 2 + detail::kMaxVarintBytes + 4 + 3 * detail::kMaxVarintBytes;
 
 RecordEncoder::RecordEncoder() = default;
 
@@ -205,59 +131,6 @@ void RecordEncoder::loaded_objects(const LoadedObjectsRecord& r) {
             append_varint(segment.memsz);
         }
     }
-}
-
-void RecordEncoder::allocation(const AllocationRecord& r) {
-    char* const start = room(kMaxAllocationBytes);
-    char* p = put_thread(&state_, start, r.thread);
-    const bool has_native = r.native_node != 0;
-    const int8_t compact = r.domain == 0 ? kCompact.allocation[static_cast<uint8_t>(r.allocator)] : -1;
-    if (compact >= 0 && has_native != state_.native) {
-        *p++ = static_cast<char>(has_native ? kNativeOn : kNativeOff);
-        state_.native = has_native;
-    }
-    uint64_t step = 0;
-    const uint8_t where = address_code(&state_, r.address, &step);
-    if (compact >= 0) {
-        *p++ = static_cast<char>(0x80 | (compact << 4) | where);
-    } else {
-        *p++ = static_cast<char>(RecordType::kAllocation);
-        *p++ = static_cast<char>((r.domain ? kHasDomain : 0) | (has_native ? kHasNativeOrSize : 0));
-        *p++ = static_cast<char>(r.allocator);
-        *p++ = static_cast<char>(where);
-        if (r.domain) p = put_varint(p, r.domain);
-    }
-    if (where >= kMissAligned) p = put_varint(p, step);
-    p = put_varint(p, r.size);
-    p = put_varint(p, delta32(r.python_node, state_.last_python_node));
-    state_.last_python_node = r.python_node;
-    if (has_native) {
-        p = put_varint(p, delta32(r.native_node, state_.last_native_node));
-        state_.last_native_node = r.native_node;
-    }
-    size_ += static_cast<size_t>(p - start);
-}
-
-void RecordEncoder::deallocation(const DeallocationRecord& r) {
-    char* const start = room(kMaxDeallocationBytes);
-    char* p = put_thread(&state_, start, r.thread);
-    int8_t compact = r.domain == 0 ? kCompact.deallocation[static_cast<uint8_t>(r.allocator)] : -1;
-    const bool sized = r.allocator == Allocator::kMunmap;
-    if (r.size != 0 && !sized) compact = -1;  // only munmap's compact form has a size
-    uint64_t step = 0;
-    const uint8_t where = address_code(&state_, r.address, &step);
-    if (compact >= 0) {
-        *p++ = static_cast<char>(0x40 | (compact << 4) | where);
-    } else {
-        *p++ = static_cast<char>(RecordType::kDeallocation);
-        *p++ = static_cast<char>((r.domain ? kHasDomain : 0) | (r.size ? kHasNativeOrSize : 0));
-        *p++ = static_cast<char>(r.allocator);
-        *p++ = static_cast<char>(where);
-        if (r.domain) p = put_varint(p, r.domain);
-    }
-    if (where >= kMissAligned) p = put_varint(p, step);
-    if (compact >= 0 ? sized : r.size != 0) p = put_varint(p, r.size);
-    size_ += static_cast<size_t>(p - start);
 }
 
 void RecordEncoder::memory(const MemoryRecord& r) {
@@ -382,14 +255,14 @@ bool RecordDecoder::next(Record* out) {
         }
         uint64_t address;
         if (where < kMissAligned) {
-            address = state_.recent_addresses[where];
+            address = state_.recent(where);
             state_.promote(where);
         } else {
             uint64_t step;
             if (!get_varint(in, pos, &step)) return fail(start, kTruncated);
             int64_t delta = detail::unzigzag(step);
             if (where == kMissAligned) delta = static_cast<int64_t>(static_cast<uint64_t>(delta) << 4);
-            address = state_.recent_addresses[0] + static_cast<uint64_t>(delta);
+            address = state_.recent(0) + static_cast<uint64_t>(delta);
             state_.insert(address);
         }
         if (is_allocation) {

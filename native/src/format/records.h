@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/loaded_object.h"
+#include "format/varint.h"
 #include "sink/capture_sink.h"
 
 namespace heapscope::format {
@@ -118,7 +119,9 @@ namespace detail {
 // base of every delta (docs/capture-format.md, "Codec state").
 struct CodecState {
     // Recently used block addresses, most recent first: an allocation or a
-    // free at one of them names its slot instead of the address.
+    // free at one of them names its slot instead of the address. (A ring
+    // buffer, to insert without shifting, measured no faster at -O3: the
+    // shifts are a few vector moves.)
     static constexpr int kAddressSlots = 14;
     uint64_t recent_addresses[kAddressSlots] = {};
     uint32_t thread = 0;              // of the allocations and deallocations that follow
@@ -130,6 +133,8 @@ struct CodecState {
     uint32_t last_native_node_id = 0; // native nodes
     uint32_t last_location = 0;       // location records
 
+    // The address in slot `slot` (0: the most recent).
+    uint64_t recent(int slot) const { return recent_addresses[slot]; }
     // The slot holding `address`, or -1.
     int find(uint64_t address) const {
         for (int i = 0; i < kAddressSlots; ++i) {
@@ -149,6 +154,89 @@ struct CodecState {
         recent_addresses[0] = address;
     }
 };
+
+// Record tokens and the compact forms' tables (docs/capture-format.md,
+// "Records"; records.cpp has the layout). Here, not in records.cpp, because
+// the hot-path encoders below are inline: the writer's hooks compile them in
+// place instead of calling across translation units.
+
+// The allocators of the compact forms. Stored in files: never reorder.
+inline constexpr Allocator kCompactAllocators[8] = {
+    Allocator::kPymallocMalloc, Allocator::kPymallocRealloc, Allocator::kPymallocCalloc, Allocator::kMalloc,
+    Allocator::kRealloc,        Allocator::kCalloc,          Allocator::kMmap,           Allocator::kPosixMemalign,
+};
+inline constexpr Allocator kCompactDeallocators[4] = {
+    Allocator::kPymallocFree,
+    Allocator::kFree,
+    Allocator::kUntrack,
+    Allocator::kMunmap,  // the only compact deallocation that carries a size
+};
+
+inline constexpr uint8_t kThreadSwitch = 0x0c;
+inline constexpr uint8_t kNativeOn = 0x0d;
+inline constexpr uint8_t kNativeOff = 0x0e;
+inline constexpr uint8_t kMissAligned = 14;
+inline constexpr uint8_t kMissUnaligned = 15;
+// General-form flags
+inline constexpr uint8_t kHasDomain = 0x01;
+inline constexpr uint8_t kHasNativeOrSize = 0x02;  // allocations: a native node; deallocations: a size
+
+// Index in kCompactAllocators (a lookup table indexed by the enum value), or
+// -1 for the allocators that take the general form.
+constexpr int8_t compact_index(Allocator a, const Allocator* table, int n) {
+    for (int i = 0; i < n; ++i) {
+        if (table[i] == a) return static_cast<int8_t>(i);
+    }
+    return -1;
+}
+struct CompactTables {
+    int8_t allocation[256];
+    int8_t deallocation[256];
+};
+constexpr CompactTables make_compact_tables() {
+    CompactTables t{};
+    for (int v = 0; v < 256; ++v) {
+        t.allocation[v] = compact_index(static_cast<Allocator>(v), kCompactAllocators, 8);
+        t.deallocation[v] = compact_index(static_cast<Allocator>(v), kCompactDeallocators, 4);
+    }
+    return t;
+}
+inline constexpr CompactTables kCompact = make_compact_tables();
+
+// Chooses how `address` is written: its cache slot, or a miss code with the
+// step (in `*step`) from the most recent address. Updates the cache.
+inline uint8_t address_code(CodecState* state, uint64_t address, uint64_t* step) {
+    const int slot = state->find(address);
+    if (slot >= 0) {
+        state->promote(slot);
+        return static_cast<uint8_t>(slot);
+    }
+    const int64_t delta = static_cast<int64_t>(address - state->recent(0));
+    state->insert(address);
+    if ((delta & 15) == 0) {
+        *step = zigzag(delta >> 4);  // arithmetic shift: exact for multiples of 16
+        return kMissAligned;
+    }
+    *step = zigzag(delta);
+    return kMissUnaligned;
+}
+
+// The thread switch that must precede an event of `thread`, if any.
+inline char* put_thread(CodecState* state, char* p, uint32_t thread) {
+    if (thread != state->thread) {
+        *p++ = static_cast<char>(kThreadSwitch);
+        p = put_varint(p, thread);
+        state->thread = thread;
+    }
+    return p;
+}
+
+// The longest record each hot-path encoder can write, for room().
+inline constexpr size_t kMaxAllocationBytes = 2 + kMaxVarintBytes  // thread switch
+                                              + 1                    // native on/off
+                                              + 4 + 5 * kMaxVarintBytes;
+inline constexpr size_t kMaxDeallocationBytes = 2 + kMaxVarintBytes + 4 + 3 * kMaxVarintBytes;
+
 }  // namespace detail
 
 // Appends records to a chunk payload. Not thread-safe; never calls Python.
@@ -198,6 +286,62 @@ class RecordEncoder {
     size_t capacity_ = 0;
     detail::CodecState state_;  // restarted by reset()
 };
+
+inline void RecordEncoder::allocation(const AllocationRecord& r) {
+    using namespace detail;
+    char* const start = room(kMaxAllocationBytes);
+    char* p = put_thread(&state_, start, r.thread);
+    const bool has_native = r.native_node != 0;
+    const int8_t compact = r.domain == 0 ? kCompact.allocation[static_cast<uint8_t>(r.allocator)] : -1;
+    if (compact >= 0 && has_native != state_.native) {
+        *p++ = static_cast<char>(has_native ? kNativeOn : kNativeOff);
+        state_.native = has_native;
+    }
+    uint64_t step = 0;
+    const uint8_t where = address_code(&state_, r.address, &step);
+    if (compact >= 0) {
+        *p++ = static_cast<char>(0x80 | (compact << 4) | where);
+    } else {
+        *p++ = static_cast<char>(RecordType::kAllocation);
+        *p++ = static_cast<char>((r.domain ? kHasDomain : 0) | (has_native ? kHasNativeOrSize : 0));
+        *p++ = static_cast<char>(r.allocator);
+        *p++ = static_cast<char>(where);
+        if (r.domain) p = put_varint(p, r.domain);
+    }
+    if (where >= kMissAligned) p = put_varint(p, step);
+    p = put_varint(p, r.size);
+    p = put_varint(p, delta32(r.python_node, state_.last_python_node));
+    state_.last_python_node = r.python_node;
+    if (has_native) {
+        p = put_varint(p, delta32(r.native_node, state_.last_native_node));
+        state_.last_native_node = r.native_node;
+    }
+    size_ += static_cast<size_t>(p - start);
+}
+
+inline void RecordEncoder::deallocation(const DeallocationRecord& r) {
+    using namespace detail;
+    char* const start = room(kMaxDeallocationBytes);
+    char* p = put_thread(&state_, start, r.thread);
+    int8_t compact = r.domain == 0 ? kCompact.deallocation[static_cast<uint8_t>(r.allocator)] : -1;
+    const bool sized = r.allocator == Allocator::kMunmap;
+    if (r.size != 0 && !sized) compact = -1;  // only munmap's compact form has a size
+    uint64_t step = 0;
+    const uint8_t where = address_code(&state_, r.address, &step);
+    if (compact >= 0) {
+        *p++ = static_cast<char>(0x40 | (compact << 4) | where);
+    } else {
+        *p++ = static_cast<char>(RecordType::kDeallocation);
+        *p++ = static_cast<char>((r.domain ? kHasDomain : 0) | (r.size ? kHasNativeOrSize : 0));
+        *p++ = static_cast<char>(r.allocator);
+        *p++ = static_cast<char>(where);
+        if (r.domain) p = put_varint(p, r.domain);
+    }
+    if (where >= kMissAligned) p = put_varint(p, step);
+    if (compact >= 0 ? sized : r.size != 0) p = put_varint(p, r.size);
+    size_ += static_cast<size_t>(p - start);
+}
+
 
 // One decoded record; `type` says which member is meaningful.
 struct Record {

@@ -1,9 +1,10 @@
 // LEB128 varints and zigzag deltas, the building blocks of record payloads.
 //
-// Private to native/src/format. Unsigned arithmetic throughout: a delta
-// between two 64-bit values wraps, and zigzag keeps small steps in either
-// direction small, so a decoder that wraps the same way gets the exact value
-// back for any input (extremes included).
+// For native/src/format only (records.h includes it for its inline hot-path
+// encoders; nothing else should use it). Unsigned arithmetic throughout: a
+// delta between two 64-bit values wraps, and zigzag keeps small steps in
+// either direction small, so a decoder that wraps the same way gets the
+// exact value back for any input (extremes included).
 #pragma once
 
 #include <cstddef>

@@ -4,14 +4,14 @@
 // mark and at the end, checkpointed so that a killed process leaves a usable
 // profile as of its last checkpoint).
 //
-// Hook side (on_* below, always called under one lock the caller holds: the
-// engine's): encode into the current chunk buffer; a full buffer is handed to
-// the background thread, and when the destination falls behind (three buffers
-// in flight) the hook waits for it: memory stays bounded. Background thread:
-// compresses and writes chunks (a partial one at least every 250 ms), adds a
+// Hook side (on_* below, called by the engine with its lock held): encode
+// into the current chunk buffer; a full buffer is handed to the background
+// thread, and when the destination falls behind (three buffers in flight)
+// the hook waits for it: memory stays bounded. Background thread: compresses
+// and writes chunks (a partial one at least every 250 ms), adds a
 // MemoryRecord every memory interval and, for the aggregated format, a
-// checkpoint at least every checkpoint interval. It never calls Python, and it
-// runs with its HookGuard held so its own allocations are not traced.
+// checkpoint at least every checkpoint interval. It never calls Python, and
+// it runs with its HookGuard held so its own allocations are not traced.
 //
 // Locks: the writer's state is guarded by CaptureOptions::hook_lock when the
 // caller gives it (the engine's lock, which every on_* call already holds: one
@@ -83,7 +83,8 @@ class CaptureWriter final : public CaptureSink {
     // Writes the end metadata (appended to what open() wrote), the final
     // checkpoint (aggregated) and the end chunk, joins the background thread
     // and closes the descriptor. Call after the engine has stopped sending
-    // events. False if any write failed (`*error` says why).
+    // events, without holding hook_lock. False if any write failed (`*error`
+    // says why).
     bool finish(const std::vector<std::pair<std::string, std::string>>& end_metadata, std::string* error);
 
     // In a forked child (follow_fork): the parent's background thread does
@@ -94,6 +95,7 @@ class CaptureWriter final : public CaptureSink {
     std::unique_ptr<CaptureWriter> clone_in_child(int fd, std::vector<std::pair<std::string, std::string>> metadata,
                                                   std::string* error);
 
+    // Takes the state lock: not to be called with hook_lock held.
     CaptureTotals totals();
     // True once a write has failed: the capture is then incomplete.
     bool failed();

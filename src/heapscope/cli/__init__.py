@@ -1,7 +1,6 @@
 """The ``heapscope`` command line (also ``python -m heapscope``)."""
 
 import argparse
-import sys
 
 from heapscope import __version__
 

@@ -1,9 +1,10 @@
 """What the commands that read a capture share: opening it, one-line errors,
 the warning for a damaged or unfinished file, and the report's output."""
 
-import argparse
 import os
 import sys
+
+from heapscope.cli._program import int_argument, positive_int  # noqa: F401 (positive_int: for the commands)
 
 
 class CommandError(Exception):
@@ -27,24 +28,7 @@ def print_error(message):
         pass
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+non_negative_int = int_argument(0)
 
 
 def open_capture(path):

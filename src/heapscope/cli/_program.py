@@ -27,6 +27,25 @@ class ProgramSpec:
         return " ".join([head, *self.args])
 
 
+def int_argument(low, high=None, what=None):
+    """An argparse type: an int from *low* to *high* (no upper bound if None),
+    refused with a message that names what was expected."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what or 'a whole number'}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"in {low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected {what or 'a number'} {bounds}, got {value}")
+        return value
+    return parse
+
+
+positive_int = int_argument(1)
+port_number = int_argument(1, 65535, what="a port number")
+
+
 def add_program_arguments(parser):
     """Adds ``script.py [args] | -m module [args] | -c code [args]`` to an argparse parser.
 

@@ -6,7 +6,8 @@ import socket
 import sys
 import time
 
-from heapscope.cli._capture import CommandError, guarded, positive_int
+from heapscope.cli._capture import CommandError, guarded
+from heapscope.cli._program import port_number, positive_int
 from heapscope.reports.text import format_bytes, safe_text, table
 
 _CONNECT_TIMEOUT_S = 2.0  # the tracked process may still be starting to listen
@@ -20,25 +21,13 @@ def register(commands):
         description="Connect to a program serving its capture on PORT (heapscope run --live-port PORT) and "
                     "show its live memory by location, refreshed every second, until it ends.",
     )
-    parser.add_argument("port", type=_port, metavar="PORT", help="the port the tracked program listens on")
+    parser.add_argument("port", type=port_number, metavar="PORT", help="the port the tracked program listens on")
     parser.add_argument("--address", default="127.0.0.1", help="the tracked program's address (default: %(default)s)")
     parser.add_argument("-n", "--rows", type=positive_int, default=None,
                         help="locations shown (default: what fits the terminal, or 20)")
     parser.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
                         help="time between refreshes (default: %(default)s)")
     parser.set_defaults(handler=guarded(run))
-
-
-def _port(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number in 1..65535, got {value}")
-    return value
 
 
 def _connect(address, port):

@@ -12,7 +12,8 @@ import signal
 import sys
 
 from heapscope.cli._capture import print_error
-from heapscope.cli._program import add_program_arguments, program_from_arguments, run_program
+from heapscope.cli._program import (add_program_arguments, int_argument, port_number, program_from_arguments,
+                                    run_program)
 from heapscope.reports.text import format_bytes, safe_text
 
 
@@ -36,38 +37,14 @@ def register(commands):
     parser.add_argument("--follow-fork", action="store_true",
                         help="a forked child writes its own capture, <FILE>.<child pid>")
     parser.add_argument("--no-compress", action="store_true", help="store the capture's chunks uncompressed")
-    parser.add_argument("--live-port", type=_port, metavar="PORT",
+    parser.add_argument("--live-port", type=port_number, metavar="PORT",
                         help="serve the capture on this port instead of writing a file; the program waits "
                              "until `heapscope live PORT` connects")
-    parser.add_argument("--memory-interval-ms", type=_interval, default=10, metavar="MS",
+    parser.add_argument("--memory-interval-ms", type=int_argument(1, what="a whole number of milliseconds"), default=10, metavar="MS",
                         help="how often resident and heap size are recorded (default: %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="say nothing on stderr after the run")
     add_program_arguments(parser)
     parser.set_defaults(handler=run)
-
-
-def _port(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number in 1..65535, got {value}")
-    return value
-
-
-def _interval(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of milliseconds, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1 ms, got {value}")
-    return value
 
 
 def default_output(program):

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from heapscope.cli._program import add_program_arguments, program_from_arguments, run_program
+from heapscope.cli._program import add_program_arguments, positive_int, program_from_arguments, run_program
 from heapscope.reports.text import format_bytes, safe_text, table
 
 
@@ -20,9 +20,9 @@ def register(commands):
         help="run a program and show the lines holding the most memory at its end",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("--nframe", type=_positive_int, default=32,
+    parser.add_argument("--nframe", type=positive_int, default=32,
                         help="frames kept per allocation (default: %(default)s)")
-    parser.add_argument("--limit", type=_positive_int, default=10,
+    parser.add_argument("--limit", type=positive_int, default=10,
                         help="entries shown (default: %(default)s)")
     parser.add_argument("--group-by", choices=("lineno", "filename", "traceback"), default="lineno",
                         help="how allocations are grouped (default: %(default)s)")
@@ -30,18 +30,6 @@ def register(commands):
                         help="count each allocation for every frame of its stack, not only the innermost")
     add_program_arguments(parser)
     parser.set_defaults(handler=run)
-
-
-def _positive_int(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
 
 
 def run(parser, options):
