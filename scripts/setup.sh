@@ -12,7 +12,7 @@ command -v cmake >/dev/null || need_apt+=(cmake)
 command -v ninja >/dev/null || need_apt+=(ninja-build)
 [ -f /usr/include/gtest/gtest.h ] || need_apt+=(libgtest-dev)
 [ -f /usr/include/zstd.h ] || need_apt+=(libzstd-dev)
-ls /usr/include/*/libunwind.h /usr/include/libunwind.h >/dev/null 2>&1 || need_apt+=(libunwind-dev)
+compgen -G "/usr/include/*/libunwind.h" >/dev/null || [ -f /usr/include/libunwind.h ] || need_apt+=(libunwind-dev)
 [ -f /usr/include/elfutils/libdwfl.h ] || need_apt+=(libdw-dev)
 "$python" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || need_apt+=(python3-dev)
