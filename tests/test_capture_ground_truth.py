@@ -17,12 +17,14 @@ NATIVE = {"MALLOC", "CALLOC", "REALLOC", "POSIX_MEMALIGN", "ALIGNED_ALLOC", "MEM
 # line cannot pass for the right one.
 GROUND_TRUTH = """
 import sys
+import time
 import hs_alloc
 from heapscope import Tracker, FileFormat
 
 hs_alloc.malloc(255, 16); hs_alloc.free(255)   # warm-up: the first calls resolve their symbols
 fmt = FileFormat[sys.argv[2]]
 with Tracker(sys.argv[1], file_format=fmt, native_traces=sys.argv[3] == "native"):
+    time.sleep(0.05)  # so that snapshot_at(0.0) (the first memory record) comes before any block
     hs_alloc.malloc(1, 1_000_003)               # @malloc_leaked
     hs_alloc.calloc(2, 1_001, 997)              # @calloc_freed
     hs_alloc.posix_memalign(3, 64, 2_000_011)   # @posix_memalign
