@@ -287,6 +287,23 @@ class RecordEncoder {
     detail::CodecState state_;  // restarted by reset()
 };
 
+// The head of an Allocation or Deallocation record: one compact byte (kind
+// bit, allocator slot, address code) when the allocator has a compact slot
+// in domain 0, else the long form (type, flags, allocator, address code, domain).
+inline char* put_event_token(char* p, uint8_t kind_bit, int8_t compact, RecordType type, uint8_t flags,
+                             Allocator allocator, uint8_t where, uint32_t domain) {
+    if (compact >= 0) {
+        *p++ = static_cast<char>(kind_bit | (compact << 4) | where);
+        return p;
+    }
+    *p++ = static_cast<char>(type);
+    *p++ = static_cast<char>(flags);
+    *p++ = static_cast<char>(allocator);
+    *p++ = static_cast<char>(where);
+    if (domain) p = detail::put_varint(p, domain);
+    return p;
+}
+
 inline void RecordEncoder::allocation(const AllocationRecord& r) {
     using namespace detail;
     char* const start = room(kMaxAllocationBytes);
@@ -299,15 +316,8 @@ inline void RecordEncoder::allocation(const AllocationRecord& r) {
     }
     uint64_t step = 0;
     const uint8_t where = address_code(&state_, r.address, &step);
-    if (compact >= 0) {
-        *p++ = static_cast<char>(0x80 | (compact << 4) | where);
-    } else {
-        *p++ = static_cast<char>(RecordType::kAllocation);
-        *p++ = static_cast<char>((r.domain ? kHasDomain : 0) | (has_native ? kHasNativeOrSize : 0));
-        *p++ = static_cast<char>(r.allocator);
-        *p++ = static_cast<char>(where);
-        if (r.domain) p = put_varint(p, r.domain);
-    }
+    p = put_event_token(p, 0x80, compact, RecordType::kAllocation,
+                        (r.domain ? kHasDomain : 0) | (has_native ? kHasNativeOrSize : 0), r.allocator, where, r.domain);
     if (where >= kMissAligned) p = put_varint(p, step);
     p = put_varint(p, r.size);
     p = put_varint(p, delta32(r.python_node, state_.last_python_node));
@@ -328,15 +338,8 @@ inline void RecordEncoder::deallocation(const DeallocationRecord& r) {
     if (r.size != 0 && !sized) compact = -1;  // only munmap's compact form has a size
     uint64_t step = 0;
     const uint8_t where = address_code(&state_, r.address, &step);
-    if (compact >= 0) {
-        *p++ = static_cast<char>(0x40 | (compact << 4) | where);
-    } else {
-        *p++ = static_cast<char>(RecordType::kDeallocation);
-        *p++ = static_cast<char>((r.domain ? kHasDomain : 0) | (r.size ? kHasNativeOrSize : 0));
-        *p++ = static_cast<char>(r.allocator);
-        *p++ = static_cast<char>(where);
-        if (r.domain) p = put_varint(p, r.domain);
-    }
+    p = put_event_token(p, 0x40, compact, RecordType::kDeallocation,
+                        (r.domain ? kHasDomain : 0) | (r.size ? kHasNativeOrSize : 0), r.allocator, where, r.domain);
     if (where >= kMissAligned) p = put_varint(p, step);
     if (compact >= 0 ? sized : r.size != 0) p = put_varint(p, r.size);
     size_ += static_cast<size_t>(p - start);
