@@ -141,8 +141,17 @@ TEST_F(CaptureTest, AForkedChildSendsNothingToTheParentsSink) {
     pid_t pid = fork();
     if (pid == 0) {
         size_t before = sink.log.size();
-        engine().record_alloc(0, 0x600, 8, with_stack({{1, 1}}), 1, 1, true);
-        _exit(sink.log.size() == before && !engine().capturing() ? 0 : 1);
+        engine().record_alloc(0, 0x600, 8, with_stack({{5, 1}}), 1, 1, true);
+        BlockInfo info;
+        // Detached: nothing is recorded (no sink would hear of its stack nodes).
+        if (sink.log.size() != before || engine().capturing() || engine().find(0, 0x600, &info)) _exit(1);
+        // The child's own sink then hears of everything it is given, threads and nodes first.
+        RecordingSink child_sink;
+        engine().replace_sink(&child_sink);
+        engine().record_alloc(0, 0x700, 8, with_stack({{5, 1}}), 1, 1, true);
+        bool announced = child_sink.log.size() == 3 && child_sink.log[0] == "py 1<-0 code 5" &&
+                         child_sink.log[1].rfind("thread ", 0) == 0;
+        _exit(announced ? 0 : 2);
     }
     int status = 0;
     waitpid(pid, &status, 0);

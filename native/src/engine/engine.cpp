@@ -118,6 +118,7 @@ void Engine::stop(std::vector<FrameKey>* unpin) {
     SpinGuard guard(lock_);
     tracing_.store(false, std::memory_order_release);
     sink_ = nullptr;
+    detached_ = false;
     native_traces_.store(false, std::memory_order_relaxed);
     drop_all_locked(unpin);
 }
@@ -131,6 +132,8 @@ CaptureSink* Engine::replace_sink(CaptureSink* sink) {
     SpinGuard guard(lock_);
     CaptureSink* previous = sink_;
     sink_ = sink;
+    detached_ = false;
+    ++session_;  // threads are announced again: a forked child's tids are its own
     if (!sink) native_traces_.store(false, std::memory_order_relaxed);
     return previous;
 }
@@ -307,7 +310,7 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     bool resolved = frame_count == 0 || (use_stack_cache_.load(std::memory_order_relaxed) &&
                                          resolve_from_cache(cache, frame_count, seen_generation, &node));
     SpinGuard guard(lock_);
-    if (!tracing_.load(std::memory_order_relaxed)) return;
+    if (!tracing_.load(std::memory_order_relaxed) || detached_) return;
     // A clear between the lock-free lookup and here makes its node stale.
     if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
         node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
@@ -377,7 +380,7 @@ bool Engine::record_munmap(uintptr_t address, uint64_t length) {
 
 void Engine::restore(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled) {
     SpinGuard guard(lock_);
-    if (!tracing_.load(std::memory_order_relaxed) || sink_) return;
+    if (!tracing_.load(std::memory_order_relaxed) || sink_ || detached_) return;
     insert_locked(domain, address, info, pooled);
 }
 

@@ -157,6 +157,7 @@ class Engine {
     // decides (replace_sink or stop).
     void after_fork_in_child() {
         lock_.reset_after_fork();
+        if (sink_) detached_ = true;
         sink_ = nullptr;
     }
 
@@ -184,6 +185,10 @@ class Engine {
     std::atomic<uint32_t> limit_{1};
     FramePinner pinner_ = nullptr;
     CaptureSink* sink_ = nullptr;  // guarded by lock_
+    // A forked child of a capture before the front door decides: nothing new
+    // is recorded (no sink would hear of its stack nodes), frees still leave
+    // the tables. Guarded by lock_.
+    bool detached_ = false;
     std::atomic<bool> native_traces_{false};
     uint64_t session_ = 0;             // captures started; thread ids are announced once per session
     uint32_t next_thread_id_ = 0;

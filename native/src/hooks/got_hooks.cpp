@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <mutex>
 #include <cstring>
 #include <string>
 
@@ -16,6 +17,7 @@
 #include "hooks/custom_domains.h"
 #include "hooks/elf_patcher.h"
 #include "hooks/pymem_hooks.h"
+#include "stack/native_unwind.h"
 
 namespace heapscope::got {
 
@@ -169,10 +171,15 @@ void* hooked_dlopen(const char* filename, int flags) {
         handle = dlopen_from_callers_paths(filename, flags, __builtin_return_address(0));
     }
     if (handle && engine().tracing()) {
-        SuppressTracing untraced;  // the patcher's own bookkeeping is not the program's
-        patch_now();
+        // Held across patching: the patcher allocates and frees inside
+        // dl_iterate_phdr, where the loader's lock is held, and those calls
+        // must not take the engine lock (another thread may hold it while
+        // waiting for the loader's lock in notify_mappings_changed).
         HookGuard guard;
-        if (guard.entered()) engine().notify_mappings_changed();
+        if (guard.entered()) {
+            patch_now();
+            engine().notify_mappings_changed();
+        }
     }
     return handle;
 }
@@ -183,6 +190,8 @@ int hooked_dlclose(void* handle) {
         HookGuard guard;
         if (guard.entered()) engine().notify_mappings_changed();
     }
+    // The unloaded object's addresses may be reused by the next one.
+    if (engine().native_traces()) flush_native_unwind_caches();
     return result;
 }
 
@@ -204,7 +213,14 @@ const HookEntry kAllocatorHooks[] = {
 };
 #undef HEAPSCOPE_HOOK
 
+// Serialises patching with uninstall(), so that a dlopen racing with the end
+// of a session cannot patch again after everything was restored.
+std::mutex g_patch_mutex;
+bool g_installed = false;  // guarded by g_patch_mutex
+
 void patch_now() {
+    std::lock_guard<std::mutex> lock(g_patch_mutex);
+    if (!g_installed) return;
     elf::SymbolHook hooks[32];
     bool allocators = g_allocators.load(std::memory_order_relaxed);
     // With the allocator hooks on, the memory extensions report through
@@ -228,10 +244,18 @@ void install(bool allocators) {
         }
     }
     g_allocators.store(allocators, std::memory_order_relaxed);
+    {
+        std::lock_guard<std::mutex> lock(g_patch_mutex);
+        g_installed = true;
+    }
+    HookGuard guard;  // see hooked_dlopen: no engine lock inside the loader's
     patch_now();
 }
 
 void uninstall() {
+    std::lock_guard<std::mutex> lock(g_patch_mutex);
+    g_installed = false;
+    HookGuard guard;
     elf::unpatch_all();
     g_allocators.store(false, std::memory_order_relaxed);
 }

@@ -52,18 +52,19 @@ uintptr_t position_of(_PyInterpreterFrame* frame) {
 uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth) {
     uint32_t stored = 0;
     uint32_t depth = 0;
+    bool last_stored = false;  // whether the last code frame walked was kept in `out`
     for (_PyInterpreterFrame* frame = top_frame(tstate); frame != nullptr; frame = frame->previous) {
         if (frame->owner == FRAME_OWNED_BY_CSTACK) {
             // A shim frame: the interpreter loop was entered from C here, so
             // the frame just below it is an entry frame (bit 0 of its position).
-            if (stored > 0) out[stored - 1].instr |= 1;
+            if (last_stored) out[stored - 1].instr |= 1;
+            last_stored = false;
             continue;
         }
         PyObject* code = code_of(frame);
         if (!code || !PyCode_Check(code)) continue;
-        if (stored < limit) {
-            out[stored++] = FrameKey{reinterpret_cast<uintptr_t>(code), position_of(frame)};
-        }
+        last_stored = stored < limit;
+        if (last_stored) out[stored++] = FrameKey{reinterpret_cast<uintptr_t>(code), position_of(frame)};
         ++depth;
     }
     *total_depth = depth;
