@@ -247,3 +247,24 @@ def test_follow_fork_from_the_command_line(tmp_path):
     assert (tmp_path / f"forks.hscap.{child}").exists()
     assert FileReader(tmp_path / f"forks.hscap.{child}").metadata.pid == child
     assert result.stderr.count("heapscope: wrote") == 1  # the child says nothing
+
+
+def test_the_console_scripts_frame_is_left_out_with_heapscopes_own(tmp_path):
+    # What pip's `heapscope` console script does: its frame is the outermost
+    # of every stack, outside heapscope's package.
+    launcher = tmp_path / "heapscope"
+    launcher.write_text("import sys\nfrom heapscope.cli import main\nsys.exit(main())\n")
+    script = tmp_path / "hold.py"
+    script.write_text("kept = bytearray(3_000_000)\n")
+    capture = tmp_path / "hold.hscap"
+    env = python_env()
+    ran = subprocess.run([sys.executable, str(launcher), "run", "-q", "-o", str(capture), str(script)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    tree = subprocess.run([sys.executable, str(launcher), "tree", "--leaks", str(capture)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert tree.returncode == 0, tree.stderr
+    first_branch = [line for line in tree.stdout.splitlines() if "%" in line][0]
+    assert f"{script}:1" in first_branch        # the program's line is the root of the tree
+    assert str(launcher) not in tree.stdout
+    assert "cli/run.py" not in tree.stdout and "_program.py" not in tree.stdout

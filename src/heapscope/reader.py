@@ -256,6 +256,7 @@ class FileReader:
         self._raw_metadata = raw
         package = raw.get("heapscope_package", "")
         self._internal_prefix = package + os.sep if package else None
+        self._launcher = raw.get("heapscope_launcher") or None
         self._metadata = self._build_metadata(raw)
 
     # -- plumbing -----------------------------------------------------------------------------------------------
@@ -313,6 +314,12 @@ class FileReader:
         if stack is None:
             full = self._full_python_stack(node)
             kept = len(full)
+            # `heapscope run` started from its console script: that frame is
+            # outermost, heapscope's own come next.
+            while kept and self._launcher and os.path.realpath(full[kept - 1][1]) == self._launcher:
+                kept -= 1
+            if kept < len(full) and not (kept and self._is_internal(full[kept - 1][1])):
+                kept = len(full)  # not followed by heapscope's frames: the program's own
             while kept and self._is_internal(full[kept - 1][1]):
                 kept -= 1
             stack = self._python_stacks[node] = [tuple(frame) for frame in full[:kept]]

@@ -190,6 +190,7 @@ class Tracker:
         self._owner_pid = None  # the process whose capture this Tracker ends
         self._start_metadata = None
         self._command_line = None  # heapscope run names the program it runs, not itself
+        self._launcher = None  # heapscope run: the script that started heapscope (a console script)
         self.totals = None  # what capture_stop reported: allocations, deallocations, peak_memory, bytes_written
 
     @property
@@ -208,6 +209,7 @@ class Tracker:
             # Frames from this directory at the outer end of a stack are
             # heapscope's own (`heapscope run`): reports leave them out.
             ("heapscope_package", _PACKAGE_DIR),
+            ("heapscope_launcher", self._launcher or ""),
         ]
 
     def _open_file(self, path, overwrite):

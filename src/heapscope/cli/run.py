@@ -84,6 +84,9 @@ def run(parser, options):
     try:
         tracker = _make_tracker(options, output)
         tracker._command_line = program.describe()
+        # The `heapscope` console script's frame sits outside heapscope's own at
+        # the outer end of every stack: reports leave it out with them.
+        tracker._launcher = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else None
         if options.live_port is not None:
             _say(message_fd, f"heapscope: waiting for a viewer on 127.0.0.1:{options.live_port} "
                              f"(run: heapscope live {options.live_port})")
