@@ -213,6 +213,21 @@ def _to_float(text, default=0.0):
         return default
 
 
+def program_frame_count(stack, is_internal, launcher):
+    """How many frames of *stack* (innermost first) are the program's: the
+    ones inside the frames that launched it under ``heapscope run``, which are
+    heapscope's own (and runpy's) and, outermost, the `heapscope` console
+    script *launcher* (a path, or None)."""
+    kept = len(stack)
+    while kept and launcher and os.path.realpath(stack[kept - 1][1]) == launcher:
+        kept -= 1
+    if kept < len(stack) and not (kept and is_internal(stack[kept - 1][1])):
+        kept = len(stack)  # not followed by heapscope's frames: the program's own
+    while kept and is_internal(stack[kept - 1][1]):
+        kept -= 1
+    return kept
+
+
 class FileReader:
     """Reads a capture file.
 
@@ -313,15 +328,7 @@ class FileReader:
         stack = self._python_stacks.get(node)
         if stack is None:
             full = self._full_python_stack(node)
-            kept = len(full)
-            # `heapscope run` started from its console script: that frame is
-            # outermost, heapscope's own come next.
-            while kept and self._launcher and os.path.realpath(full[kept - 1][1]) == self._launcher:
-                kept -= 1
-            if kept < len(full) and not (kept and self._is_internal(full[kept - 1][1])):
-                kept = len(full)  # not followed by heapscope's frames: the program's own
-            while kept and self._is_internal(full[kept - 1][1]):
-                kept -= 1
+            kept = program_frame_count(full, self._is_internal, self._launcher)
             stack = self._python_stacks[node] = [tuple(frame) for frame in full[:kept]]
         return stack
 

@@ -51,17 +51,20 @@ class LiveView:
         self.stream = stream
         self._stacks = {}
         self._prefix = None
+        self._launcher = None
 
     def _location(self, python_node):
         location = self._stacks.get(python_node)
         if location is None:
             if self._prefix is None:
-                package = dict(self.stream.metadata).get("heapscope_package", "")
+                metadata = dict(self.stream.metadata)
+                package = metadata.get("heapscope_package", "")
                 self._prefix = package + os.sep if package else ""
+                self._launcher = metadata.get("heapscope_launcher") or None
+            from heapscope.reader import program_frame_count
+
             stack = self.stream.python_stack(python_node) if python_node else []
-            kept = len(stack)
-            while kept and self._is_internal(stack[kept - 1][1]):
-                kept -= 1
+            kept = program_frame_count(stack, self._is_internal, self._launcher)
             location = tuple(stack[0]) if kept else ("<unknown>", "<unknown>", 0)
             self._stacks[python_node] = location
         return location
