@@ -323,9 +323,12 @@ class PyCaptureFile {
         return result;
     }
 
-    nb::tuple snapshot_at(uint64_t time_ms, bool merge_threads) {
+    // Replays the capture to `time_ms` without the GIL and hands the heap as it
+    // stood to `use` (still without the GIL: it must not touch Python).
+    // Returns the time of the memory record used; raises what the pass raised.
+    template <typename Use>
+    uint64_t with_heap_at(uint64_t time_ms, Use&& use) {
         PythonProgress p(progress_);
-        std::vector<LocationTotal> rows;
         uint64_t used;
         PassEnd end;
         {
@@ -334,37 +337,36 @@ class PyCaptureFile {
             CaptureFile::Moment moment = shared_->file->heap_at_time(time_ms, p.callback());
             end = moment.end;
             used = moment.time_ms;
-            rows = shared_->file->aggregated() ? moment.state.aggregated.current_rows()
-                                               : moment.state.heap->current_rows();
+            if (end.ok()) use(moment);
         }
         if (!end.ok()) raise_for(p, end);
+        return used;
+    }
+
+    nb::tuple snapshot_at(uint64_t time_ms, bool merge_threads) {
+        std::vector<LocationTotal> rows;
+        uint64_t used = with_heap_at(time_ms, [&](const CaptureFile::Moment& moment) {
+            rows = shared_->file->aggregated() ? moment.state.aggregated.current_rows()
+                                               : moment.state.heap->current_rows();
+        });
         return nb::make_tuple(location_list(std::move(rows), merge_threads), used);
     }
 
     nb::tuple blocks_at(uint64_t time_ms) {
         require_all_allocations("live blocks");
-        PythonProgress p(progress_);
         struct Block {
             uint64_t size;
             uint32_t domain;
             LocationKey key;
         };
         std::vector<Block> blocks;
-        uint64_t used;
-        PassEnd end;
-        {
-            nb::gil_scoped_release release;
-            std::lock_guard<std::mutex> lock(shared_->mutex);
-            CaptureFile::Moment moment = shared_->file->heap_at_time(time_ms, p.callback());
-            end = moment.end;
-            used = moment.time_ms;
+        uint64_t used = with_heap_at(time_ms, [&](const CaptureFile::Moment& moment) {
             const HeapReplay& heap = *moment.state.heap;
             blocks.reserve(heap.live_blocks());
             heap.for_each_block([&](uint32_t domain, uint64_t, uint64_t size, uint32_t location) {
                 blocks.push_back(Block{size, domain, heap.locations().key(location)});
             });
-        }
-        if (!end.ok()) raise_for(p, end);
+        });
         nb::list result;
         for (const Block& b : blocks) {
             result.append(nb::make_tuple(b.domain, b.size, b.key.python_node, b.key.native_node, b.key.thread,

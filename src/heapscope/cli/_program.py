@@ -84,6 +84,24 @@ class ProgramRun:
         self.interrupted = interrupted
 
 
+def flush_program_output():
+    """Flush what the program left in sys.stdout and sys.stderr, whatever it did to them."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (ValueError, OSError):  # closed or broken by the program
+            pass
+
+
+def die_like_python_if_interrupted(ran):
+    """End by SIGINT, as python does on an uncaught KeyboardInterrupt, if the program was interrupted."""
+    if ran.interrupted:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
 def run_program(spec):
     """Runs the program in this process as ``__main__``, the way ``python`` does.
 

@@ -8,12 +8,11 @@ stderr, where the capture is and how to look at it.
 
 import os
 import shlex
-import signal
 import sys
 
 from heapscope.cli._capture import print_error
-from heapscope.cli._program import (add_program_arguments, int_argument, port_number, program_from_arguments,
-                                    run_program)
+from heapscope.cli._program import (add_program_arguments, die_like_python_if_interrupted, flush_program_output,
+                                    int_argument, port_number, program_from_arguments, run_program)
 from heapscope.reports.text import format_bytes, safe_text
 
 
@@ -106,7 +105,7 @@ def run(parser, options):
         except OSError as error:  # writing the capture failed (disk full...): the program's run still counts
             failure = error
     del ran.namespace
-    _flush_program_output()
+    flush_program_output()
     if os.getpid() != parent:  # a forked child that ran on to the end of the program
         os.close(message_fd)
         return ran.exit_code
@@ -118,9 +117,7 @@ def run(parser, options):
     elif not options.quiet:
         _say(message_fd, _done_message(options, output, tracker.totals or {}))
     os.close(message_fd)
-    if ran.interrupted:  # die by SIGINT, as python does on an uncaught KeyboardInterrupt
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+    die_like_python_if_interrupted(ran)
     return exit_code
 
 
@@ -153,9 +150,3 @@ def _say(fd, text):
         pass
 
 
-def _flush_program_output():
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (ValueError, OSError):  # closed or broken by the program
-            pass

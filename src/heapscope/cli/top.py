@@ -6,11 +6,11 @@ stack, and the peak seen while it ran.
 """
 
 import os
-import signal
 import sys
 import time
 
-from heapscope.cli._program import add_program_arguments, positive_int, program_from_arguments, run_program
+from heapscope.cli._program import (add_program_arguments, die_like_python_if_interrupted, flush_program_output,
+                                    positive_int, program_from_arguments, run_program)
 from heapscope.reports.text import format_bytes, safe_text, table
 
 
@@ -56,7 +56,7 @@ def run(parser, options):
         tracemalloc.stop()
     elapsed = time.perf_counter() - started
     del ran.namespace  # held until the snapshot was taken
-    _flush_program_output()
+    flush_program_output()
 
     with os.fdopen(report_fd, "w", encoding="utf-8", errors="backslashreplace") as out:
         try:
@@ -65,18 +65,8 @@ def run(parser, options):
             out.flush()
         except BrokenPipeError:  # `heapscope top ... | head`: the program's exit code still stands
             _silence(out)
-    if ran.interrupted:  # die by SIGINT, as python does on an uncaught KeyboardInterrupt
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+    die_like_python_if_interrupted(ran)
     return ran.exit_code
-
-
-def _flush_program_output():
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (ValueError, OSError):  # closed or broken by the program
-            pass
 
 
 def _silence(stream):
