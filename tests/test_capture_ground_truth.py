@@ -46,6 +46,7 @@ with Tracker(sys.argv[1], file_format=fmt, native_traces=sys.argv[3] == "native"
     hs_alloc.malloc(15, 33_333)                 # @kept_3
     hs_alloc.free(13)
     hs_alloc.free(3)
+    time.sleep(0.05)  # and a memory record after the last block, before end_time
 """
 
 AT_PEAK = {"malloc_leaked": (1_000_003, "MALLOC"), "calloc_freed": (1_001 * 997, "CALLOC"),
