@@ -84,8 +84,9 @@ class Capture(Plain):
     timed span, the time to compute the peak report from the file is measured
     in a fresh process (bench/_peak_report.py)."""
 
-    def __init__(self, tool, native):
+    def __init__(self, tool, native, sampling=None, report=True):
         self.tool, self.native = tool, native
+        self.sampling, self.report = sampling, report
         if tool == "memray":
             import memray
             self.module = memray
@@ -98,8 +99,9 @@ class Capture(Plain):
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="heapscope-bench-")
         self.path = os.path.join(self.dir, "capture.bin")
+        extra = {} if self.sampling is None else {"sampling": self.sampling}
         self.tracker = self.module.Tracker(self.path, trace_python_allocators=True,
-                                           native_traces=self.native)
+                                           native_traces=self.native, **extra)
         self.tracker.__enter__()
 
     def stop(self):
@@ -109,6 +111,9 @@ class Capture(Plain):
         import subprocess
 
         result = {"capture_bytes": os.path.getsize(self.path)}
+        if not self.report:
+            shutil.rmtree(self.dir)
+            return result
         here = os.path.dirname(os.path.abspath(__file__))
         proc = subprocess.run([sys.executable, os.path.join(here, "_peak_report.py"), self.tool, self.path],
                               capture_output=True, text=True)
@@ -177,7 +182,14 @@ MODES = {
     "heapscope-capture": lambda: Capture("heapscope", False),
     "memray-capture-native": lambda: Capture("memray", True),
     "heapscope-capture-native": lambda: Capture("heapscope", True),
+    # bench/run_sampling.py: captures without the report step, exact and sampled
+    "memray-file": lambda: Capture("memray", False, report=False),
+    "heapscope-exact": lambda: Capture("heapscope", False, report=False),
+    "heapscope-sampled": lambda: Capture("heapscope", False, sampling=True, report=False),
 }
+for _kib in (16, 32, 64, 128, 256, 512, 1024):
+    MODES[f"heapscope-sampled-{_kib}k"] = (
+        lambda kib=_kib: Capture("heapscope", False, sampling=kib * 1024, report=False))
 
 
 def _dist_version(name):

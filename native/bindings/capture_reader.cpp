@@ -148,6 +148,7 @@ struct EventRow {
     uint64_t address, size;
     uint32_t thread, python_node, native_node, domain;
     uint8_t allocator;
+    uint32_t count;  // blocks the event stands for (1 unless sampled)
 };
 
 // The lazy iterator of records(): decodes a batch of events with the GIL
@@ -198,7 +199,7 @@ class RecordIterator {
         }
         const EventRow& e = batch_[position_++];
         return nb::make_tuple(e.thread, e.address, e.size, static_cast<int>(e.allocator), e.python_node,
-                              e.native_node, e.domain);
+                              e.native_node, e.domain, e.count);
     }
 
     PythonProgress& progress() { return progress_; }
@@ -211,10 +212,11 @@ class RecordIterator {
             if (r->type == format::RecordType::kAllocation) {
                 const format::AllocationRecord& a = r->allocation;
                 batch_.push_back(EventRow{a.address, a.size, a.thread, a.python_node, a.native_node, a.domain,
-                                          static_cast<uint8_t>(a.allocator)});
+                                          static_cast<uint8_t>(a.allocator), a.count});
             } else if (r->type == format::RecordType::kDeallocation) {
                 const format::DeallocationRecord& d = r->deallocation;
-                batch_.push_back(EventRow{d.address, d.size, d.thread, 0, 0, d.domain, static_cast<uint8_t>(d.allocator)});
+                batch_.push_back(
+                    EventRow{d.address, d.size, d.thread, 0, 0, d.domain, static_cast<uint8_t>(d.allocator), 1});
             }
         }
     }

@@ -488,9 +488,9 @@ class FileReader:
         allocator = self._allocator
         progress = self._progress("Reading allocations")
         try:
-            for thread, address, size, kind, python_node, native_node, domain in self._file.records(
+            for thread, address, size, kind, python_node, native_node, domain, count in self._file.records(
                     progress=progress):
-                yield AllocationRecord(self, thread, address, size, allocator(kind), 1, domain, python_node,
+                yield AllocationRecord(self, thread, address, size, allocator(kind), count, domain, python_node,
                                        native_node)
         finally:
             progress.close()

@@ -53,10 +53,14 @@ CaptureSummary summarize(CaptureReader& reader, const Progress& progress, bool p
             case RecordType::kAllocation: {
                 const format::AllocationRecord& a = r->allocation;
                 heap.allocate(a);
-                ++allocations;
+                // A sampled record stands for `count` blocks of about
+                // size / count bytes each (sample/sampler.h).
+                const uint64_t count = a.count ? a.count : 1;
+                allocations += count;
                 bytes += a.size;
-                ++histogram[std::bit_width(a.size)];
-                ++by_allocator[static_cast<uint8_t>(a.allocator) <= kMaxAllocator ? static_cast<uint8_t>(a.allocator) : 0];
+                histogram[std::bit_width(a.size / count)] += count;
+                by_allocator[static_cast<uint8_t>(a.allocator) <= kMaxAllocator ? static_cast<uint8_t>(a.allocator) : 0] +=
+                    count;
                 break;
             }
             case RecordType::kDeallocation:
@@ -191,7 +195,8 @@ TemporaryResult temporary_allocations(CaptureReader& reader, uint64_t threshold,
             }
             made[entry] = Made{allocated_by[a.thread]++, a.thread, a.python_node, a.native_node, a.allocator};
             BlockInfo replaced;
-            if (blocks_of(a.domain).insert(a.address, BlockInfo{a.size, entry, 0}, &replaced)) {
+            // total_depth carries the block's count (1 unless sampled).
+            if (blocks_of(a.domain).insert(a.address, BlockInfo{a.size, entry, a.count}, &replaced)) {
                 free_entries.push_back(replaced.stack);
             }
         } else if (r->type == RecordType::kDeallocation) {
@@ -213,7 +218,7 @@ TemporaryResult temporary_allocations(CaptureReader& reader, uint64_t threshold,
                 locations.intern(LocationKey{m.thread, m.python_node, m.native_node, d.domain, m.allocator});
             if (id >= rows.size()) rows.resize(size_t{id} + 1);
             rows[id].key = locations.key(id);
-            rows[id].count += 1;
+            rows[id].count += info.total_depth;
             rows[id].bytes += info.size;
         }
     }

@@ -137,7 +137,9 @@ bool hooks_in_chain() {
     for (PyMemAllocatorDomain domain : domains) {
         PyMemAllocatorEx allocator;
         PyMem_GetAllocator(domain, &allocator);
+        t_hook_state.record_all = true;  // a sampler must not skip the probe
         void* probe = allocator.malloc(allocator.ctx, 8);
+        t_hook_state.record_all = false;
         if (!probe) continue;  // out of memory: no evidence either way
         BlockInfo info;
         bool seen = engine().find(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(probe), &info);
@@ -179,6 +181,7 @@ bool prepare_native_stacks() {
 }
 
 void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled, Allocator allocator) {
+    if (!sampler_admits(size, allocator)) return;  // before any stack is walked
     Engine& eng = engine();
     PyThreadState* tstate;
     if (gil_held) {
