@@ -57,19 +57,37 @@ def run_all(args, runnable):
     return runs
 
 
-def table(args, cells, modes, workloads):
+def cpu_ratios(runs, workloads, modes):
+    """{(workload, mode): median CPU time / plain's median CPU time}."""
+    medians = {(w, m): h.median([r["cpu_s"] for r in runs
+                                 if r["workload"] == w and r["mode"] == m and "cpu_s" in r])
+               for w in workloads for m in modes}
+    return {(w, m): medians[w, m] / medians[w, "plain"] if medians[w, m] and medians[w, "plain"] else None
+            for w in workloads for m in modes}
+
+
+def ratio_table(workloads, modes, base, ratio, errors):
     rows = []
     for w in workloads:
-        row = [w, h.fmt_seconds(cells[w, "plain"]["time"])]
+        row = [w, h.fmt_seconds(base(w))]
         for m in modes[1:]:
-            c = cells[w, m]
-            row.append(h.fmt_ratio(c["ratio"]) + (f" ({len(c['errors'])} failed)" if c["errors"] else ""))
+            row.append(h.fmt_ratio(ratio(w, m)) + (f" ({errors(w, m)} failed)" if errors(w, m) else ""))
         rows.append(row)
     geo = ["**geomean**", ""]
     for m in modes[1:]:
-        geo.append(h.fmt_ratio(h.geomean([cells[w, m]["ratio"] for w in workloads if cells[w, m]["ratio"]])))
-    out = [f"Slowdown against plain Python (median of {args.reps} interleaved run(s) per cell).", "",
-           h.markdown_table(["workload", "plain"] + modes[1:], rows + [geo])]
+        geo.append(h.fmt_ratio(h.geomean([ratio(w, m) for w in workloads if ratio(w, m)])))
+    return h.markdown_table(["workload", "plain"] + modes[1:], rows + [geo])
+
+
+def table(args, cells, modes, workloads, cpu):
+    errors = lambda w, m: len(cells[w, m]["errors"])  # noqa: E731
+    out = [f"CPU time of the process (all threads: a tool's writer thread counts) against plain Python, "
+           f"median of {args.reps} interleaved run(s) per cell. The plain column is plain's CPU seconds.", "",
+           ratio_table(workloads, modes, lambda w: cpu.get((w, "plain-seconds")),
+                       lambda w, m: cpu[w, m], errors),
+           "", f"Wall time against plain Python (same runs; more exposed to other jobs on the machine).", "",
+           ratio_table(workloads, modes, lambda w: cells[w, "plain"]["time"],
+                       lambda w, m: cells[w, m]["ratio"], errors)]
     sizes = [[w] + [h.fmt_bytes(cells[w, m]["capture"]) for m in modes if cells[w, m].get("capture")]
              for w in workloads]
     file_modes = [m for m in modes if any(cells[w, m].get("capture") for w in workloads)]
@@ -97,12 +115,16 @@ def main(argv=None):
             h.progress(f"skipping {m}: {report[m]['error']}")
     runs = run_all(args, runnable)
     cells = rt.summarize(runs, args.workloads, runnable)
+    cpu = cpu_ratios(runs, args.workloads, runnable)
+    for w in args.workloads:
+        cpu[w, "plain-seconds"] = h.median([r["cpu_s"] for r in runs
+                                            if r["workload"] == w and r["mode"] == "plain" and "cpu_s" in r])
     machine = h.machine_info()
     tools = {m.split("-")[0]: report[m].get("version") for m in runnable if m != "plain"}
     command, date = h.command_line(), h.now_utc()
     raw = h.save_raw(SECTION, {"command": command, "date": date, "machine": machine, "tools": tools,
                                "reps": args.reps, "workloads": args.workloads, "modes": runnable, "runs": runs})
-    text = table(args, cells, runnable, args.workloads)
+    text = table(args, cells, runnable, args.workloads, cpu)
     print(text)
     h.progress(f"raw results: {raw}")
     if args.write_results:

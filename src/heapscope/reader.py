@@ -95,6 +95,14 @@ class Metadata:
     damage: Optional[str] = None
     python_version: str = ""
     memory_interval_ms: int = 0
+    # "exact", or how the capture was sampled ("poisson:524288",
+    # "ranges:128=0.0001,8192=0.1"); sizes and counts are then unbiased
+    # estimates (docs/sampling.md).
+    sampling: str = "exact"
+
+    @property
+    def sampled(self):
+        return self.sampling != "exact"
 
 
 @dataclass
@@ -427,6 +435,7 @@ class FileReader:
             damage=self._file.damage,
             python_version=str(raw.get("python_version", "")),
             memory_interval_ms=_to_int(raw.get("memory_interval_ms")),
+            sampling=str(raw.get("sampling", "exact")),
         )
 
     # -- the public API -----------------------------------------------------------------------------------------
