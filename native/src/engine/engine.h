@@ -153,6 +153,11 @@ class Engine {
     const SamplingConfig& sampling() const { return sampling_; }
     bool sampling_active() const { return sampling_active_.load(std::memory_order_relaxed); }
     uint64_t session() const { return session_id_.load(std::memory_order_relaxed); }
+    // While sampling: false when no block can be recorded at `address`
+    // (lock-free; see RecordedAddressFilter). Always true otherwise.
+    bool may_have_recorded(uintptr_t address) const {
+        return !sampling_active() || recorded_.may_contain(address);
+    }
     // What a recorded block stands for: its size and 1 when exact.
     Estimate estimate(uintptr_t address, const BlockInfo& info) const {
         if (!sampling_active() || (info.total_depth & kExactBlockBit)) return Estimate{info.size, 1};

@@ -20,7 +20,8 @@ struct ThreadHookState {
     bool record_all;            // bypass sampling: heapscope's own probe allocations
 };
 
-extern thread_local ThreadHookState t_hook_state __attribute__((tls_model("initial-exec")));
+// constinit: no dynamic initialisation, so no TLS wrapper call at each use.
+extern constinit thread_local ThreadHookState t_hook_state __attribute__((tls_model("initial-exec")));
 
 // Marks the thread as inside a hook for its lifetime. Allocations made while
 // it is held, by the engine or by anything the hook calls, are not traced:

@@ -168,6 +168,7 @@ def stats_json(reader, path, stats):
             "end_time": _iso(metadata.end_time),
             "total_allocations": metadata.total_allocations,
             "total_frames": metadata.total_frames,
+            "sampling": metadata.sampling,
             "peak_memory": metadata.peak_memory,
             "python_allocator": metadata.python_allocator,
             "has_native_traces": metadata.has_native_traces,
