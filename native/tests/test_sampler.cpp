@@ -176,7 +176,7 @@ TEST(Sampler, DescribeParseRoundTripAndErrors) {
 }
 
 TEST(RecordedAddressFilter, CountsAndSaturates) {
-    static RecordedAddressFilter filter;  // 128 KiB: not on the stack
+    static RecordedAddressFilter filter;  // 64 KiB: not on the stack
     filter.clear();
     EXPECT_FALSE(filter.may_contain(0x1000));
     filter.add(0x1000);
@@ -188,9 +188,13 @@ TEST(RecordedAddressFilter, CountsAndSaturates) {
     EXPECT_FALSE(filter.may_contain(0x1000));
     filter.remove(0x1000);  // never below zero
     EXPECT_FALSE(filter.may_contain(0x1000));
-    for (int i = 0; i < 70000; ++i) filter.add(0x2000);
-    for (int i = 0; i < 70000; ++i) filter.remove(0x2000);
+    for (int i = 0; i < 300; ++i) filter.add(0x2000);
+    for (int i = 0; i < 300; ++i) filter.remove(0x2000);
     EXPECT_TRUE(filter.may_contain(0x2000));  // saturated: stays set, never a false "absent"
+    // Addresses 1 MiB apart share a counter: a false "maybe", never a false "absent".
+    filter.add(0x300000);
+    EXPECT_TRUE(filter.may_contain(0x400000));
+    EXPECT_FALSE(filter.may_contain(0x300010));
 }
 
 }  // namespace

@@ -4,7 +4,7 @@ Forms (docs/sampling.md):
 
 - ``None`` or ``False``: exact, every allocation is recorded;
 - ``True``: Poisson byte sampling at the default mean interval
-  (:data:`DEFAULT_SAMPLING_INTERVAL`, 512 KiB);
+  (:data:`DEFAULT_SAMPLING_INTERVAL`, 64 KiB);
 - an int *n*: Poisson byte sampling, one mark every *n* bytes on average;
 - a mapping ``{size upper bound: probability}``: heapprof's size ranges.
   Each key is the exclusive upper bound of its range; sizes at or above the
@@ -19,7 +19,8 @@ from collections.abc import Mapping as _Mapping
 import numbers as _numbers
 import operator as _operator
 
-DEFAULT_SAMPLING_INTERVAL = 512 * 1024
+from heapscope._heapscope import DEFAULT_SAMPLING_INTERVAL  # the engine's, one source
+
 MAX_SAMPLING_INTERVAL = 1 << 31
 
 

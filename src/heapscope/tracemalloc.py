@@ -90,7 +90,7 @@ def start(nframe=1, /, *, sampling=None):
 
     *sampling* is heapscope's addition (keyword only): None, the default,
     traces every allocation as the stdlib does; True samples allocations
-    by bytes (Poisson, one sample per 512 KiB on average), an int sets that
+    by bytes (Poisson, one sample per 64 KiB on average), an int sets that
     mean interval in bytes, and a mapping ``{size upper bound: probability}``
     samples by size range.  While sampling, snapshots, statistics and
     get_traced_memory() give unbiased estimates (docs/sampling.md)."""

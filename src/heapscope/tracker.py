@@ -146,7 +146,7 @@ class Tracker:
         file_format: FileFormat.ALL_ALLOCATIONS (default) or
             FileFormat.AGGREGATED_ALLOCATIONS (needs a file destination).
         sampling: None (default: every allocation), True (Poisson byte
-            sampling, one sample per 512 KiB on average), an int (that mean
+            sampling, one sample per 64 KiB on average), an int (that mean
             interval in bytes) or a mapping {size upper bound: probability}
             (heapprof's size ranges). A sampled capture holds unbiased
             estimates of bytes and counts; docs/sampling.md.

@@ -34,11 +34,15 @@ inline uint32_t block_depth(const BlockInfo& info) { return info.total_depth & ~
 
 // A lock-free "may this address hold a recorded block?" filter, for frees
 // while sampling: nearly every free is of a block that was not sampled, and
-// must not cost a lock and a table lookup. Counters by address hash, changed
-// under the engine lock as blocks are recorded and removed, read without it
-// (a free's read is ordered after its block's recording by whatever handed
-// the pointer from the allocating thread to the freeing one). A counter that
-// saturates stays set: those addresses just always take the slow path.
+// must not cost a lock and a table lookup. Counters indexed by the address's
+// own bits (16-byte granules, wrapping every 1 MiB), changed under the
+// engine lock as blocks are recorded and removed, read without it (a free's
+// read is ordered after its block's recording by whatever handed the pointer
+// from the allocating thread to the freeing one). Direct indexing, not a
+// hash, keeps neighbouring blocks -- a pymalloc pool's -- on the same cache
+// lines: a hashed index missed L1 on most frees (2% of all cycles on a JSON
+// workload). A counter that saturates stays set: its addresses always take
+// the slow path.
 class RecordedAddressFilter {
   public:
     static constexpr unsigned kBits = 16;
@@ -47,12 +51,12 @@ class RecordedAddressFilter {
     }
     void add(uintptr_t address) {
         auto& counter = counters_[slot(address)];
-        uint16_t value = counter.load(std::memory_order_relaxed);
+        uint8_t value = counter.load(std::memory_order_relaxed);
         if (value != kSaturated) counter.store(value + 1, std::memory_order_relaxed);
     }
     void remove(uintptr_t address) {
         auto& counter = counters_[slot(address)];
-        uint16_t value = counter.load(std::memory_order_relaxed);
+        uint8_t value = counter.load(std::memory_order_relaxed);
         if (value != kSaturated && value != 0) counter.store(value - 1, std::memory_order_relaxed);
     }
     void clear() {
@@ -60,11 +64,9 @@ class RecordedAddressFilter {
     }
 
   private:
-    static constexpr uint16_t kSaturated = 0xFFFF;
-    static size_t slot(uintptr_t address) {
-        return static_cast<size_t>((uint64_t{address} * 0x9E3779B97F4A7C15ull) >> (64 - kBits));
-    }
-    std::atomic<uint16_t> counters_[size_t{1} << kBits] = {};
+    static constexpr uint8_t kSaturated = 0xFF;
+    static size_t slot(uintptr_t address) { return static_cast<size_t>(address >> 4) & ((size_t{1} << kBits) - 1); }
+    std::atomic<uint8_t> counters_[size_t{1} << kBits] = {};
 };
 
 // Per-thread memory of the last stack interned, so that the next allocation

@@ -30,9 +30,10 @@
 //       Var(B^) = sum over a in A of s(a)^2 * (1 - p(a)) / p(a),
 //       Var(N^) = sum over a in A of (1 - p(a)) / p(a).
 // For Poisson sampling with s << T, s^2 (1-p)/p ~ s*T, so Var(B^) ~ T*B: the
-// relative standard error of B bytes is about sqrt(T/B) (0.1% for 512 MiB
-// at T = 512 KiB; 7% for a 100 KiB line). For s >> T, p -> 1 and the block
-// is exact. docs/sampling.md states the same with worked figures.
+// relative standard error of B bytes held in small blocks is about
+// sqrt(T/B) (1.1% for 512 MiB at T = 64 KiB, 3.1% at 512 KiB). For s >> T,
+// p -> 1 and the block is exact, so a heap whose bytes sit in large blocks
+// is estimated far better. docs/sampling.md works through the figures.
 //
 // Reports need integers (byte and block counts): w*s and w are rounded to
 // an integer randomly, up or down, with the probability that keeps the
@@ -61,9 +62,10 @@ namespace heapscope {
 enum class SamplingMode : uint8_t { kExact = 0, kPoisson = 1, kSizeRanges = 2 };
 
 // The default mean interval of Poisson sampling, from measurement
-// (bench/run_sampling.py, docs/sampling.md): at 512 KiB the hot path costs
-// under 5% on every workload and a 512 MiB heap is estimated within 0.1%.
-inline constexpr uint64_t kDefaultSamplingInterval = 512 * 1024;
+// (bench/run_sampling.py --intervals, docs/sampling.md): from 512 KiB down
+// to 32 KiB the cost is that of the hooks themselves, within the noise, and
+// the error shrinks as sqrt(T): 64 KiB has 1/2.8 of 512 KiB's error.
+inline constexpr uint64_t kDefaultSamplingInterval = 64 * 1024;
 // Bounds that keep every weight below 2^32 (a block count fits 32 bits).
 inline constexpr uint64_t kMaxSamplingInterval = uint64_t{1} << 31;
 inline constexpr double kMinRangeProbability = 1e-9;
