@@ -1,0 +1,234 @@
+"""start / gatherStats / stop / isProfiling: heapprof's profiler, run by a
+heapscope.Tracker.
+
+Profiling writes ``filebase.hpm`` (metadata, _files.py) and ``filebase.hpd``:
+a heapscope capture of every allocation, Python's allocators traced, so a
+killed process leaves it readable up to its last 250 ms. Stats mode writes a
+capture to a temporary file and prints its size distribution at stop.
+"""
+
+import atexit
+import collections.abc
+import numbers
+import operator
+import os
+import sys
+import tempfile
+import threading
+import time
+
+import heapscope
+from heapscope.heapprof._files import HPC_MAGIC, write_metadata
+
+#: heapprof's default: 1-127 bytes at 1 in 10,000, 128-8191 bytes at 1 in 10,
+#: 8192 bytes and more always.
+DEFAULT_SAMPLING_RATE = {128: 1e-4, 8192: 0.1}
+
+
+def tracker_sampling(rates):
+    """The Tracker's ``sampling=`` argument for heapprof's size ranges (a
+    sorted list of (upper bound, probability)). The one place that decides
+    it: None records every allocation exactly (until the engine's sampler is
+    in, the ranges are kept in the .hpm but not applied)."""
+    return None
+
+
+class _Run:
+    """The profiler that runs in this process."""
+
+    def __init__(self, mode, tracker, pid, data_path, metadata_path=None, metadata=None):
+        self.mode = mode  # "profile" or "stats"
+        self.tracker = tracker
+        self.pid = pid
+        self.data_path = data_path
+        self.metadata_path = metadata_path
+        self.metadata = metadata
+
+
+_lock = threading.RLock()
+_run = None
+_atexit_registered = False
+
+
+def _check_rates(samplingRate):
+    """heapprof's samplingRate as a sorted list of (upper bound, probability).
+
+    Keys are byte counts: ints (or integer-valued numbers such as 128.0 or
+    numpy integers), > 0. Values are probabilities: real numbers in [0, 1].
+    Two entries whose keys are the same byte count (128 and 128.0 in a
+    mapping that keeps both, or a mapping that lists a key twice) are
+    "repeated entries".
+    """
+    if samplingRate is None:
+        samplingRate = DEFAULT_SAMPLING_RATE
+    if not isinstance(samplingRate, collections.abc.Mapping):
+        raise TypeError(f"samplingRate must be a mapping from byte size (int) to probability (float), "
+                        f"not {type(samplingRate).__name__}")
+    rates = {}
+    for key, probability in samplingRate.items():
+        bound = _byte_count(key)
+        if isinstance(probability, bool) or not isinstance(probability, numbers.Real):
+            raise TypeError(f"samplingRate[{key!r}] must be a probability (float), not {type(probability).__name__}")
+        probability = float(probability)
+        if bound in rates:
+            raise ValueError(f"samplingRate contains repeated entries for {bound} bytes")
+        if not 0.0 <= probability <= 1.0:  # NaN fails too
+            raise ValueError(f"samplingRate[{key!r}] must be a probability in [0, 1], got {probability!r}")
+        rates[bound] = probability
+    return sorted(rates.items())
+
+
+def _byte_count(key):
+    if isinstance(key, bool):
+        raise TypeError(f"samplingRate keys must be byte sizes (int), not bool ({key!r})")
+    if isinstance(key, float):
+        if not key.is_integer():
+            raise TypeError(f"samplingRate keys must be byte sizes (int), not {key!r}")
+        bound = int(key)
+    else:
+        try:
+            bound = operator.index(key)
+        except TypeError:
+            raise TypeError(f"samplingRate keys must be byte sizes (int), not {type(key).__name__}") from None
+    if bound <= 0:
+        raise ValueError(f"samplingRate keys must be byte sizes > 0, got {key!r}")
+    return bound
+
+
+def _check_free():
+    """RuntimeError if heapprof, a heapscope Tracker or heapscope.tracemalloc runs in this process."""
+    from heapscope import _heapscope
+
+    if _run is not None and _run.pid == os.getpid():
+        raise RuntimeError("heapprof is already running: call heapprof.stop() first")
+    if _heapscope.capture_active():
+        raise RuntimeError("a heapscope Tracker is active: heapprof cannot start until it ends")
+    if _heapscope.is_tracing():
+        raise RuntimeError("heapscope.tracemalloc is tracing: stop it before starting heapprof")
+
+
+def _register_atexit():
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(stop)
+        _atexit_registered = True
+
+
+def _start_tracker(path):
+    from heapscope.tracker import FileDestination, Tracker
+
+    tracker = Tracker(destination=FileDestination(path, overwrite=True), trace_python_allocators=True)
+    tracker.__enter__()
+    return tracker
+
+
+def start(filebase, samplingRate=None):
+    """Start heapprof in profiling (normal) mode: see heapscope.heapprof."""
+    global _run
+    base = os.fspath(filebase)  # TypeError for anything but a path
+    if not isinstance(base, str):
+        base = os.fsdecode(base)
+    rates = _check_rates(samplingRate)
+    with _lock:
+        _check_free()
+        metadata_path, data_path = base + ".hpm", base + ".hpd"
+        metadata = {
+            "mode": "profile",
+            "start_time": time.time(),
+            "sampling_rate": [[bound, probability] for bound, probability in rates],
+            "sampling_applied": "exact" if tracker_sampling(rates) is None else "ranges",
+            "pid": os.getpid(),
+            "command_line": " ".join(sys.argv),
+            "python_version": sys.version.split()[0],
+            "heapscope_version": heapscope.__version__,
+            "data_file": os.path.basename(data_path),
+            "stop_time": None,
+        }
+        write_metadata(metadata_path, metadata)
+        _remove_our_digest(base + ".hpc")  # it describes an earlier run
+        try:
+            tracker = _start_tracker(data_path)
+        except BaseException:
+            _remove_quietly(metadata_path)
+            raise
+        _run = _Run("profile", tracker, os.getpid(), data_path, metadata_path, metadata)
+        _register_atexit()
+
+
+def gatherStats():
+    """Start heapprof in stats gathering mode: see heapscope.heapprof."""
+    global _run
+    with _lock:
+        _check_free()
+        fd, path = tempfile.mkstemp(prefix="heapprof-stats-", suffix=".hscap")
+        os.close(fd)
+        try:
+            tracker = _start_tracker(path)
+        except BaseException:
+            _remove_quietly(path)
+            raise
+        _run = _Run("stats", tracker, os.getpid(), path)
+        _register_atexit()
+
+
+def stop():
+    """Stop the profiler (implicitly called at exit). Does nothing if it is not running."""
+    global _run
+    with _lock:
+        run, _run = _run, None
+        if run is None or run.pid != os.getpid():
+            return  # not running, or a forked child: the parent owns the files
+        run.tracker.__exit__(None, None, None)
+        if run.mode == "profile":
+            run.metadata["stop_time"] = time.time()
+            try:
+                write_metadata(run.metadata_path, run.metadata)
+            except OSError as error:  # the .hpm of the start is still there
+                print(f"heapprof: could not update {run.metadata_path}: {error}", file=sys.stderr)
+            return
+        try:
+            _print_stats(run.data_path)
+        finally:
+            _remove_quietly(run.data_path)
+
+
+def isProfiling():
+    """True while the profiler (either mode) runs in this process."""
+    run = _run
+    return run is not None and run.pid == os.getpid()
+
+
+def _print_stats(path, stream=None):
+    from heapscope import _heapscope
+    from heapscope.reports.text import table
+
+    stream = stream if stream is not None else sys.stderr
+    stats = _heapscope.capture_size_histogram(path)
+    rows = [(f"{low} - {high}", count, size, f"{100 * size / stats['total_bytes']:.1f}%" if stats["total_bytes"] else "-")
+            for low, high, count, size in stats["histogram"] if count]
+    lines = ["-" * 43, "HEAP USAGE SUMMARY (allocations by size, bytes)",
+             table(["Size", "Count", "Bytes", "Of bytes"], rows, align=["<", ">", ">", ">"]),
+             f"{stats['total_allocations']} allocations, {stats['total_bytes']} bytes in all"]
+    try:
+        print("\n".join(lines), file=stream)
+        stream.flush()
+    except (OSError, ValueError):  # stderr closed at exit
+        pass
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _remove_our_digest(path):
+    """Removes a digest heapscope wrote at *path* (any other file is left alone)."""
+    try:
+        with open(path, "rb") as source:
+            if source.read(len(HPC_MAGIC)) != HPC_MAGIC:
+                return
+    except OSError:
+        return
+    _remove_quietly(path)
