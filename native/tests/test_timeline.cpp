@@ -73,8 +73,10 @@ Event memory(uint64_t time_ms) {
 
 constexpr uint32_t kNodes = 12;
 
-// Writes a capture of `events`, 5 records a chunk; python nodes 1..kNodes.
-void write_capture(const std::string& path, const std::vector<Event>& events, bool end = true) {
+// Writes a capture of `events`, 5 records a chunk; python nodes 1..kNodes
+// (node n: line 10 + n, called from node n - 1), and `extra` nodes after them.
+void write_capture(const std::string& path, const std::vector<Event>& events, bool end = true,
+                   const std::vector<format::PythonNodeRecord>& extra = {}) {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ASSERT_GE(fd, 0);
     {
@@ -96,6 +98,10 @@ void write_capture(const std::string& path, const std::vector<Event>& events, bo
         wrote();
         for (uint32_t n = 1; n <= kNodes; ++n) {
             encoder.python_node(format::PythonNodeRecord{n, n > 1 ? n - 1 : 0, 1, static_cast<int32_t>(10 + n), false});
+            wrote();
+        }
+        for (const format::PythonNodeRecord& node : extra) {
+            encoder.python_node(node);
             wrote();
         }
         for (const Event& e : events) {
@@ -384,6 +390,22 @@ TEST(Timeline, KnownGrowthAtOneStackAndFreesAtAnother) {
             EXPECT_TRUE(s.stacks.empty());
         }
     }
+    std::remove(path.c_str());
+}
+
+TEST(Timeline, NodesShowingTheSameFramesAreOneStack) {
+    // Node 40 is node 3's frame (same code, line and caller) at another
+    // instruction; node 41 is on another line.
+    const std::vector<format::PythonNodeRecord> extra{{40, 2, 1, 13, false}, {41, 2, 1, 99, false}};
+    const std::vector<Event> events{allocation(0x1000, 100, 40), allocation(0x2000, 30, 3), allocation(0x3000, 7, 41),
+                                    memory(5), deallocation(0x2000), memory(10)};
+    const std::string path = temp_path("same_frames");
+    write_capture(path, events, true, extra);
+    const Timeline t = run(path, 5, 0.0);
+    ASSERT_EQ(t.snapshots.size(), 3u);
+    // Named by the first node met with those frames: the walk over locations meets 40 first.
+    EXPECT_EQ(as_map(t.snapshots[0]), (std::map<uint32_t, uint64_t>{{40, 130}, {41, 7}}));
+    EXPECT_EQ(as_map(t.snapshots[2]), (std::map<uint32_t, uint64_t>{{40, 100}, {41, 7}}));
     std::remove(path.c_str());
 }
 

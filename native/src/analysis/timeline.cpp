@@ -1,6 +1,9 @@
 #include "analysis/timeline.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
 #include <unordered_map>
 
 #include "analysis/heap_replay.h"
@@ -12,13 +15,50 @@ namespace {
 using format::Record;
 using format::RecordType;
 
-// Live bytes per Python node, summed over the replay's locations.
-std::vector<std::pair<uint32_t, uint64_t>> bytes_by_stack(const HeapReplay& heap) {
+// Python nodes that show the same frames (function, file, line from the
+// outermost frame in) are one stack: the trie tells apart instructions of one
+// line, a report does not. Each node maps to the first node seen with its
+// frames. Nodes are defined before any event uses them, so the definitions
+// read so far always know them.
+class StackNames {
+  public:
+    explicit StackNames(const Definitions& definitions) : definitions_(definitions) {}
+
+    uint32_t canonical(uint32_t node) {
+        auto [known, inserted] = canonical_.try_emplace(node, node);
+        if (!inserted) return known->second;
+        frames_.clear();
+        if (!definitions_.python_stack(node, SIZE_MAX, &frames_)) return node;
+        key_.clear();
+        for (const PythonFrame& f : frames_) {
+            key_ += f.function;
+            key_ += '\0';
+            key_ += f.file;
+            key_ += '\0';
+            key_ += std::to_string(f.line);
+            key_ += '\n';
+        }
+        auto [first, added] = first_with_frames_.try_emplace(key_, node);
+        known->second = first->second;
+        (void)added;
+        return first->second;
+    }
+
+  private:
+    const Definitions& definitions_;
+    std::unordered_map<uint32_t, uint32_t> canonical_;
+    std::unordered_map<std::string, uint32_t> first_with_frames_;
+    std::vector<PythonFrame> frames_;
+    std::string key_;
+};
+
+// Live bytes per stack, summed over the replay's locations.
+std::vector<std::pair<uint32_t, uint64_t>> bytes_by_stack(const HeapReplay& heap, StackNames* names) {
     std::unordered_map<uint32_t, uint64_t> by_node;
     const HighWaterMark& counters = heap.counters();
     for (uint32_t id = 0; id < counters.size(); ++id) {
         const uint64_t bytes = counters.at(id).current_bytes;
-        if (bytes != 0) by_node[heap.locations().key(id).python_node] += bytes;
+        if (bytes != 0) by_node[names->canonical(heap.locations().key(id).python_node)] += bytes;
     }
     return {by_node.begin(), by_node.end()};
 }
@@ -50,6 +90,7 @@ Timeline timeline(CaptureReader& reader, const TimelineOptions& options, const P
     auto cursor = reader.start_pass(progress, true, &result.end.error);
     if (!cursor) return result;
     HeapReplay heap;
+    StackNames names(reader.definitions());
     uint64_t next_moment = 0;  // the earliest moment without a snapshot
     bool moments_done = false;
     while (const Record* r = cursor->next()) {
@@ -68,7 +109,7 @@ Timeline timeline(CaptureReader& reader, const TimelineOptions& options, const P
                 // Every moment up to this record shares its state: one walk.
                 TimelineSnapshot snapshot;
                 snapshot.record_ms = time;
-                snapshot.stacks = bytes_by_stack(heap);
+                snapshot.stacks = bytes_by_stack(heap, &names);
                 for (const auto& [node, bytes] : snapshot.stacks) snapshot.total += bytes;
                 merge_small_stacks(&snapshot.stacks, options.precision, &snapshot.other);
                 while (next_moment <= time) {

@@ -8,8 +8,10 @@
 // before that record), so a snapshot is at most one memory interval late.
 // Moments after the last memory record get no snapshot.
 //
-// At each moment the stacks are the Python stacks (trie nodes: threads,
-// allocators, domains and native frames merged), and the smallest ones whose
+// At each moment the stacks are the Python stacks as frames (function, file,
+// line): threads, allocators, domains and native frames merged, and trie
+// nodes that differ only in the instruction within a line are one stack,
+// named by the first such node met. The smallest stacks whose
 // bytes add up to at most `precision` of that moment's total go into one
 // "other" amount. Stacks with no live byte are left out.
 //
