@@ -84,14 +84,15 @@ def test_start_refuses_a_sampling_rate_of_the_wrong_type(profiler, tmp_path, rat
 
 
 @pytest.mark.parametrize("rates, message", [
-    (TwiceMapping([(128, 0.1), (128, 0.2)]), "repeated entries for 128 bytes"),
-    ({128: 0.1, ByteCount(128): 0.2}, "repeated entries for 128 bytes"),
-    ({128.0: 0.1, ByteCount(128): 0.5}, "repeated entries for 128 bytes"),
-    ({0: 0.1}, "> 0"),
-    ({-8: 0.1}, "> 0"),
-    ({128: -0.1}, r"in \[0, 1\]"),
-    ({128: 1.5}, r"in \[0, 1\]"),
-    ({128: math.nan}, r"in \[0, 1\]"),
+    (TwiceMapping([(128, 0.1), (128, 0.2)]), "128 is given twice"),
+    ({128: 0.1, ByteCount(128): 0.2}, "128 is given twice"),
+    ({ByteCount(64): 0.1, ByteCount(64): 0.5}, "64 is given twice"),
+    ({0: 0.1}, "at least 1 byte"),
+    ({-8: 0.1}, "at least 1 byte"),
+    ({128: -0.1}, r"in range \[0; 1\]"),
+    ({128: 1.5}, r"in range \[0; 1\]"),
+    ({128: math.nan}, r"in range \[0; 1\]"),
+    ({}, "at least one size range"),
 ])
 def test_start_refuses_repeated_entries_and_values_out_of_range(profiler, tmp_path, rates, message):
     with pytest.raises(ValueError, match=message):
@@ -149,12 +150,13 @@ def test_start_refuses_while_heapscope_tracemalloc_traces(profiler, hs_tracemall
 
 
 def test_accepted_sampling_rates_are_kept_in_the_metadata(profiler, tmp_path):
-    profiler.start(str(tmp_path / "run"), {4096: 0.5, 64.0: 1, 1 << 20: 0})
+    profiler.start(str(tmp_path / "run"), {4096: 0.5, 64: 1, 1 << 20: 0})
     profiler.stop()
     document = json.loads((tmp_path / "run.hpm").read_text())
     assert document["sampling_rate"] == [[64, 1.0], [4096, 0.5], [1 << 20, 0.0]]
     assert document["format"] == "heapscope.heapprof metadata" and document["version"] == 1
     assert document["mode"] == "profile" and document["pid"] == os.getpid()
+    assert document["sampling_applied"] == "ranges:64=1.0,4096=0.5,1048576=0.0"
     assert document["stop_time"] >= document["start_time"]
     assert heapprof.read(str(tmp_path / "run")).samplingRate() == {64: 1.0, 4096: 0.5, 1 << 20: 0.0}
 

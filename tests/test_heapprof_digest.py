@@ -21,6 +21,7 @@ import pytest
 
 import heapscope
 import heapscope.heapprof as heapprof
+from heapscope._sampling import parse_sampling
 from capture_helpers import build_extension, python_env, run_script, write_script
 
 MIB = 1 << 20
@@ -199,7 +200,7 @@ def test_collapsed_stacks(growth, tmp_path):
     assert path.read_text() == text
 
 
-def test_precision_merges_small_stacks_into_other(growth, tmp_path):
+def test_precision_keeps_traces_whole(growth, tmp_path):
     base, script, lines, _log = growth
     # A second digest of the same run, with a coarse precision, beside the first.
     for suffix in (".hpm", ".hpd"):
@@ -209,11 +210,9 @@ def test_precision_merges_small_stacks_into_other(growth, tmp_path):
     assert exact.snapshotInterval() == merged.snapshotInterval() == 0.1
     index = _alloc_trace(exact, script, lines)
     merged_index = _alloc_trace(merged, script, lines)
-    saw_other = False
     for e, m in zip(exact.snapshots(), merged.snapshots()):
         assert m.totalUsage() == e.totalUsage()
-        other = m.usage.get(heapprof.OTHER_TRACE, 0)
-        assert other <= 0.5 * m.totalUsage()
+        assert m.usage.get(heapprof.OTHER_TRACE, 0) <= 0.5 * m.totalUsage()
         # The growing line dominates once it holds a block: it is never merged.
         if e.usage.get(index, 0) > m.totalUsage() / 2:
             assert m.usage[merged_index] == e.usage[index]
@@ -223,11 +222,52 @@ def test_precision_merges_small_stacks_into_other(growth, tmp_path):
                 frames = merged.trace(i)
                 twin = [j for j in e.usage if exact.trace(j) == frames]
                 assert twin and e.usage[twin[0]] == size
-        saw_other = saw_other or other > 0
-    assert saw_other
+
+
+PRECISION = """
+import sys
+import time
+import hs_alloc
+import heapscope.heapprof as heapprof
+
+hs_alloc.malloc(255, 16); hs_alloc.free(255)
+heapprof.start(sys.argv[1], {1: 1.0})   # every allocation recorded: exact bytes
+time.sleep(0.05)
+hs_alloc.malloc(1, 4 << 20)             # @large
+hs_alloc.malloc(2, 30_011)              # @medium
+hs_alloc.malloc(3, 20_011)              # @small
+time.sleep(0.1)
+heapprof.stop()
+"""
+
+
+def test_precision_merges_small_stacks_into_other(tmp_path, extension_dir):
+    script = tmp_path / "precision.py"
+    lines = write_script(script, PRECISION)
+    base = str(tmp_path / "run")
+    run_script(script, base, extra_paths=[extension_dir])
+    for suffix in (".hpm", ".hpd"):
+        os.link(base + suffix, base + "_merged" + suffix)
+
+    def by_line(reader, snapshot):
+        return {reader.trace(i)[-1].lineno: size for i, size in snapshot.usage.items()
+                if i != heapprof.OTHER_TRACE and reader.trace(i) and reader.trace(i)[-1].filename == str(script)}
+
+    exact = heapprof.read(base, timeInterval=0.05, precision=0)
+    last = exact.snapshots()[-1]
+    assert heapprof.OTHER_TRACE not in last.usage
+    assert by_line(exact, last) == {lines["large"]: 4 << 20, lines["medium"]: 30_011, lines["small"]: 20_011}
+
+    merged = heapprof.read(base + "_merged", timeInterval=0.05, precision=0.02)
+    last = merged.snapshots()[-1]
+    assert last.totalUsage() == exact.snapshots()[-1].totalUsage()
+    # 2% of a bit over 4 MiB is over 83,000 bytes: the two small lines (50,022 bytes) go, the large one stays.
+    assert by_line(merged, last) == {lines["large"]: 4 << 20}
+    other = last.usage[heapprof.OTHER_TRACE]
+    assert 50_022 <= other <= 0.02 * last.totalUsage()
     out = io.StringIO()
-    merged.asCollapsedStack(merged.snapshots()[5], out)
-    assert out.getvalue().endswith(f"OTHER {merged.snapshots()[5].usage[heapprof.OTHER_TRACE]}\n")
+    merged.asCollapsedStack(last, out)
+    assert out.getvalue().endswith(f"OTHER {other}\n")
 
 
 def test_time_plot_is_a_png(growth, tmp_path):
@@ -474,7 +514,7 @@ def test_command_line_profile_and_stats(tmp_path, extension_dir):
     bad = _cli("--sample", "[1, 2]", script)
     assert bad.returncode == 2 and "expected a dict" in bad.stderr
     bad = _cli("--sample", "{128: 2.0}", "-o", tmp_path / "bad", script)
-    assert bad.returncode == 2 and "in [0, 1]" in bad.stderr
+    assert bad.returncode == 2 and "in range [0; 1]" in bad.stderr
     assert not os.path.exists(tmp_path / "bad.hpm")
     missing = _cli(tmp_path / "nope.py")
     assert missing.returncode == 2 and "no such file" in missing.stderr
@@ -487,3 +527,56 @@ def test_a_digest_is_small_and_versioned(growth):
     assert length == len(data) - 32 and crc == zlib.crc32(data[32:])
     digest = json.loads(zlib.decompress(data[32:]))
     assert digest["interval_ms"] == 100 and digest["precision"] == 0
+
+
+# -- heapprof's default size ranges: estimates ---------------------------------------------------------------------
+
+SAMPLED = """
+import sys
+import time
+import heapscope.heapprof as heapprof
+
+HEADER = sys.getsizeof(b"")               # a bytes object of n bytes is one block of n + HEADER bytes
+heapprof.start(sys.argv[1])               # heapprof's default rates: {128: 1e-4, 8192: 0.1}
+medium = [None] * 20000
+large = [None] * 50
+for i in range(20000):
+    medium[i] = bytes(1000 - HEADER)      # @medium: 1000-byte blocks, each recorded with p = 0.1
+for i in range(50):
+    large[i] = bytes(100_000 - HEADER)    # @large: 100,000-byte blocks, always recorded
+time.sleep(0.12)
+heapprof.stop()
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_default_rates_give_unbiased_estimates_within_their_stated_error(tmp_path, seed):
+    """Each recorded 1000-byte block stands for 1/p = 10 blocks (Horvitz-Thompson,
+    sample/sampler.h), so the line's estimate B^ of B = 20,000 x 1000 bytes has
+    Var(B^) = n s^2 (1 - p) / p = 20,000 x 1000^2 x 9 = 1.8e11, a standard error
+    of 424,264 bytes (2.1%); about 2,000 blocks are recorded, so B^ is close to
+    normal. The test allows 4 standard errors (a false alarm about once in
+    16,000 runs; the seed is fixed, so a run is reproducible). Blocks of 8192
+    bytes or more are always recorded: exact."""
+    script = tmp_path / "sampled.py"
+    lines = write_script(script, SAMPLED)
+    base = str(tmp_path / "run")
+    result = subprocess.run([sys.executable, str(script), base], capture_output=True, text=True, timeout=120,
+                            env={**python_env(), "HEAPSCOPE_SAMPLING_SEED": str(seed)})
+    assert result.returncode == 0, result.stderr
+    reader = heapprof.read(base, timeInterval=0.05, precision=0)
+    assert parse_sampling(reader.samplingApplied()) == {128: 1e-4, 8192: 0.1}
+    last = reader.snapshots()[-1]
+    by_line = {}
+    for index, size in last.usage.items():
+        trace = reader.trace(index)
+        if index != heapprof.OTHER_TRACE and trace and trace[-1].filename == str(script):
+            by_line[trace[-1].lineno] = by_line.get(trace[-1].lineno, 0) + size
+    assert by_line[lines["large"]] == 50 * 100_000
+    standard_error = (20_000 * 1000 ** 2 * (1 - 0.1) / 0.1) ** 0.5
+    assert abs(by_line[lines["medium"]] - 20_000 * 1000) <= 4 * standard_error, by_line[lines["medium"]]
+    # The digest holds the capture's own estimates: the same as heapscope.FileReader finds for that line.
+    capture = heapscope.FileReader(base + ".hpd")
+    leaked = sum(r.size for r in capture.get_leaked_allocation_records()
+                 if r.stack_trace() and r.stack_trace()[0][1:] == (str(script), lines["medium"]))
+    assert leaked == by_line[lines["medium"]]

@@ -8,9 +8,6 @@ capture to a temporary file and prints its size distribution at stop.
 """
 
 import atexit
-import collections.abc
-import numbers
-import operator
 import os
 import sys
 import tempfile
@@ -18,6 +15,7 @@ import threading
 import time
 
 import heapscope
+from heapscope._sampling import describe_sampling, size_ranges
 from heapscope.heapprof._files import HPC_MAGIC, write_metadata
 
 #: heapprof's default: 1-127 bytes at 1 in 10,000, 128-8191 bytes at 1 in 10,
@@ -27,10 +25,10 @@ DEFAULT_SAMPLING_RATE = {128: 1e-4, 8192: 0.1}
 
 def tracker_sampling(rates):
     """The Tracker's ``sampling=`` argument for heapprof's size ranges (a
-    sorted list of (upper bound, probability)). The one place that decides
-    it: None records every allocation exactly (until the engine's sampler is
-    in, the ranges are kept in the .hpm but not applied)."""
-    return None
+    sorted list of (upper bound, probability)): the one place that decides
+    how a heapprof capture is sampled. Each recorded block then carries the
+    weight 1/p that makes its bytes an unbiased estimate (sample/sampler.h)."""
+    return dict(rates)
 
 
 class _Run:
@@ -51,48 +49,12 @@ _atexit_registered = False
 
 
 def _check_rates(samplingRate):
-    """heapprof's samplingRate as a sorted list of (upper bound, probability).
-
-    Keys are byte counts: ints (or integer-valued numbers such as 128.0 or
-    numpy integers), > 0. Values are probabilities: real numbers in [0, 1].
-    Two entries whose keys are the same byte count (128 and 128.0 in a
-    mapping that keeps both, or a mapping that lists a key twice) are
-    "repeated entries".
-    """
-    if samplingRate is None:
-        samplingRate = DEFAULT_SAMPLING_RATE
-    if not isinstance(samplingRate, collections.abc.Mapping):
-        raise TypeError(f"samplingRate must be a mapping from byte size (int) to probability (float), "
-                        f"not {type(samplingRate).__name__}")
-    rates = {}
-    for key, probability in samplingRate.items():
-        bound = _byte_count(key)
-        if isinstance(probability, bool) or not isinstance(probability, numbers.Real):
-            raise TypeError(f"samplingRate[{key!r}] must be a probability (float), not {type(probability).__name__}")
-        probability = float(probability)
-        if bound in rates:
-            raise ValueError(f"samplingRate contains repeated entries for {bound} bytes")
-        if not 0.0 <= probability <= 1.0:  # NaN fails too
-            raise ValueError(f"samplingRate[{key!r}] must be a probability in [0, 1], got {probability!r}")
-        rates[bound] = probability
-    return sorted(rates.items())
-
-
-def _byte_count(key):
-    if isinstance(key, bool):
-        raise TypeError(f"samplingRate keys must be byte sizes (int), not bool ({key!r})")
-    if isinstance(key, float):
-        if not key.is_integer():
-            raise TypeError(f"samplingRate keys must be byte sizes (int), not {key!r}")
-        bound = int(key)
-    else:
-        try:
-            bound = operator.index(key)
-        except TypeError:
-            raise TypeError(f"samplingRate keys must be byte sizes (int), not {type(key).__name__}") from None
-    if bound <= 0:
-        raise ValueError(f"samplingRate keys must be byte sizes > 0, got {key!r}")
-    return bound
+    """heapprof's samplingRate as a sorted list of (upper bound, probability),
+    checked as every door checks size ranges (heapscope._sampling.size_ranges):
+    TypeError for a mapping of the wrong type, ValueError for repeated
+    entries (keys equal as ints), bounds below 1, probabilities outside
+    [0, 1] or an empty mapping."""
+    return size_ranges(DEFAULT_SAMPLING_RATE if samplingRate is None else samplingRate, "samplingRate")
 
 
 def _check_free():
@@ -114,10 +76,11 @@ def _register_atexit():
         _atexit_registered = True
 
 
-def _start_tracker(path):
+def _start_tracker(path, sampling=None):
     from heapscope.tracker import FileDestination, Tracker
 
-    tracker = Tracker(destination=FileDestination(path, overwrite=True), trace_python_allocators=True)
+    tracker = Tracker(destination=FileDestination(path, overwrite=True), trace_python_allocators=True,
+                      sampling=sampling)
     tracker.__enter__()
     return tracker
 
@@ -136,7 +99,7 @@ def start(filebase, samplingRate=None):
             "mode": "profile",
             "start_time": time.time(),
             "sampling_rate": [[bound, probability] for bound, probability in rates],
-            "sampling_applied": "exact" if tracker_sampling(rates) is None else "ranges",
+            "sampling_applied": describe_sampling(tracker_sampling(rates), "samplingRate"),
             "pid": os.getpid(),
             "command_line": " ".join(sys.argv),
             "python_version": sys.version.split()[0],
@@ -147,7 +110,7 @@ def start(filebase, samplingRate=None):
         write_metadata(metadata_path, metadata)
         _remove_our_digest(base + ".hpc")  # it describes an earlier run
         try:
-            tracker = _start_tracker(data_path)
+            tracker = _start_tracker(data_path, tracker_sampling(rates))
         except BaseException:
             _remove_quietly(metadata_path)
             raise
