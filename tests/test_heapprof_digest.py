@@ -580,3 +580,34 @@ def test_default_rates_give_unbiased_estimates_within_their_stated_error(tmp_pat
     leaked = sum(r.size for r in capture.get_leaked_allocation_records()
                  if r.stack_trace() and r.stack_trace()[0][1:] == (str(script), lines["medium"]))
     assert leaked == by_line[lines["medium"]]
+
+
+# -- the pass itself -----------------------------------------------------------------------------------------------
+
+def test_the_digest_pass_reports_progress_and_stops_on_an_exception(growth, tmp_path):
+    from heapscope import _heapscope
+
+    calls = []
+    raw = _heapscope.capture_timeline(growth[0] + ".hpd", 100, 0.0, lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1][0] == calls[-1][1] == os.path.getsize(growth[0] + ".hpd")
+    assert len(raw["snapshots"]) == len(heapprof.read(growth[0]).snapshots())
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _heapscope.capture_timeline(growth[0] + ".hpd", 100, 0.0, stop)
+    with pytest.raises(ValueError, match="interval_ms"):
+        _heapscope.capture_timeline(growth[0] + ".hpd", 0, 0.0)
+    with pytest.raises(ValueError, match="precision"):
+        _heapscope.capture_timeline(growth[0] + ".hpd", 10, 1.0)
+
+
+def test_an_aggregated_capture_cannot_be_digested(tmp_path):
+    base = str(tmp_path / "run")
+    with heapscope.Tracker(base + ".hpd", file_format=heapscope.FileFormat.AGGREGATED_ALLOCATIONS):
+        pass
+    with open(base + ".hpm", "w") as out:
+        json.dump({"format": "heapscope.heapprof metadata", "version": 1, "start_time": 0, "sampling_rate": []}, out)
+    with pytest.raises(heapprof.HeapprofFileError, match="aggregated"):
+        heapprof.read(base)
