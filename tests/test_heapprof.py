@@ -262,6 +262,7 @@ def test_gather_stats_prints_the_size_distribution_at_stop(tmp_path, extension_d
     assert not [name for name in after - before if name.startswith("heapprof-stats-")]
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the writer's thread
 def test_stop_in_a_forked_child_leaves_the_parents_files_alone(profiler, tmp_path):
     profiler.start(str(tmp_path / "run"))
     pid = os.fork()
