@@ -6,6 +6,7 @@ by heapscope.FileReader.snapshot_at) and what the program's own log of its
 allocations says; plus the "other" bucket, traces, collapsed stacks, the
 PNG plot, damaged and foreign files, a SIGKILLed run, and the command line."""
 
+import importlib.util
 import io
 import json
 import os
@@ -492,7 +493,7 @@ def _cli(*args, cwd=None, extra_paths=()):
 
 
 def test_command_line_profile_and_stats(tmp_path, extension_dir):
-    script = tmp_path / "prog with space;semi.py"
+    script = tmp_path / "prog $^$ with space;semi.py"  # unescaped, `$^$` is bad mathematics to matplotlib
     lines = write_script(script, CLI_PROGRAM)
     base = tmp_path / "cli"
     result = _cli("-o", base, script, "--flag", "x", extra_paths=[extension_dir])
@@ -506,6 +507,9 @@ def test_command_line_profile_and_stats(tmp_path, extension_dir):
     reader.asCollapsedStack(reader.snapshots()[-1], out)
     escaped = str(script).replace(";", "%3B")
     assert f"{escaped}:{lines['big']} 90000001\n" in out.getvalue()
+    if importlib.util.find_spec("matplotlib"):
+        reader.writeTimePlot(str(tmp_path / "cli.png"), top=2)  # the label names the script: drawn as text
+        assert (tmp_path / "cli.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     stats = _cli("-m", "stats", script, extra_paths=[extension_dir])
     assert stats.returncode == 3
