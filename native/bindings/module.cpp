@@ -275,4 +275,5 @@ NB_MODULE(_heapscope, m) {
     m.def("_trace_count", [] { return engine().trace_count(); });
     bindings::bind_capture_control(m);
     bind_capture_reader(m);
+    bindings::bind_timeline(m);
 }

@@ -221,6 +221,15 @@ def _to_float(text, default=0.0):
         return default
 
 
+def is_launch_frame(filename, internal_prefix):
+    """heapscope's own frames (those under *internal_prefix*, the package
+    directory a capture names, or None) and the runpy frames that started it."""
+    if internal_prefix is None:
+        return False
+    return filename.startswith(internal_prefix) or filename == "<frozen runpy>" \
+        or os.path.basename(filename) == "runpy.py"
+
+
 def program_frame_count(stack, is_internal, launcher):
     """How many frames of *stack* (innermost first) are the program's: the
     ones inside the frames that launched it under ``heapscope run``, which are
@@ -323,11 +332,7 @@ class FileReader:
         return self._threads.get(tid, (0, ""))[1]
 
     def _is_internal(self, filename):
-        """heapscope's own frames (``heapscope run``) and the runpy frames that started it."""
-        if self._internal_prefix is None:
-            return False
-        return filename.startswith(self._internal_prefix) or filename == "<frozen runpy>" \
-            or os.path.basename(filename) == "runpy.py"
+        return is_launch_frame(filename, self._internal_prefix)
 
     def _full_python_stack(self, node):
         return self._file.python_stack(node) if node else []

@@ -59,6 +59,7 @@ CaptureSummary summarize(CaptureReader& reader, const Progress& progress, bool p
                 allocations += count;
                 bytes += a.size;
                 histogram[std::bit_width(a.size / count)] += count;
+                summary.size_histogram_bytes[std::bit_width(a.size / count)] += a.size;
                 by_allocator[static_cast<uint8_t>(a.allocator) <= kMaxAllocator ? static_cast<uint8_t>(a.allocator) : 0] +=
                     count;
                 break;
@@ -100,6 +101,7 @@ CaptureSummary summarize(CaptureReader& reader, const Progress& progress, bool p
             summary.final_checkpoint = aggregated.checkpoint().final;
         }
         summary.size_histogram.fill(0);
+        summary.size_histogram_bytes.fill(0);
         summary.allocations_by_allocator.fill(0);
     } else {
         summary.peak = heap.peak_rows();
@@ -123,7 +125,7 @@ std::vector<SizeBucket> size_histogram(const CaptureSummary& summary) {
     for (size_t i = first; i < last; ++i) {
         const uint64_t low = i == 0 ? 0 : uint64_t{1} << (i - 1);
         const uint64_t high = i == 0 ? 0 : (i == 64 ? UINT64_MAX : (uint64_t{1} << i) - 1);
-        buckets.push_back(SizeBucket{low, high, h[i]});
+        buckets.push_back(SizeBucket{low, high, h[i], summary.size_histogram_bytes[i]});
     }
     return buckets;
 }
