@@ -155,6 +155,12 @@ def test_bad_sampling_arguments_are_refused_before_anything_starts(tmp_path, val
     assert not path.exists()
 
 
+def test_the_default_interval_is_the_engines():
+    from heapscope import _heapscope
+
+    assert heapscope._sampling.DEFAULT_SAMPLING_INTERVAL == _heapscope.DEFAULT_SAMPLING_INTERVAL == 65536
+
+
 def test_the_door_stays_exact_unless_asked():
     htm.start(1)
     try:

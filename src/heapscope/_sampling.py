@@ -19,7 +19,10 @@ from collections.abc import Mapping as _Mapping
 import numbers as _numbers
 import operator as _operator
 
-from heapscope._heapscope import DEFAULT_SAMPLING_INTERVAL  # the engine's, one source
+try:
+    from heapscope._heapscope import DEFAULT_SAMPLING_INTERVAL  # the engine's
+except ImportError:  # snapshots and reports still work without the engine
+    DEFAULT_SAMPLING_INTERVAL = 64 * 1024  # tests/test_sampling.py checks it equals the engine's
 
 MAX_SAMPLING_INTERVAL = 1 << 31
 
