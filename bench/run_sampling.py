@@ -2,7 +2,7 @@
 memray, and Scalene's memory mode.
 
     python bench/run_sampling.py [--reps 5 | --quick] [--workloads W ...] [--modes M ...]
-                                 [--intervals] [--write-results]
+                                 [--intervals] [--accuracy] [--write-results]
 
 heapscope and memray write a capture file with Python's allocators traced
 (`trace_python_allocators=True`); heapscope-sampled is the same Tracker with
@@ -11,7 +11,8 @@ Scalene runs the same driver under `python -m scalene run --memory` (CPU and
 memory profiling, its sampled allocation tracking through LD_PRELOAD); its
 figure is the workload's own time measured inside the process, like the
 others'. --intervals adds heapscope-sampled-16k ... -1024k, the runs from
-which the default interval was chosen (docs/sampling.md).
+which the default interval was chosen (docs/sampling.md). --accuracy adds
+the per-line error of sampled captures against exact ones (bench/_accuracy.py).
 """
 import os
 import sys
@@ -100,10 +101,54 @@ def table(args, cells, modes, workloads, cpu):
     return "\n".join(out)
 
 
+ACCURACY_INTERVALS = ["true", "4096"]  # the default, and a small interval
+ACCURACY_SEEDS = ["1", "2", "3"]
+
+
+def accuracy(workloads, timeout):
+    """Per-line error of sampled captures against an exact one (bench/_accuracy.py)."""
+    results = {}
+    for w in workloads:
+        for interval in ACCURACY_INTERVALS:
+            h.progress(f"accuracy {w} / sampling={interval}")
+            results[w, interval] = h.run_json([os.path.join(h.BENCH, "_accuracy.py"),
+                                               os.path.join(h.WORKLOADS, w + ".py"), interval] + ACCURACY_SEEDS,
+                                              timeout=timeout)
+    return results
+
+
+def accuracy_table(workloads, results):
+    headers = ["workload", "exact peak", "lines for 90%"]
+    for interval in ACCURACY_INTERVALS:
+        name = "default" if interval == "true" else f"{int(interval) // 1024} KiB"
+        headers += [f"max line error, {name}", f"peak error, {name}"]
+    rows = []
+    for w in workloads:
+        first = results[w, ACCURACY_INTERVALS[0]]
+        if "error" in first:
+            rows.append([w, "failed: " + first["error"]] + [""] * (len(headers) - 2))
+            continue
+        row = [w, h.fmt_bytes(first["exact_peak_bytes"]), str(first["lines_for_90pct"])]
+        for interval in ACCURACY_INTERVALS:
+            r = results[w, interval]
+            if "error" in r:
+                row += ["failed", ""]
+                continue
+            row += [f"{100 * h.median([x['max_line_error'] for x in r['runs']]):.1f}%",
+                    f"{100 * h.median([x['peak_error'] for x in r['runs']]):.1f}%"]
+        rows.append(row)
+    return "\n".join([
+        f"Accuracy: bytes at the high-water mark per source line of the workload, sampled capture against "
+        f"an exact one; the largest relative error among the lines that hold 90% of the exact peak, and "
+        f"the error of the peak itself (medians over seeds {', '.join(ACCURACY_SEEDS)}).", "",
+        h.markdown_table(headers, rows)])
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     intervals = "--intervals" in argv
-    argv = [a for a in argv if a != "--intervals"]
+    with_accuracy = "--accuracy" in argv
+    argv = [a for a in argv if a not in ("--intervals", "--accuracy")]
     modes = MODES + INTERVAL_MODES
     args = rt.parse_args(argv, modes)
     if "--modes" not in argv:  # the default set, and the interval sweep only when asked
@@ -125,6 +170,8 @@ def main(argv=None):
     raw = h.save_raw(SECTION, {"command": command, "date": date, "machine": machine, "tools": tools,
                                "reps": args.reps, "workloads": args.workloads, "modes": runnable, "runs": runs})
     text = table(args, cells, runnable, args.workloads, cpu)
+    if with_accuracy:
+        text += "\n\n" + accuracy_table(args.workloads, accuracy(args.workloads, args.timeout))
     print(text)
     h.progress(f"raw results: {raw}")
     if args.write_results:
