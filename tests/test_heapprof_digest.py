@@ -478,10 +478,11 @@ def test_read_a_run_killed_by_sigkill(tmp_path, extension_dir):
 # -- the command line ----------------------------------------------------------------------------------------------
 
 CLI_PROGRAM = """
-import sys
+import sys, time
 import hs_alloc
 hs_alloc.malloc(255, 16); hs_alloc.free(255)
 hs_alloc.malloc(1, 90_000_001)       # @big
+time.sleep(0.05)  # a memory record (every 10 ms) after the block: snapshots land on them
 print("args", sys.argv[1:])
 sys.exit(3)
 """

@@ -28,7 +28,7 @@ LINES = [("tiny", 16, 512, 24), ("small", 512, 8192, 40), ("medium", 8192, 26214
          ("large", 262144, 8 << 20, 128)]
 
 PROGRAM = """
-    import json, math, os, random, sys
+    import json, math, os, random, sys, time
     import heapscope, heapscope.tracemalloc as tm
     door, sampling, scale, out = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
     if isinstance(sampling, dict):
@@ -62,8 +62,12 @@ PROGRAM = """
         result["lines"] = {s.traceback[0].lineno: [s.size, s.count] for s in snapshot.statistics("lineno")
                            if s.traceback[0].filename == __file__}
     else:
-        with heapscope.Tracker(door, trace_python_allocators=True, sampling=sampling):
+        aggregated = door.startswith("aggregated:")
+        file_format = heapscope.FileFormat.AGGREGATED_ALLOCATIONS if aggregated else heapscope.FileFormat.ALL_ALLOCATIONS
+        with heapscope.Tracker(door.partition("aggregated:")[2] if aggregated else door, trace_python_allocators=True,
+                               sampling=sampling, file_format=file_format):
             allocate()
+            time.sleep(0.05)  # a memory record after the last block: snapshot_at(end) sees them all
     json.dump(result, open(out, "w"))
 """
 
@@ -216,6 +220,15 @@ def capture_by_line(path, script, marks):
 
 
 @pytest.mark.parametrize("sampling, seed", [(65536, 7), ({128: 1e-4, 8192: 0.1}, 8)])
+def test_aggregated_capture_estimates_converge(tmp_path, sampling, seed):
+    path = tmp_path / "sampled.hscap"
+    script, marks, result = run_program(tmp_path, "aggregated:" + str(path), sampling, scale=0.25, seed=seed)
+    reader, lines = capture_by_line(path, script, marks)
+    assert reader.is_aggregated and reader.metadata.sampled
+    check_lines(lines, marks, result, sampling)
+
+
+@pytest.mark.parametrize("sampling, seed", [(65536, 7), ({128: 1e-4, 8192: 0.1}, 8)])
 def test_sampled_capture_estimates_converge(tmp_path, sampling, seed):
     path = tmp_path / "sampled.hscap"
     script, marks, result = run_program(tmp_path, str(path), sampling, scale=0.25, seed=seed)
@@ -223,6 +236,11 @@ def test_sampled_capture_estimates_converge(tmp_path, sampling, seed):
     kind = "poisson:%d" % sampling if isinstance(sampling, int) else "ranges:128=0.0001,8192=0.10000000000000001"
     assert reader.metadata.sampling == kind
     check_lines(lines, marks, result, sampling)
+    # The heap at the end, as a tracemalloc snapshot, gives the same estimates.
+    snapshot = reader.snapshot_at(reader.metadata.end_time)
+    at_end = {s.traceback[0].lineno: (s.size, s.count) for s in snapshot.statistics("lineno")
+              if s.traceback[0].filename == str(script)}
+    check_lines(at_end, marks, result, sampling)
     # Far fewer events than blocks: that is the point.
     blocks = sum(2 * len(s) for s in result["sizes"].values())
     assert reader.metadata.total_allocations >= blocks * 0.5  # estimated count, not events

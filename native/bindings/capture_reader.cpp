@@ -291,19 +291,20 @@ class PyCaptureFile {
             uint64_t size;
             uint32_t domain;
             LocationKey key;
+            uint32_t count;  // blocks it stands for (1 unless sampled)
         };
         std::vector<Block> blocks;
         uint64_t used = with_heap_at(time_ms, [&](const CaptureFile::Moment& moment) {
             const HeapReplay& heap = *moment.state.heap;
             blocks.reserve(heap.live_blocks());
-            heap.for_each_block([&](uint32_t domain, uint64_t, uint64_t size, uint32_t location) {
-                blocks.push_back(Block{size, domain, heap.locations().key(location)});
+            heap.for_each_block([&](uint32_t domain, uint64_t, uint64_t size, uint32_t location, uint32_t count) {
+                blocks.push_back(Block{size, domain, heap.locations().key(location), count});
             });
         });
         nb::list result;
         for (const Block& b : blocks) {
             result.append(nb::make_tuple(b.domain, b.size, b.key.python_node, b.key.native_node, b.key.thread,
-                                         static_cast<int>(b.key.allocator)));
+                                         static_cast<int>(b.key.allocator), b.count));
         }
         return nb::make_tuple(result, used);
     }

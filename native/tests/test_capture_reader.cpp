@@ -733,7 +733,7 @@ TEST(CaptureReader, SnapshotAtReplaysToTheLastMemoryRecord) {
             EXPECT_EQ(as_map(m.state.heap->current_rows()), state) << "t=" << t;
             std::map<LocationKey, std::pair<uint64_t, uint64_t>> from_blocks;
             std::set<std::pair<LocationKey, uint64_t>> seen;
-            m.state.heap->for_each_block([&](uint32_t, uint64_t, uint64_t size, uint32_t location) {
+            m.state.heap->for_each_block([&](uint32_t, uint64_t, uint64_t size, uint32_t location, uint32_t) {
                 from_blocks[m.state.heap->locations().key(location)].second += size;
             });
             for (auto& [key, value] : state) EXPECT_EQ(from_blocks[key].second, value.second);

@@ -545,7 +545,8 @@ class FileReader:
         frames_of = {}
         traces = []
         deepest = 1
-        for domain, size, python_node, native_node, _thread, _allocator in blocks:
+        sampled = self._metadata.sampled
+        for domain, size, python_node, native_node, _thread, _allocator, count in blocks:
             entry = frames_of.get(python_node)
             if entry is None:
                 if self.is_heapscope_own(python_node):
@@ -557,7 +558,9 @@ class FileReader:
                 deepest = max(deepest, len(frames))
             elif not entry:
                 continue
-            traces.append((domain, size, entry[0], entry[1]))
+            # A sampled block stands for `count` blocks (the fifth item of a
+            # sampled trace, as heapscope.tracemalloc makes them).
+            traces.append((domain, size, entry[0], entry[1], count) if sampled else (domain, size, entry[0], entry[1]))
         snapshot = Snapshot(traces, deepest)
         snapshot.time = _datetime(self._time_base) + datetime.timedelta(milliseconds=used_ms)
         return snapshot

@@ -76,18 +76,21 @@ class HeapReplay {
     std::vector<LocationTotal> peak_rows() const;
     std::vector<LocationTotal> total_rows() const;
 
-    // Visits every live block: visit(domain, address, size, location).
+    // Visits every live block: visit(domain, address, size, location, count),
+    // count being the blocks it stands for (1 unless sampled).
     template <typename Visit>
     void for_each_block(Visit&& visit) const {
         default_domain_.for_each([&](uintptr_t address, const BlockInfo& info) {
-            visit(uint32_t{0}, uint64_t{address}, info.size, info.stack);
+            visit(uint32_t{0}, uint64_t{address}, info.size, info.stack, info.total_depth);
         });
         for (const auto& [domain, blocks] : other_domains_) {
             blocks->for_each([&](uintptr_t address, const BlockInfo& info) {
-                visit(domain, uint64_t{address}, info.size, info.stack);
+                visit(domain, uint64_t{address}, info.size, info.stack, info.total_depth);
             });
         }
-        for (const auto& [address, mapping] : mappings_) visit(uint32_t{0}, address, mapping.length, mapping.location);
+        for (const auto& [address, mapping] : mappings_) {
+            visit(uint32_t{0}, address, mapping.length, mapping.location, uint32_t{1});
+        }
     }
     size_t live_blocks() const;
 
