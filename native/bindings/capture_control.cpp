@@ -97,6 +97,7 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     options.metadata = std::move(metadata);
     // Readers need to know sizes and counts are estimates.
     options.metadata.emplace_back("sampling", sampling.describe());
+    options.sampled = !sampling.exact();
     options.describer = python_describer();
     options.hook_lock = engine().sink_lock();  // one lock per event, not two
     std::string error;
@@ -157,6 +158,8 @@ void capture_fork_child(std::optional<int> fd, Metadata metadata) {
         return;
     }
     std::string error;
+    // The child's metadata replaces the parent's: it must say how events are sampled too.
+    metadata.emplace_back("sampling", engine().sampling().describe());
     std::unique_ptr<CaptureWriter> child = parent_writer->clone_in_child(*fd, std::move(metadata), &error);
     if (!child) {
         stop_engine();

@@ -176,7 +176,7 @@ Script every_record_script() {
                                             static_cast<Allocator>(a), i % 4 == 0 ? kMax32 : 0,
                                             i % 7 == 0 ? kMax32 : static_cast<uint32_t>(i),
                                             i % 3 == 1 ? 0u : (i % 6 == 0 ? kMax32 : static_cast<uint32_t>(100 - i)),
-                                            i % 11 == 0 ? kMax32 : (i % 13 == 0 ? 0u : (i % 4 == 0 ? 3u : 1u))};
+                                            i % 11 == 0 ? kMax32 : (i % 13 == 0 ? 2u : (i % 4 == 0 ? 3u : 1u))};
             Record& d = s.add(RecordType::kDeallocation);
             d.deallocation = DeallocationRecord{static_cast<uint32_t>(i % 3), address ^ static_cast<uint64_t>(i * 48),
                                                 i % 2 == 0 ? 0 : (i % 5 == 0 ? kMax64 : 4096),
@@ -480,7 +480,7 @@ TEST(Records, RandomEventStreamsRoundTrip) {
                 r.allocation = AllocationRecord{thread, address, rng() % 3 ? rng() % 600 : rng(), allocator, domain,
                                                 static_cast<uint32_t>(rng() % 3 ? rng() % 50 : rng()),
                                                 static_cast<uint32_t>(rng() % 3 == 0 ? 0 : rng() % 100),
-                                                static_cast<uint32_t>(rng() % 5 ? 1 : rng() % 3 ? rng() % 5000 : rng())};
+                                                static_cast<uint32_t>(rng() % 5 ? 1 : rng() % 3 ? 1 + rng() % 5000 : (rng() | 1))};
             } else {
                 Record& r = script.add(RecordType::kDeallocation);
                 r.deallocation = DeallocationRecord{thread, address, rng() % 2 ? 0 : rng() % 100000, allocator, domain};
@@ -556,6 +556,8 @@ TEST(Records, MalformedBytesAreReportedNotTrusted) {
     EXPECT_NE(error.find("weight token before a record that is not an allocation"), std::string::npos);
     EXPECT_TRUE(decode_all(std::string("\x0f", 1), &error).empty());
     EXPECT_NE(error.find("malformed"), std::string::npos);
+    EXPECT_TRUE(decode_all(std::string("\x0f\x00\x80\x10\x00", 5), &error).empty());
+    EXPECT_NE(error.find("weight 0"), std::string::npos);
     // A python node whose delta takes its id below zero.
     EXPECT_TRUE(decode_all(std::string("\x03\x01\x00\x00\x00", 5), &error).empty());
     EXPECT_NE(error.find("malformed"), std::string::npos);

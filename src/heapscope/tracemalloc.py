@@ -524,7 +524,7 @@ class Filter(BaseFilter):
         return not self.inclusive
 
     def _match(self, trace):
-        domain, _size, frames, _total_nframe = trace
+        domain, frames = trace[0], trace[2]  # a sampled trace has a fifth item
         keep = self._match_traceback(frames)
         if self.domain is None:
             return keep
@@ -546,7 +546,7 @@ class DomainFilter(BaseFilter):
         return self._domain
 
     def _match(self, trace):
-        domain, _size, _frames, _total_nframe = trace
+        domain = trace[0]
         return (domain == self.domain) ^ (not self.inclusive)
 
 

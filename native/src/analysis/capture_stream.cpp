@@ -38,7 +38,7 @@ void CaptureStream::apply(std::string_view payload, uint64_t chunk_number) {
         switch (record_.type) {
             case format::RecordType::kAllocation:
                 heap_.allocate(record_.allocation);
-                ++allocations_;
+                allocations_ += record_.allocation.count;
                 break;
             case format::RecordType::kDeallocation:
                 heap_.deallocate(record_.deallocation);

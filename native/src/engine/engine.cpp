@@ -35,6 +35,8 @@ void parent_after_fork() {
 void child_after_fork() {
     stored_engine().after_fork_in_child();
     t_hook_state.in_hook = false;
+    reseed_sampler_streams_in_child();
+    t_hook_state.sampler.rng = 0;  // the only thread left: its next draw reseeds from the child's stream
 }
 
 Engine* construct_engine() {
@@ -100,7 +102,8 @@ bool Engine::start(uint32_t traceback_limit, CaptureSink* sink, bool native_trac
     }
     session_id_.fetch_add(1, std::memory_order_relaxed);
     recorded_.clear();
-    sampling_active_.store(!sampling_.exact(), std::memory_order_relaxed);
+    // Release: a hook that sees the flag sees the configuration written above.
+    sampling_active_.store(!sampling_.exact(), std::memory_order_release);
     sink_ = sink;
     native_traces_.store(sink && native_traces, std::memory_order_relaxed);
     ++session_;
@@ -330,7 +333,11 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     }
     // While sampling, mmaps and custom domains are recorded exactly: say so
     // in the block, so that its estimate is its size (see sample/sampler.h).
-    if (sampling_active() && !sampled_allocator(allocator)) total_depth |= kExactBlockBit;
+    // So is heapscope's own probe (hooks_in_chain), recorded whatever the sampler says.
+    if (sampling_active() && (!sampled_allocator(allocator) || t_hook_state.record_all)) {
+        total_depth |= kExactBlockBit;
+        pooled = false;  // PoolIndex keeps 16 bits of depth: the flag would be lost
+    }
     BlockInfo info{size, node, total_depth};
     if (sink_) {
         uint32_t thread = capture_thread_locked();

@@ -153,7 +153,7 @@ class Engine {
     // The session's sampling. Set by start() while not tracing and read by
     // hooks without the lock (see kMaxSizeRanges).
     const SamplingConfig& sampling() const { return sampling_; }
-    bool sampling_active() const { return sampling_active_.load(std::memory_order_relaxed); }
+    bool sampling_active() const { return sampling_active_.load(std::memory_order_acquire); }
     uint64_t session() const { return session_id_.load(std::memory_order_relaxed); }
     // While sampling: false when no block can be recorded at `address`
     // (lock-free; see RecordedAddressFilter). Always true otherwise.

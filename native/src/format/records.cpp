@@ -220,6 +220,7 @@ bool RecordDecoder::next(Record* out) {
             if (!get_u32(in, pos, &state_.thread)) return fail(start, kTruncated);
         } else if (token == kWeight) {
             if (!get_u32(in, pos, &weight)) return fail(start, kTruncated);
+            if (weight == 0) return fail(start, "weight 0");
             weighted = true;
         } else {
             state_.native = token == kNativeOn;

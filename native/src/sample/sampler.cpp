@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <limits>
 
+#include <unistd.h>
+
 namespace heapscope {
 
 namespace {
@@ -34,6 +36,10 @@ uint64_t next_random(ThreadSampler* state, uint64_t seed) {
     return x * 0x2545F4914F6CDD1Dull;
 }
 }  // namespace
+
+void reseed_sampler_streams_in_child() {
+    g_next_stream.store(mix64(static_cast<uint64_t>(getpid()) << 32 | 0x5eed), std::memory_order_relaxed);
+}
 
 double next_uniform(ThreadSampler* state, uint64_t seed) { return unit_interval(next_random(state, seed)); }
 
@@ -75,8 +81,9 @@ Estimate SamplingConfig::estimate(uint64_t size, uint64_t address) const {
     double weight = 1.0 / p;
     uint64_t h = mix64(address ^ mix64(seed));
     double bytes = std::floor(weight * static_cast<double>(size) + unit_interval(h));
-    double count = std::floor(weight + unit_interval(mix64(h)));
-    return Estimate{static_cast<uint64_t>(bytes), static_cast<uint64_t>(count)};
+    double count = std::floor(weight + unit_interval(mix64(h)));  // < 2^32: see kMinRangeProbability
+    constexpr double kMaxBytes = 0x1p62;  // no real block comes near; keeps the conversion defined
+    return Estimate{static_cast<uint64_t>(bytes < kMaxBytes ? bytes : kMaxBytes), static_cast<uint64_t>(count)};
 }
 
 std::string SamplingConfig::validate() const {

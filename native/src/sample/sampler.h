@@ -138,6 +138,10 @@ struct ThreadSampler {
     uint64_t session;          // the engine session the state belongs to
 };
 
+// In a forked child: the next draws come from streams of the child's own, so
+// that parent and child do not make the same decisions.
+void reseed_sampler_streams_in_child();
+
 // Draws the next gap or uniform for `state` (seeding it first when it
 // belongs to another session). Called on the slow path only.
 double next_uniform(ThreadSampler* state, uint64_t seed);
@@ -146,9 +150,12 @@ int64_t next_gap(ThreadSampler* state, uint64_t seed, uint64_t mean_interval);
 bool should_sample_slow(const SamplingConfig& config, ThreadSampler* state, uint64_t session, uint64_t size);
 
 // The decision for one allocation of `size` bytes on the calling thread.
-// Poisson's fast path is the subtraction in the first line.
+// Poisson's fast path is a session compare and a subtraction: a counter
+// left from an earlier session (another interval, or none) must not be used,
+// so it is zeroed and the slow path draws a fresh one.
 inline bool should_sample(const SamplingConfig& config, ThreadSampler* state, uint64_t session, uint64_t size) {
     if (config.mode == SamplingMode::kPoisson) {
+        if (state->session != session) [[unlikely]] state->bytes_until_mark = 0;
         state->bytes_until_mark -= static_cast<int64_t>(size + 1);
         if (state->bytes_until_mark > 0) return false;
         return should_sample_slow(config, state, session, size);

@@ -471,13 +471,14 @@ bool CaptureWriter::Impl::begin(std::string* error_out) {
     ready.reserve(kBuffers);  // moving buffers never allocates (spare has room for all)
 
     format::FileHeader header;
+    header.version = options.sampled ? format::kFormatVersion : 1;
     header.format = options.format;
     header.native_traces = options.native_traces;
     header.trace_python_allocators = options.trace_python_allocators;
 
     format::MetadataRecord metadata;
     metadata.entries = options.metadata;
-    metadata.entries.emplace_back("format_version", std::to_string(format::kFormatVersion));
+    metadata.entries.emplace_back("format_version", std::to_string(header.version));
     metadata.entries.emplace_back("file_format", aggregated ? "aggregated_allocations" : "all_allocations");
     metadata.entries.emplace_back("native_traces", options.native_traces ? "1" : "0");
     metadata.entries.emplace_back("trace_python_allocators", options.trace_python_allocators ? "1" : "0");
@@ -619,7 +620,7 @@ uint32_t CaptureWriter::on_alloc(const AllocationEvent& e) {
     try {
         MaybeSpinGuard guard(s.hooks_own_lock());
         if (!s.accepting()) return s.aggregated ? 0 : e.python_node;
-        ++s.allocations;
+        s.allocations += e.count;  // blocks, estimated when sampled
         s.heap += e.size;
         if (s.heap > s.peak_heap) s.peak_heap = s.heap;
         if (!s.aggregated) {

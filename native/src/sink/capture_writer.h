@@ -41,6 +41,9 @@ struct CaptureOptions {
     format::FileFormat format = format::FileFormat::kAllAllocations;
     bool native_traces = false;
     bool trace_python_allocators = false;
+    // Sampled events (weights): the file is version 2. Exact captures are
+    // written as version 1, which older readers still read.
+    bool sampled = false;
     int compression_level = 3;                // 0: chunks stored uncompressed
     uint32_t memory_interval_ms = 10;         // 0: no memory records
     uint32_t checkpoint_interval_ms = 1000;   // aggregated format

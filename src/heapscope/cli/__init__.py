@@ -26,7 +26,15 @@ def build_parser():
 
 
 def main(argv=None):
+    import sys
+
+    from heapscope.cli._program import bare_sample_flags
+
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    if argv and argv[0] in ("run", "top"):
+        argv[1:] = bare_sample_flags(argv[1:], commands.choices[argv[0]])
     options = parser.parse_args(argv)
     try:
         return options.handler(parser, options)

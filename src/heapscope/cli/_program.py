@@ -43,6 +43,48 @@ def int_argument(low, high=None, what=None):
 
 
 positive_int = int_argument(1)
+
+
+def bare_sample_flags(argv, parser):
+    """Rewrites a ``--sample`` that a non-number follows (the program) as
+    ``--sample=DEFAULT``, among the options before the program only: argparse
+    would otherwise take the script's name as the flag's optional value.
+    *parser* is the subcommand's parser (to know which options take values)."""
+    from heapscope._sampling import DEFAULT_SAMPLING_INTERVAL
+
+    out = list(argv)
+    takes_value = {option for action in parser._actions if action.nargs != 0 and action.option_strings
+                   for option in action.option_strings}
+    i = 0
+    while i < len(out):
+        token = out[i]
+        if token == "--":
+            break
+        if token == "--sample":
+            following = out[i + 1] if i + 1 < len(out) else None
+            if following is None or not following.isdigit():
+                out[i] = f"--sample={DEFAULT_SAMPLING_INTERVAL}"
+            i += 1
+            continue
+        if not token.startswith("-") or token in ("-m", "-c"):
+            break  # the program starts here: its own arguments are not ours
+        if token in takes_value and "=" not in token:
+            i += 1  # skip the option's value
+        i += 1
+    return out
+
+
+def add_sample_argument(parser):
+    """``--sample [BYTES]``: Poisson byte sampling, at the default mean
+    interval when no value is given (docs/sampling.md). The command's main()
+    passes its arguments through :func:`bare_sample_flags` first, so that
+    ``--sample prog.py`` does not read the script as the interval."""
+    from heapscope._sampling import DEFAULT_SAMPLING_INTERVAL, MAX_SAMPLING_INTERVAL
+
+    parser.add_argument("--sample", nargs="?", const=DEFAULT_SAMPLING_INTERVAL, default=None, metavar="BYTES",
+                        type=int_argument(1, MAX_SAMPLING_INTERVAL, what="a mean sampling interval in bytes"),
+                        help="record a Poisson sample of the allocations, one per BYTES allocated on average "
+                             f"(default {DEFAULT_SAMPLING_INTERVAL}); reports then show unbiased estimates")
 port_number = int_argument(1, 65535, what="a port number")
 
 

@@ -10,9 +10,9 @@ import os
 import shlex
 import sys
 
-from heapscope._sampling import DEFAULT_SAMPLING_INTERVAL, MAX_SAMPLING_INTERVAL
 from heapscope.cli._capture import print_error
-from heapscope.cli._program import (add_program_arguments, die_like_python_if_interrupted, flush_program_output,
+from heapscope.cli._program import (add_program_arguments, add_sample_argument, die_like_python_if_interrupted,
+                                    flush_program_output,
                                     int_argument, port_number, program_from_arguments, run_program)
 from heapscope.reports.text import format_bytes, safe_text
 
@@ -42,10 +42,7 @@ def register(commands):
                              "until `heapscope live PORT` connects")
     parser.add_argument("--memory-interval-ms", type=int_argument(1, what="a whole number of milliseconds"), default=10, metavar="MS",
                         help="how often resident and heap size are recorded (default: %(default)s)")
-    parser.add_argument("--sample", nargs="?", const=DEFAULT_SAMPLING_INTERVAL, default=None, metavar="BYTES",
-                        type=int_argument(1, MAX_SAMPLING_INTERVAL, what="a mean sampling interval in bytes"),
-                        help="record a Poisson sample of the allocations, one per BYTES allocated on average "
-                             f"(default {DEFAULT_SAMPLING_INTERVAL}); reports then show unbiased estimates")
+    add_sample_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="say nothing on stderr after the run")
     add_program_arguments(parser)
     parser.set_defaults(handler=run)

@@ -9,8 +9,8 @@ import os
 import sys
 import time
 
-from heapscope.cli._program import (add_program_arguments, die_like_python_if_interrupted, flush_program_output,
-                                    positive_int, program_from_arguments, run_program)
+from heapscope.cli._program import (add_program_arguments, add_sample_argument, die_like_python_if_interrupted,
+                                    flush_program_output, positive_int, program_from_arguments, run_program)
 from heapscope.reports.text import format_bytes, safe_text, table
 
 
@@ -28,6 +28,7 @@ def register(commands):
                         help="how allocations are grouped (default: %(default)s)")
     parser.add_argument("--cumulative", action="store_true",
                         help="count each allocation for every frame of its stack, not only the innermost")
+    add_sample_argument(parser)
     add_program_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -46,7 +47,7 @@ def run(parser, options):
     sys.stdout.flush()
     report_fd = os.dup(sys.stdout.fileno())
     started = time.perf_counter()
-    tracemalloc.start(options.nframe)
+    tracemalloc.start(options.nframe, sampling=options.sample)
     try:
         ran = run_program(program)
         snapshot = tracemalloc.take_snapshot()
@@ -89,12 +90,13 @@ def _program_only(snapshot, tracemalloc):
     blocks that heapscope itself made dropped."""
     trimmed = {}
     traces = []
-    for domain, size, frames, total in snapshot.traces._traces:
+    for trace in snapshot.traces._traces:
+        frames = trace[2]
         kept = trimmed.get(id(frames))
         if kept is None:
             kept = trimmed[id(frames)] = (frames, tuple(f for f in frames if not _is_ours(f[0])))
         if kept[1]:
-            traces.append((domain, size, kept[1], total))
+            traces.append(trace[:2] + (kept[1],) + trace[3:])  # a sampled trace keeps its count
     return tracemalloc.Snapshot(traces, snapshot.traceback_limit)
 
 
@@ -103,8 +105,15 @@ def _write_report(out, options, program, exit_code, elapsed, snapshot, current, 
     print(file=out)
     print(f"heapscope top: {safe_text(program.describe())}", file=out)
     print(f"  exit code {exit_code}, ran {elapsed:.2f} s", file=out)
-    print(f"  traced memory at exit {format_bytes(current)}, peak {format_bytes(peak)}, "
-          f"in {len(snapshot.traces)} blocks; heapscope's own memory {format_bytes(own)}", file=out)
+    if options.sample:
+        print(f"  sampled, 1 sample per {format_bytes(options.sample)} on average: sizes and counts are "
+              f"unbiased estimates", file=out)
+        blocks = sum(stat.count for stat in snapshot.statistics("filename"))
+        print(f"  traced memory at exit {format_bytes(current)}, peak {format_bytes(peak)}, "
+              f"in about {blocks} blocks; heapscope's own memory {format_bytes(own)}", file=out)
+    else:
+        print(f"  traced memory at exit {format_bytes(current)}, peak {format_bytes(peak)}, "
+              f"in {len(snapshot.traces)} blocks; heapscope's own memory {format_bytes(own)}", file=out)
     print(file=out)
     if not stats:
         print("  no traced memory left at exit", file=out)

@@ -69,14 +69,17 @@ def describe_sampling_text(text):
     """A capture's sampling in words: "Poisson, 1 per 512.0 KiB" or
     "size ranges <128 B: 0.0001, <8.0 KiB: 0.1"."""
     mode, _, rest = text.partition(":")
-    if mode == "poisson":
-        return f"Poisson, 1 sample per {format_bytes(int(rest))} on average"
-    if mode == "ranges":
-        parts = []
-        for item in rest.split(","):
-            bound, _, p = item.partition("=")
-            parts.append(f"<{format_bytes(int(bound))}: {float(p):g}")
-        return "size ranges " + ", ".join(parts)
+    try:
+        if mode == "poisson":
+            return f"Poisson, 1 sample per {format_bytes(int(rest))} on average"
+        if mode == "ranges":
+            parts = []
+            for item in rest.split(","):
+                bound, _, p = item.partition("=")
+                parts.append(f"<{format_bytes(int(bound))}: {float(p):g}")
+            return "size ranges " + ", ".join(parts)
+    except ValueError:  # a damaged or foreign file's metadata: show it as it is
+        pass
     return safe_text(text)
 
 
