@@ -20,6 +20,7 @@ namespace nb = nanobind;
 using namespace heapscope;
 
 void bind_capture_reader(nanobind::module_& m);  // capture_reader.cpp
+void bind_pools(nanobind::module_& m);           // pools.cpp
 
 void heapscope::bindings::release_pins(const std::vector<FrameKey>& unpin) {
     for (const FrameKey& frame : unpin) pymem::unpin_frame_code(frame.code);
@@ -260,4 +261,5 @@ NB_MODULE(_heapscope, m) {
     m.def("_trace_count", [] { return engine().trace_count(); });
     bindings::bind_capture_control(m);
     bind_capture_reader(m);
+    bind_pools(m);
 }
