@@ -432,10 +432,11 @@ void bind_pools(nb::module_& m) {
 
     nb::class_<PyPool>(m, "_Pool", "The engine side of heapscope.pools.Pool.")
         .def("__init__", [](PyPool* self, nb::handle name) { new (self) PyPool{pool_argument(name)}; },
-             nb::arg("name"))
+             nb::arg("name").none())
         .def_prop_ro("name", [](const PyPool& p) { return p.pool->name(); })
         .def_prop_ro("domain", [](const PyPool& p) { return p.pool->domain(); })
-        .def("track", &pool_track, nb::arg("obj_or_id"), nb::arg("size"), nb::arg("kind") = nb::none(),
+        .def("track", &pool_track, nb::arg("obj_or_id").none(), nb::arg("size").none(),
+             nb::arg("kind").none() = nb::none(),
              "Register a resource of `size` bytes: an object (released when it dies, or by the handle)\n"
              "or an int id (released by the handle). `size` is an int or a callable taking the object.\n"
              "Returns a ResourceHandle.")
@@ -444,7 +445,7 @@ void bind_pools(nb::module_& m) {
                  pool_track(self, obj, size, kind);
                  return nb::borrow(obj);
              },
-             nb::arg("obj"), nb::arg("size"), nb::arg("kind") = nb::none(),
+             nb::arg("obj").none(), nb::arg("size").none(), nb::arg("kind").none() = nb::none(),
              "track(obj, ...) that returns obj itself, to register a resource where it is made.")
         .def("release", [](PyPool& p, nb::handle id) {
                  uint64_t key = unsigned_value(id, "the resource id");
@@ -452,7 +453,7 @@ void bind_pools(nb::module_& m) {
                  untrack_block(p.pool->domain(), key);
                  return true;
              },
-             nb::arg("id"), "Release the resource registered under an int id. False if none is alive.")
+             nb::arg("id").none(), "Release the resource registered under an int id. False if none is alive.")
         .def("_totals", [](PyPool& p) { return totals(p.pool); })
         .def("_collect", [](PyPool& p) { return collect(p.pool); })
         .def("_detailed", [](PyPool& p) { return p.pool->detailed(); })
