@@ -245,6 +245,11 @@ nb::object class_del_hook(PyPool pool, nb::object original) {
 // ---------------------------------------------------------------------------
 // Snapshots
 
+bool is_pools_header(const std::string& file) {
+    static const std::string kHeader = "heapscope/pools.h";
+    return file.size() >= kHeader.size() && file.compare(file.size() - kHeader.size(), kHeader.size(), kHeader) == 0;
+}
+
 // Turns sources into Python values, each distinct source once: a tuple
 // (python, native, frames) of frame tuples, innermost first. Python frames
 // are (filename, lineno, function); native and merged frames are
@@ -266,6 +271,9 @@ class SourceBuilder {
             std::vector<analysis::NativeFrame> native_frames;
             for (uintptr_t ip : source.native) {
                 for (analysis::NativeFrame& frame : symbolizer().symbolize(ip, 1)) {
+                    // The header's inline functions, compiled into the caller,
+                    // are heapscope's: the stack starts at the library's code.
+                    if (native_frames.empty() && is_pools_header(frame.file)) continue;
                     native.append(nb::make_tuple(frame.file, frame.line, frame.function, true));
                     native_frames.push_back(std::move(frame));
                 }
