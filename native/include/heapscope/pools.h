@@ -150,14 +150,17 @@ class ResourcePool {
         heapscope_pool* pool = get();
         return pool ? heapscope_pool_track_in(pool, id, size, kind) : unavailable();
     }
-    int track(const void* object, uint64_t size, const char* kind = nullptr) noexcept {
+    /* An object's address as its id. (A template, so that a literal 0 is an id.) */
+    template <class T>
+    int track(const T* object, uint64_t size, const char* kind = nullptr) noexcept {
         return track(static_cast<uint64_t>(reinterpret_cast<uintptr_t>(object)), size, kind);
     }
     int release(uint64_t id) noexcept {
         heapscope_pool* pool = get();
         return pool ? heapscope_pool_release_in(pool, id) : unavailable();
     }
-    int release(const void* object) noexcept {
+    template <class T>
+    int release(const T* object) noexcept {
         return release(static_cast<uint64_t>(reinterpret_cast<uintptr_t>(object)));
     }
 
@@ -186,7 +189,8 @@ class PoolResource {
         : pool_(&pool), id_(id) {
         if (pool.track(id, size, kind) != 0) pool_ = nullptr;  // nothing to release
     }
-    PoolResource(ResourcePool& pool, const void* object, uint64_t size, const char* kind = nullptr) noexcept
+    template <class T>
+    PoolResource(ResourcePool& pool, const T* object, uint64_t size, const char* kind = nullptr) noexcept
         : PoolResource(pool, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(object)), size, kind) {}
     PoolResource(PoolResource&& other) noexcept : pool_(other.pool_), id_(other.id_) { other.pool_ = nullptr; }
     PoolResource& operator=(PoolResource&& other) noexcept {
