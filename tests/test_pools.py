@@ -439,8 +439,9 @@ def test_checking_that_an_operation_leaks_nothing_is_one_line():
     operation(True)
     new = pools.diff(first_snapshot=before, second_snapshot=pool.make_snapshot()).new
     made_line = inspect.getsourcelines(operation)[1] + 2
-    assert [(r.size, r.source[0].lineno, r.source[0].function) for r in new] == \
-        [(99, made_line, "test_checking_that_an_operation_leaks_nothing_is_one_line.<locals>.operation")]
+    # Qualified names where the code object has one (3.11+).
+    function = operation.__code__.co_qualname if sys.version_info >= (3, 11) else "operation"
+    assert [(r.size, r.source[0].lineno, r.source[0].function) for r in new] == [(99, made_line, function)]
     result = pools.diff(first_snapshot=before, second_snapshot=pool.make_snapshot())
     assert result.new_by_line() == [((HERE, made_line), 1, 99)]
 
@@ -577,3 +578,31 @@ def test_pools_in_a_capture_at_the_peak_and_at_the_end(tmp_path):
     leaks = heapscope_cli("summary", "--leaks", capture).stdout
     assert f"pool      early pool (domain {early_domain}): 2.9 KiB in 2 resources" in leaks
     assert "late <pool>" not in leaks
+
+
+def test_a_forked_childs_capture_names_the_pools_and_holds_its_resources(tmp_path):
+    lines = write_script(tmp_path / "fork.py", """
+        import os, sys
+        from heapscope import Tracker, pools
+        before = pools.pool("before fork")
+        with Tracker(sys.argv[1], follow_fork=True):
+            during = pools.pool("made during")      # named in a Metadata record mid-file
+            during.track(1, size=111)
+            pid = os.fork()
+            if pid == 0:
+                before.track(2, size=2222)          # @child
+                sys.exit(0)
+            os.waitpid(pid, 0)
+            end = None
+        print(pid)
+    """)
+    capture = tmp_path / "fork.hscap"
+    child_pid = int(run_script(tmp_path / "fork.py", capture).stdout.split()[-1])
+    import heapscope
+
+    child = heapscope.FileReader(str(tmp_path / f"fork.hscap.{child_pid}"))
+    names = child.pool_names
+    assert sorted(names.values()) == ["before fork", "made during"]
+    by_name = {names[r.domain]: (r.size, r.stack_trace()[0][2]) for r in child.get_leaked_allocation_records()
+               if r.domain in names and r.size == 2222}
+    assert by_name == {"before fork": (2222, lines["child"])}
