@@ -10,7 +10,6 @@ import inspect
 import os
 import sys
 import threading
-import weakref
 
 import pytest
 

@@ -183,6 +183,7 @@ def test_a_native_type_reports_itself_once_heapscope_is_loaded(tmp_path, extensi
               [(r.id, r.size, r.kind) for r in sorted(pools.pool("by name").make_snapshot().resources, key=lambda r: r.id)])
         print(ext.c_release("by name", 7), ext.c_release("by name", 7), pools.pool("by name").total_size)
         print(ext.c_track(None, 1, 1, None), ext.c_track("", 1, 1, None), ext.c_release(None, 1))
+        print(ext.c_release("never made", 1), "never made" in pools.domain_names().values())
     """)
     assert out[0] == "-2 -2"
     assert out[1] == "False"
@@ -192,6 +193,7 @@ def test_a_native_type_reports_itself_once_heapscope_is_loaded(tmp_path, extensi
     assert out[5] == "0 0 [(7, 70, 'k'), (8, 80, None)]"
     assert out[6] == "0 1 80"
     assert out[7] == "-1 -1 -1"
+    assert out[8] == "1 False"  # releasing by name never makes a pool
 
 
 def test_eight_native_threads_without_the_gil_give_exact_totals(tmp_path, extension_dir):

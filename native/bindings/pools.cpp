@@ -368,6 +368,11 @@ extern "C" __attribute__((visibility("default"))) void* heapscope_pool_get_v1(co
     return pool ? pools::registry().pool(pool) : nullptr;
 }
 
+// The pool if it exists: releasing by name never makes a pool.
+extern "C" __attribute__((visibility("default"))) void* heapscope_pool_find_v1(const char* pool) {
+    return pool ? pools::registry().find(pool) : nullptr;
+}
+
 extern "C" __attribute__((visibility("default"), noinline)) int heapscope_pool_track_in_v1(void* pool, uint64_t id,
                                                                                            uint64_t size,
                                                                                            const char* kind) {

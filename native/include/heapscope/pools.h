@@ -15,7 +15,8 @@
  * are not known to it: they never appear in a snapshot, and releasing them
  * later is harmless (1: "not alive").
  *
- * Return values: 0 done; 1 (release) the resource was not alive; -1 a bad
+ * Return values: 0 done; 1 (release) the resource was not alive (or its pool
+ * was never made: releasing by name never makes a pool); -1 a bad
  * argument (null or empty pool name, a name over 1024 bytes, more than 4096
  * pools) or out of memory; -2 heapscope is not loaded.
  *
@@ -55,12 +56,14 @@ extern "C" {
 typedef struct heapscope_pool heapscope_pool;
 
 typedef void* (*heapscope_pool_get_fn)(const char* name);
+typedef void* (*heapscope_pool_find_fn)(const char* name);
 typedef int (*heapscope_pool_track_in_fn)(void* pool, uint64_t id, uint64_t size, const char* kind);
 typedef int (*heapscope_pool_release_in_fn)(void* pool, uint64_t id);
 
 /* Internal: heapscope's entry points, looked up together. */
 struct heapscope__pools_api {
     heapscope_pool_get_fn get;
+    heapscope_pool_find_fn find;
     heapscope_pool_track_in_fn track_in;
     heapscope_pool_release_in_fn release_in;
 };
@@ -85,11 +88,13 @@ static inline const struct heapscope__pools_api* heapscope__get_pools_api(void) 
     if (last && now_ms && now_ms - last < 1) return NULL;
     __atomic_store_n(&last_try_ms, now_ms ? now_ms : 1, __ATOMIC_RELAXED);
     void* get = dlsym(RTLD_DEFAULT, "heapscope_pool_get_v1");
+    void* find = dlsym(RTLD_DEFAULT, "heapscope_pool_find_v1");
     void* track_in = dlsym(RTLD_DEFAULT, "heapscope_pool_track_in_v1");
     void* release_in = dlsym(RTLD_DEFAULT, "heapscope_pool_release_in_v1");
-    if (!get || !track_in || !release_in) return NULL;
+    if (!get || !find || !track_in || !release_in) return NULL;
     /* memcpy: converting an object pointer to a function pointer portably */
     memcpy(&api.get, &get, sizeof(get));
+    memcpy(&api.find, &find, sizeof(find));
     memcpy(&api.track_in, &track_in, sizeof(track_in));
     memcpy(&api.release_in, &release_in, sizeof(release_in));
     __atomic_store_n(&found, 1, __ATOMIC_RELEASE);
@@ -125,11 +130,13 @@ static inline int heapscope_pool_track(const char* pool, uint64_t id, uint64_t s
     return found ? api->track_in(found, id, size, kind) : -1;
 }
 
+/* Releasing in a pool that does not exist yet releases nothing (1). */
 static inline int heapscope_pool_release(const char* pool, uint64_t id) {
     const struct heapscope__pools_api* api = heapscope__get_pools_api();
     if (!api) return -2;
-    void* found = pool ? api->get(pool) : NULL;
-    return found ? api->release_in(found, id) : -1;
+    if (!pool || !*pool) return -1;
+    void* found = api->find(pool);
+    return found ? api->release_in(found, id) : 1;
 }
 
 #ifdef __cplusplus
@@ -156,8 +163,8 @@ class ResourcePool {
         return track(static_cast<uint64_t>(reinterpret_cast<uintptr_t>(object)), size, kind);
     }
     int release(uint64_t id) noexcept {
-        heapscope_pool* pool = get();
-        return pool ? heapscope_pool_release_in(pool, id) : unavailable();
+        heapscope_pool* pool = __atomic_load_n(&pool_, __ATOMIC_ACQUIRE);
+        return pool ? heapscope_pool_release_in(pool, id) : heapscope_pool_release(name_, id);
     }
     template <class T>
     int release(const T* object) noexcept {
