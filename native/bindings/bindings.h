@@ -7,19 +7,11 @@
 
 #include "stack/stack_trie.h"
 
-namespace heapscope {
-class CaptureWriter;
-}
-
 namespace heapscope::bindings {
 
 // Drops the references the engine took on code objects. Needs the GIL; may
 // run Python (a code object's deallocation).
 void release_pins(const std::vector<FrameKey>& unpin);
-
-// Names each resource pool's domain in `writer`'s capture (Metadata
-// `pool.<domain>`), now and as pools are made; null stops it (pools.cpp).
-void announce_pools(CaptureWriter* writer);
 
 // capture_start, capture_stop, capture_active, capture_fork_child.
 void bind_capture_control(nanobind::module_& m);

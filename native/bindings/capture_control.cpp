@@ -24,6 +24,10 @@ namespace nb = nanobind;
 
 namespace heapscope::bindings {
 
+// Names each resource pool's domain in `writer`'s capture (Metadata
+// `pool.<domain>`), now and as pools are made; null stops it (pools.cpp).
+void announce_pools(CaptureWriter* writer);
+
 namespace {
 
 using Metadata = std::vector<std::pair<std::string, std::string>>;

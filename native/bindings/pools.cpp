@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "analysis/symbolizer.h"
-#include "bindings.h"
 #include "common/loaded_object.h"
 #include "hooks/custom_domains.h"
 #include "pools/pool_registry.h"
@@ -396,9 +395,12 @@ void name_pool_in_capture(void* writer, uint32_t domain, const std::string& name
 }
 }  // namespace
 
-void heapscope::bindings::announce_pools(CaptureWriter* writer) {
+namespace heapscope::bindings {
+// Declared where it is called (capture_control.cpp).
+void announce_pools(CaptureWriter* writer) {
     pools::registry().set_observer(writer ? &name_pool_in_capture : nullptr, writer);
 }
+}  // namespace heapscope::bindings
 
 void bind_pools(nb::module_& m) {
     pools::Hooks hooks;
