@@ -277,7 +277,8 @@ def test_pools_header_compiles_cleanly_and_is_a_no_op_without_heapscope(tmp_path
     if suffix == ".cpp":
         body = ("int main() { heapscope::ResourcePool pool(\"p\"); heapscope::PoolResource r(pool, 1, 2);\n"
                 "  return !r.tracked() && pool.track(3, 4) == -2 && heapscope_pool_track(\"p\", 1, 2, nullptr) == -2 ? 0 : 1; }\n")
-    source.write_text("#include <heapscope/pools.h>\n" + body)
+    # With heapscope.h too: the two headers' internals do not collide.
+    source.write_text("#include <heapscope/heapscope.h>\n#include <heapscope/pools.h>\n" + body)
     binary = tmp_path / "use"
     subprocess.run([compiler, standard, "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-I", heapscope.get_include(),
                     str(source), "-o", str(binary), "-ldl"], check=True)
