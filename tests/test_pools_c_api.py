@@ -266,6 +266,48 @@ def test_a_pool_made_from_cpp_during_a_capture_is_named_in_it(tmp_path, extensio
     assert out[1] == f"[(12345, {lines['track']})]"
 
 
+def test_fork_while_native_threads_register_leaves_no_lock_held(tmp_path, extension_dir):
+    out, _ = run(tmp_path, extension_dir, """
+        import os, signal, threading, time
+        from heapscope import pools
+        import hs_pools_ext as ext
+        ext.make_image(1)
+        stop = False
+
+        def churn():
+            while not stop:
+                ext.run_threads(2, 20000)   # without the GIL
+                ext.drop_all()
+
+        worker = threading.Thread(target=churn)
+        worker.start()
+        hung = 0
+        for _ in range(100):
+            pid = os.fork()
+            if pid == 0:
+                # Every shard of the pool the threads hammer (count reads them
+                # all), and with details on the sources lock.
+                import warnings
+                warnings.simplefilter("ignore")
+                pools.pool("native images").count
+                pools.enable_detailed_profiling()
+                ext.c_track("native images", 1, 1, None)
+                os._exit(0)
+            deadline = time.monotonic() + 10
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    hung += 1
+                    break
+                time.sleep(0.001)
+        stop = True
+        worker.join()
+        print("hung", hung)
+    """)
+    assert out[0] == "hung 0"
+
+
 @pytest.mark.parametrize("compiler, standard, suffix", [("cc", "-std=c11", ".c"), ("cc", "-std=gnu99", ".c"),
                                                          ("c++", "-std=c++17", ".cpp")])
 def test_pools_header_compiles_cleanly_and_is_a_no_op_without_heapscope(tmp_path, compiler, standard, suffix):

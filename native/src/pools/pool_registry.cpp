@@ -1,5 +1,6 @@
 #include "pools/pool_registry.h"
 
+#include <pthread.h>
 #include <time.h>
 
 #include <cstring>
@@ -60,6 +61,14 @@ bool Pool::release(uint64_t id, uint64_t serial) {
     shard.bytes -= it->second.size;
     shard.entries.erase(it);
     return true;
+}
+
+void Pool::lock_all_shards() {
+    for (Shard& shard : shards_) shard.lock.lock();
+}
+
+void Pool::unlock_all_shards() {
+    for (Shard& shard : shards_) shard.lock.unlock();
 }
 
 void Pool::totals(uint64_t* count, uint64_t* bytes) const {
@@ -236,8 +245,28 @@ __attribute__((noinline)) uint32_t Registry::capture_source(bool native, size_t 
     return intern_source(std::move(source));
 }
 
+namespace {
+Registry* g_registry = nullptr;
+uint32_t g_pools_locked_for_fork = 0;  // pools whose shards fork_prepare locked
+}  // namespace
+
+void fork_prepare() {
+    g_registry->sources_lock_.lock();
+    g_pools_locked_for_fork = g_registry->pool_count();
+    for (uint32_t i = 0; i < g_pools_locked_for_fork; ++i) g_registry->at(i)->lock_all_shards();
+}
+
+void fork_resume() {
+    for (uint32_t i = 0; i < g_pools_locked_for_fork; ++i) g_registry->at(i)->unlock_all_shards();
+    g_registry->sources_lock_.unlock();
+}
+
 Registry& registry() {
-    static Registry* instance = new Registry;  // never destroyed: see the header
+    static Registry* instance = [] {
+        g_registry = new Registry;  // never destroyed: see the header
+        pthread_atfork(&fork_prepare, &fork_resume, &fork_resume);
+        return g_registry;
+    }();
     return *instance;
 }
 

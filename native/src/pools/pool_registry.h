@@ -105,6 +105,11 @@ class Pool {
     void totals(uint64_t* count, uint64_t* bytes) const;
     void collect(std::vector<ResourceInfo>* out) const;
 
+    // Around fork() (Registry's handlers): no shard is left locked in the
+    // child by a thread that does not exist there.
+    void lock_all_shards();
+    void unlock_all_shards();
+
     bool detailed() const { return detailed_.load(std::memory_order_relaxed); }
     void set_detailed(bool on) { detailed_.store(on, std::memory_order_relaxed); }
 
@@ -199,13 +204,19 @@ class Registry {
     std::vector<std::string*> kind_names_;  // by id - 1; guarded by create_lock_
     std::atomic<uint32_t> kind_count_{0};
 
+    friend void fork_prepare();
+    friend void fork_resume();
     mutable std::mutex sources_lock_;
     std::vector<Source> sources_;  // by id - 1
     std::unordered_map<std::string, uint32_t> source_ids_;  // serialized source -> id
 };
 
 // The process's registry. Never destroyed (resources may be released during
-// exit, after static destructors ran).
+// exit, after static destructors ran). It installs fork handlers that hold
+// every shard lock and the sources lock across fork(); the creation lock is
+// not held (making a pool may wait on a capture's lock, which the engine's
+// own fork handler holds), so a pool being made by another thread at the
+// moment of a fork leaves it locked in the child.
 Registry& registry();
 
 }  // namespace heapscope::pools
