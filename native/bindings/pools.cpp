@@ -9,6 +9,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -307,7 +308,7 @@ class SourceBuilder {
     std::unique_ptr<analysis::Symbolizer> symbolizer_;
 };
 
-// Every live resource of `pool` (or of every pool, for null) as tuples
+// Every live resource of `pool` (or of every pool, for null), oldest first, as tuples
 // (pool name, id, serial, size, kind or None, created (Unix seconds), source or None).
 nb::list collect(pools::Pool* pool) {
     std::vector<pools::ResourceInfo> rows;
@@ -318,6 +319,11 @@ nb::list collect(pools::Pool* pool) {
         } else {
             for (uint32_t i = 0; i < pools::registry().pool_count(); ++i) pools::registry().at(i)->collect(&rows);
         }
+        // Oldest first (shards hand them out in hash order).
+        std::sort(rows.begin(), rows.end(), [](const pools::ResourceInfo& a, const pools::ResourceInfo& b) {
+            return a.created_ns != b.created_ns ? a.created_ns < b.created_ns
+                                                : a.pool != b.pool ? a.pool < b.pool : a.serial < b.serial;
+        });
     }
     nb::list result;
     SourceBuilder sources;

@@ -145,7 +145,7 @@ class Snapshot:
     __slots__ = ("resources", "count", "total_size")
 
     def __init__(self, resources):
-        self.resources = sorted(resources, key=lambda r: (r.created, r.pool, r._serial))
+        self.resources = resources  # the engine hands them out oldest first
         self.count = len(self.resources)
         self.total_size = sum(r.size for r in self.resources)
 
