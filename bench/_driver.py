@@ -84,8 +84,9 @@ class Capture(Plain):
     timed span, the time to compute the peak report from the file is measured
     in a fresh process (bench/_peak_report.py)."""
 
-    def __init__(self, tool, native):
+    def __init__(self, tool, native, sampling=None, report=True):
         self.tool, self.native = tool, native
+        self.sampling, self.report = sampling, report
         if tool == "memray":
             import memray
             self.module = memray
@@ -98,8 +99,9 @@ class Capture(Plain):
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="heapscope-bench-")
         self.path = os.path.join(self.dir, "capture.bin")
+        extra = {} if self.sampling is None else {"sampling": self.sampling}
         self.tracker = self.module.Tracker(self.path, trace_python_allocators=True,
-                                           native_traces=self.native)
+                                           native_traces=self.native, **extra)
         self.tracker.__enter__()
 
     def stop(self):
@@ -109,6 +111,9 @@ class Capture(Plain):
         import subprocess
 
         result = {"capture_bytes": os.path.getsize(self.path)}
+        if not self.report:
+            shutil.rmtree(self.dir)
+            return result
         here = os.path.dirname(os.path.abspath(__file__))
         proc = subprocess.run([sys.executable, os.path.join(here, "_peak_report.py"), self.tool, self.path],
                               capture_output=True, text=True)
@@ -177,7 +182,14 @@ MODES = {
     "heapscope-capture": lambda: Capture("heapscope", False),
     "memray-capture-native": lambda: Capture("memray", True),
     "heapscope-capture-native": lambda: Capture("heapscope", True),
+    # bench/run_sampling.py: captures without the report step, exact and sampled
+    "memray-file": lambda: Capture("memray", False, report=False),
+    "heapscope-exact": lambda: Capture("heapscope", False, report=False),
+    "heapscope-sampled": lambda: Capture("heapscope", False, sampling=True, report=False),
 }
+for _kib in (16, 32, 64, 128, 256, 512, 1024):
+    MODES[f"heapscope-sampled-{_kib}k"] = (
+        lambda kib=_kib: Capture("heapscope", False, sampling=kib * 1024, report=False))
 
 
 def _dist_version(name):
@@ -228,20 +240,23 @@ def run(mode, path):
     tool = MODES[mode]()
     workload = _load(path)
     gc.collect()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     tool.start()
     try:
         kept = workload.main()  # alive until after stop, so live traces count
-        t1 = time.perf_counter()
+        c1, t1 = time.process_time(), time.perf_counter()
         tool_memory = tool.memory()
-        t2 = time.perf_counter()
+        c2, t2 = time.process_time(), time.perf_counter()
     finally:
         tool.stop()
-    t3 = time.perf_counter()
+    c3, t3 = time.process_time(), time.perf_counter()
     result = {
         "mode": mode,
         "workload": os.path.splitext(os.path.basename(path))[0],
         "elapsed_s": (t1 - t0) + (t3 - t2),
+        # CPU time of every thread of the process over the same spans: less
+        # sensitive than wall time to other jobs on a shared machine.
+        "cpu_s": (c1 - c0) + (c3 - c2),
         "stop_s": t3 - t2,
         "tool_memory_bytes": tool_memory,
         "peak_rss_bytes": peak_rss_bytes(),

@@ -40,8 +40,10 @@ def workload_names():
                   if f.endswith(".py") and not f.startswith("_"))
 
 
-def run_json(args, timeout=None):
-    """Run ``python ARGS`` in a fresh process; return the JSON on its last stdout line.
+def run_json(args, timeout=None, json_line_prefix=None):
+    """Run ``python ARGS`` in a fresh process; return the JSON on its last stdout line
+    (the last line starting with *json_line_prefix*, when given: a launcher such
+    as Scalene prints after the program).
 
     On failure (non-zero exit, timeout, no JSON) return ``{"error": "..."}``.
     """
@@ -52,6 +54,8 @@ def run_json(args, timeout=None):
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:g} s"}
     lines = proc.stdout.strip().splitlines()
+    if json_line_prefix is not None:
+        lines = [line for line in lines if line.startswith(json_line_prefix)]
     if proc.returncode == 0 and lines:
         try:
             return json.loads(lines[-1])

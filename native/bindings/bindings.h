@@ -1,10 +1,19 @@
 // What the binding files share. Each file binds one front door's needs.
 #pragma once
 
+#include <Python.h>
 #include <nanobind/nanobind.h>
 
+#include <cerrno>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
+#include "analysis/analyses.h"
+#include "analysis/capture_reader.h"
+#include "sample/sampler.h"
 #include "stack/stack_trie.h"
 
 namespace heapscope::bindings {
@@ -13,7 +22,96 @@ namespace heapscope::bindings {
 // run Python (a code object's deallocation).
 void release_pins(const std::vector<FrameKey>& unpin);
 
+// The engine's sampling from its text form (heapscope/_sampling.py makes it
+// from the user's argument); ValueError if it is not valid. The seed comes
+// from HEAPSCOPE_SAMPLING_SEED when set (reproducible runs and tests), else
+// fresh per session.
+SamplingConfig sampling_from_text(const std::string& text);
+
 // capture_start, capture_stop, capture_active, capture_fork_child.
 void bind_capture_control(nanobind::module_& m);
+
+// capture_timeline, capture_size_histogram: heapscope.heapprof's passes.
+void bind_timeline(nanobind::module_& m);
+
+// Shared by the passes over capture files (capture_reader.cpp, timeline.cpp).
+
+// Text from a capture as str. The writer stores UTF-8; anything else (a
+// command line in another encoding) is shown with replacement characters
+// rather than refused. Calls Python.
+inline nanobind::str text(const std::string& s) {
+    PyObject* str = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+    if (str == nullptr) throw nanobind::python_error();
+    return nanobind::steal<nanobind::str>(str);
+}
+
+// The progress callback of one pass, as the core wants it: called without
+// the GIL, it takes the GIL, checks for signals (Ctrl-C stops a long pass)
+// and calls the user's callable. A Python exception stops the pass and is
+// raised again once the pass has ended. Calls Python.
+class PythonProgress {
+  public:
+    explicit PythonProgress(nanobind::object callable) : callable_(std::move(callable)) {}
+    ~PythonProgress() = default;  // destroyed with the GIL held (it may own an exception)
+    PythonProgress(const PythonProgress&) = delete;
+    PythonProgress& operator=(const PythonProgress&) = delete;
+
+    analysis::Progress callback() {
+        return [this](uint64_t done, uint64_t total) -> bool {
+            nanobind::gil_scoped_acquire acquire;
+            if (PyErr_CheckSignals() != 0) {
+                error_.emplace();
+                return false;
+            }
+            if (callable_.is_valid() && !callable_.is_none()) {  // cleared by GC: no callback
+                try {
+                    callable_(done, total);
+                } catch (nanobind::python_error& e) {
+                    error_.emplace(std::move(e));
+                    return false;
+                }
+            }
+            return true;
+        };
+    }
+    // For the garbage collector: a progress callable may refer back to the
+    // object that holds it (a lambda's globals), a cycle only GC can break.
+    nanobind::handle callable() const { return callable_; }
+    void clear() { callable_.reset(); }
+    // Raises what stopped the pass, if Python did. Needs the GIL.
+    void raise_if_failed() {
+        if (error_) {
+            nanobind::python_error e = std::move(*error_);
+            error_.reset();
+            throw e;
+        }
+    }
+
+  private:
+    nanobind::object callable_;
+    std::optional<nanobind::python_error> error_;
+};
+
+// Turns a pass that did not finish into an exception. Needs the GIL.
+inline void raise_for(PythonProgress& progress, const analysis::PassEnd& end) {
+    progress.raise_if_failed();
+    if (end.cancelled) throw nanobind::python_error();  // a signal handler's exception, already set
+    if (!end.error.empty()) {
+        PyErr_SetString(PyExc_OSError, end.error.c_str());
+        throw nanobind::python_error();
+    }
+}
+
+// Raises what opening a capture met: OSError (with errno and the path) for
+// a system error, ValueError for a file that is not a capture. Needs the GIL.
+[[noreturn]] inline void raise_open_failure(const analysis::CaptureReader::OpenFailure& failure,
+                                            const std::string& path) {
+    if (failure.kind == analysis::CaptureReader::OpenError::kSystem) {
+        errno = failure.error_number;
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
+        throw nanobind::python_error();
+    }
+    throw nanobind::value_error(failure.message.c_str());
+}
 
 }  // namespace heapscope::bindings

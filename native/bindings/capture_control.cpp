@@ -7,6 +7,7 @@
 #include <nanobind/stl/vector.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <utility>
@@ -57,9 +58,29 @@ FrameDescriber python_describer() {
     throw nb::python_error();
 }
 
+}  // namespace
+
+SamplingConfig sampling_from_text(const std::string& text) {
+    SamplingConfig config;
+    std::string error;
+    if (!SamplingConfig::parse(text, &config, &error)) throw nb::value_error(error.c_str());
+    const char* seed = std::getenv("HEAPSCOPE_SAMPLING_SEED");
+    if (seed && *seed) config.seed = std::strtoull(seed, nullptr, 0);
+    return config;
+}
+
+namespace {
+
 void capture_start(int fd, bool aggregated, bool native_traces, bool trace_python_allocators,
-                   uint32_t memory_interval_ms, bool compress, Metadata metadata) {
+                   uint32_t memory_interval_ms, bool compress, Metadata metadata, const std::string& sampling_text) {
     if (fd < 0) throw nb::value_error("capture_start: the file descriptor must be >= 0");
+    SamplingConfig sampling;
+    try {
+        sampling = sampling_from_text(sampling_text);
+    } catch (...) {
+        close(fd);
+        throw;
+    }
     if (engine().tracing()) {
         close(fd);
         raise_runtime_error(engine().capturing()
@@ -78,6 +99,8 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     options.compression_level = compress ? 3 : 0;
     options.memory_interval_ms = memory_interval_ms;
     options.metadata = std::move(metadata);
+    // Readers need to know sizes and counts are estimates.
+    options.metadata.emplace_back("sampling", sampling.describe());
     options.describer = python_describer();
     options.hook_lock = engine().sink_lock();  // one lock per event, not two
     std::string error;
@@ -85,7 +108,7 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     if (!writer) raise_os_error("cannot start the capture: " + error);
     // What heapscope allocates to set itself up is not the program's.
     SuppressTracing untraced;
-    if (!engine().start(kCaptureDepth, writer.get(), native_traces)) {
+    if (!engine().start(kCaptureDepth, writer.get(), native_traces, sampling)) {
         raise_runtime_error("cannot start a capture: heapscope is already tracing");
     }
     g_writer = std::move(writer);
@@ -155,7 +178,7 @@ void capture_fork_child(std::optional<int> fd, Metadata metadata) {
 void bind_capture_control(nb::module_& m) {
     m.def("capture_start", &capture_start, nb::arg("fd"), nb::kw_only(), nb::arg("aggregated"),
           nb::arg("native_traces"), nb::arg("trace_python_allocators"), nb::arg("memory_interval_ms"),
-          nb::arg("compress"), nb::arg("metadata"),
+          nb::arg("compress"), nb::arg("metadata"), nb::arg("sampling") = "exact",
           "Start capturing every allocation into `fd` (a file or a connected socket; the capture owns it).");
     m.def("capture_stop", &capture_stop, nb::arg("end_metadata"),
           "Stop the capture, write its end and close it. Returns totals.");

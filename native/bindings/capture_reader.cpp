@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "analysis/capture_file.h"
+#include "bindings.h"
 #include "analysis/capture_stream.h"
 #include "analysis/location_index.h"
 #include "sink/capture_sink.h"
@@ -30,19 +31,13 @@
 namespace nb = nanobind;
 using namespace heapscope;
 using namespace heapscope::analysis;
+using heapscope::bindings::PythonProgress;
+using heapscope::bindings::raise_for;
+using heapscope::bindings::text;
 
 namespace {
 
 constexpr size_t kRecordBatch = 4096;  // events decoded per GIL release while iterating records
-
-// Text from a capture as str. The writer stores UTF-8; anything else (a
-// command line in another encoding) is shown with replacement characters
-// rather than refused. Calls Python.
-nb::str text(const std::string& s) {
-    PyObject* str = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
-    if (str == nullptr) throw nb::python_error();
-    return nb::steal<nb::str>(str);
-}
 
 const char* file_format_name(format::FileFormat f) {
     return f == format::FileFormat::kAggregatedAllocations ? "AGGREGATED_ALLOCATIONS" : "ALL_ALLOCATIONS";
@@ -53,63 +48,6 @@ size_t frame_limit(const nb::object& max_frames) {
     const long long n = nb::cast<long long>(max_frames);
     if (n < 0) throw nb::value_error("max_frames must be >= 0 or None");
     return static_cast<size_t>(n);
-}
-
-// The progress callback of one pass, as the core wants it: called without
-// the GIL, it takes the GIL, checks for signals (Ctrl-C stops a long pass)
-// and calls the user's callable. A Python exception stops the pass and is
-// raised again once the pass has ended. Calls Python.
-class PythonProgress {
-  public:
-    explicit PythonProgress(nb::object callable) : callable_(std::move(callable)) {}
-    ~PythonProgress() = default;  // destroyed with the GIL held (it may own an exception)
-    PythonProgress(const PythonProgress&) = delete;
-    PythonProgress& operator=(const PythonProgress&) = delete;
-
-    Progress callback() {
-        return [this](uint64_t done, uint64_t total) -> bool {
-            nb::gil_scoped_acquire acquire;
-            if (PyErr_CheckSignals() != 0) {
-                error_.emplace();
-                return false;
-            }
-            if (callable_.is_valid() && !callable_.is_none()) {  // cleared by GC: no callback
-                try {
-                    callable_(done, total);
-                } catch (nb::python_error& e) {
-                    error_.emplace(std::move(e));
-                    return false;
-                }
-            }
-            return true;
-        };
-    }
-    // For the garbage collector: a progress callable may refer back to the
-    // object that holds it (a lambda's globals), a cycle only GC can break.
-    nb::handle callable() const { return callable_; }
-    void clear() { callable_.reset(); }
-    // Raises what stopped the pass, if Python did. Needs the GIL.
-    void raise_if_failed() {
-        if (error_) {
-            nb::python_error e = std::move(*error_);
-            error_.reset();
-            throw e;
-        }
-    }
-
-  private:
-    nb::object callable_;
-    std::optional<nb::python_error> error_;
-};
-
-// Turns a pass that did not finish into an exception. Needs the GIL.
-void raise_for(PythonProgress& progress, const PassEnd& end) {
-    progress.raise_if_failed();
-    if (end.cancelled) throw nb::python_error();  // a signal handler's exception, already set
-    if (!end.error.empty()) {
-        PyErr_SetString(PyExc_OSError, end.error.c_str());
-        throw nb::python_error();
-    }
 }
 
 nb::tuple location_tuple(const LocationTotal& row) {
@@ -148,6 +86,7 @@ struct EventRow {
     uint64_t address, size;
     uint32_t thread, python_node, native_node, domain;
     uint8_t allocator;
+    uint32_t count;  // blocks the event stands for (1 unless sampled)
 };
 
 // The lazy iterator of records(): decodes a batch of events with the GIL
@@ -198,7 +137,7 @@ class RecordIterator {
         }
         const EventRow& e = batch_[position_++];
         return nb::make_tuple(e.thread, e.address, e.size, static_cast<int>(e.allocator), e.python_node,
-                              e.native_node, e.domain);
+                              e.native_node, e.domain, e.count);
     }
 
     PythonProgress& progress() { return progress_; }
@@ -211,10 +150,11 @@ class RecordIterator {
             if (r->type == format::RecordType::kAllocation) {
                 const format::AllocationRecord& a = r->allocation;
                 batch_.push_back(EventRow{a.address, a.size, a.thread, a.python_node, a.native_node, a.domain,
-                                          static_cast<uint8_t>(a.allocator)});
+                                          static_cast<uint8_t>(a.allocator), a.count});
             } else if (r->type == format::RecordType::kDeallocation) {
                 const format::DeallocationRecord& d = r->deallocation;
-                batch_.push_back(EventRow{d.address, d.size, d.thread, 0, 0, d.domain, static_cast<uint8_t>(d.allocator)});
+                batch_.push_back(
+                    EventRow{d.address, d.size, d.thread, 0, 0, d.domain, static_cast<uint8_t>(d.allocator), 1});
             }
         }
     }
@@ -236,14 +176,7 @@ class PyCaptureFile {
             nb::gil_scoped_release release;
             file = CaptureFile::open(path_, &failure);
         }
-        if (!file) {
-            if (failure.kind == CaptureReader::OpenError::kSystem) {
-                errno = failure.error_number;
-                PyErr_SetFromErrnoWithFilename(PyExc_OSError, path_.c_str());
-                throw nb::python_error();
-            }
-            throw nb::value_error(failure.message.c_str());
-        }
+        if (!file) heapscope::bindings::raise_open_failure(failure, path_);
         shared_ = std::make_shared<SharedFile>();
         shared_->file = std::move(file);
     }

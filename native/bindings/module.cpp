@@ -2,6 +2,7 @@
 // and the engine; the front doors (heapscope.tracemalloc, ...) are Python.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
 
 #include <string>
 #include <unordered_map>
@@ -134,13 +135,14 @@ std::vector<uint32_t> distinct_stacks(const std::vector<TraceRecord>& records) {
 // capture (a Tracker) instead, which the door must neither report nor stop.
 bool door_tracing() { return engine().tracing() && !engine().capturing(); }
 
-void start(uint32_t nframe) {
+void start(uint32_t nframe, const std::string& sampling_text) {
+    SamplingConfig sampling = bindings::sampling_from_text(sampling_text);
     if (nframe < 1 || nframe > 65535) throw nb::value_error("the number of frames must be in range [1; 65535]");
     if (engine().capturing()) {
         throw nb::builtin_exception(nb::exception_type::runtime_error,
                                     "cannot start heapscope.tracemalloc while a heapscope Tracker is capturing");
     }
-    if (!engine().start(nframe)) return;  // already tracing: the stdlib ignores a second start
+    if (!engine().start(nframe, nullptr, false, sampling)) return;  // already tracing: the stdlib ignores a second start
     pymem::install();
     got::install(false);
 }
@@ -177,10 +179,20 @@ nb::list get_traces(bool with_functions) {
     std::vector<TraceRecord> records;
     engine().collect(&records);
     TracebackBuilder builder(distinct_stacks(records), with_functions);
+    // While sampling, each trace is an estimate: its bytes and, fifth, the
+    // number of blocks it stands for (sample/sampler.h).
+    const bool sampled = engine().sampling_active();
     for (const TraceRecord& record : records) {
-        uint32_t total = record.info.total_depth < kMaxTotalDepth ? record.info.total_depth : kMaxTotalDepth;
+        uint32_t depth = block_depth(record.info);
+        uint32_t total = depth < kMaxTotalDepth ? depth : kMaxTotalDepth;
         if (total == 0) total = 1;  // the "<unknown>" frame, as the stdlib counts it
-        result.append(nb::make_tuple(record.domain, record.info.size, builder.frames_of(record.info.stack), total));
+        nb::object frames = builder.frames_of(record.info.stack);
+        if (sampled) {
+            Estimate weight = engine().estimate(record.address, record.info);
+            result.append(nb::make_tuple(record.domain, weight.bytes, frames, total, weight.count));
+        } else {
+            result.append(nb::make_tuple(record.domain, record.info.size, frames, total));
+        }
     }
     return result;
 }
@@ -238,7 +250,10 @@ NB_MODULE(_heapscope, m) {
     engine().set_frame_pinner([](FrameKey frame) { pymem::pin_frame_code(frame.code); });
     domains::export_c_api();
 
-    m.def("start", &start, nb::arg("nframe"));
+    m.def("start", &start, nb::arg("nframe"), nb::arg("sampling") = "exact");
+    m.def("get_sampling", [] { return door_tracing() ? engine().sampling().describe() : std::string("exact"); },
+          "The tracing session's sampling, in its text form (\"exact\" when not tracing).");
+    m.attr("DEFAULT_SAMPLING_INTERVAL") = kDefaultSamplingInterval;
     m.def("stop", &stop);
     m.def("is_tracing", &door_tracing);
     m.def("clear_traces", &clear_traces);
@@ -261,5 +276,6 @@ NB_MODULE(_heapscope, m) {
     m.def("_trace_count", [] { return engine().trace_count(); });
     bindings::bind_capture_control(m);
     bind_capture_reader(m);
+    bindings::bind_timeline(m);
     bind_pools(m);
 }

@@ -507,7 +507,7 @@ TEST_P(CaptureWriterLocks, AllAllocationsFromFourThreadsReadBackExactly) {
         EXPECT_EQ(m["command"], "test");
         EXPECT_EQ(m["exit_code"], "0");
         EXPECT_EQ(m["file_format"], "all_allocations");
-        EXPECT_EQ(m["format_version"], "1");
+        EXPECT_EQ(m["format_version"], "2");
         EXPECT_EQ(m["total_allocations"], std::to_string(feeder.allocations()));
         EXPECT_EQ(m["total_deallocations"], std::to_string(feeder.deallocations()));
         EXPECT_EQ(m["peak_memory"], std::to_string(feeder.peak()));

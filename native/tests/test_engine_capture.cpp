@@ -188,3 +188,60 @@ TEST_F(CaptureTest, AThreadWithoutTheGilStillNamesItsFrames) {
     engine().record_alloc(0, 0x100, 8, with_stack({{77, 1}}), 1, 1, /*can_pin=*/false);
     EXPECT_NE(std::find(sink.log.begin(), sink.log.end(), "py 1<-0 code 77"), sink.log.end());
 }
+
+namespace {
+// The engine while sampling: what it counts, what it tells a sink.
+class SampledEngineTest : public ::testing::Test {
+  protected:
+    struct CountingSink : RecordingSink {
+        std::vector<std::pair<uint64_t, uint64_t>> allocs;  // (bytes, count)
+        std::vector<std::pair<uint64_t, uint64_t>> frees;
+        uint32_t on_alloc(const AllocationEvent& e) override {
+            allocs.emplace_back(e.size, e.count);
+            return 7;
+        }
+        void on_free(const DeallocationEvent& e) override { frees.emplace_back(e.size, e.count); }
+    };
+    CountingSink sink;
+    SamplingConfig config;
+    void SetUp() override {
+        config.mode = SamplingMode::kSizeRanges;
+        config.add_range(1000, 0.25);  // weight 4: small blocks stand for 4
+        config.seed = 42;
+        ASSERT_TRUE(engine().start(64, &sink, false, config));
+    }
+    void TearDown() override {
+        std::vector<FrameKey> unpin;
+        engine().stop(&unpin);
+    }
+};
+}  // namespace
+
+TEST_F(SampledEngineTest, CountsEstimatesAndTellsTheSinkTheWeights) {
+    std::vector<FrameKey> stack{{20, 2}};
+    engine().record_alloc(0, 0x1000, 100, with_stack(stack), 1, 1, true, false, Allocator::kMalloc);
+    engine().record_alloc(0, 0x2000, 5000, with_stack(stack), 1, 1, true, false, Allocator::kMalloc);
+    // An mmap of a small size would weigh 4 if sampled; it is recorded exactly.
+    engine().record_alloc(0, 0x3000, 500, with_stack(stack), 1, 1, true, false, Allocator::kMmap);
+    ASSERT_EQ(sink.allocs.size(), 3u);
+    EXPECT_EQ(sink.allocs[0], std::make_pair(uint64_t{400}, uint64_t{4}));
+    EXPECT_EQ(sink.allocs[1], std::make_pair(uint64_t{5000}, uint64_t{1}));
+    EXPECT_EQ(sink.allocs[2], std::make_pair(uint64_t{500}, uint64_t{1}));
+    uint64_t current = 0, peak = 0;
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(current, 400u + 5000u + 500u);
+    // Frees give back exactly what was counted, weights included.
+    EXPECT_TRUE(engine().record_free(0, 0x1000));
+    EXPECT_FALSE(engine().record_free(0, 0x9000));  // never recorded: ruled out by the filter or the table
+    EXPECT_TRUE(engine().record_munmap(0x3000, 100));  // partial: 400 bytes stay
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(current, 5000u + 400u);
+    ASSERT_EQ(sink.frees.size(), 2u);
+    EXPECT_EQ(sink.frees[0], std::make_pair(uint64_t{400}, uint64_t{4}));
+    EXPECT_EQ(sink.frees[1].first, 100u);
+    EXPECT_TRUE(engine().record_munmap(0x3000 + 100, 400));
+    EXPECT_TRUE(engine().record_free(0, 0x2000));
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(current, 0u);
+    EXPECT_EQ(peak, 5900u);
+}

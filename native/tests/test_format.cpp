@@ -52,7 +52,7 @@ std::string describe(const Record& r) {
         case RecordType::kAllocation: {
             const AllocationRecord& a = r.allocation;
             add(a.thread), add(a.address), add(a.size), add(static_cast<int>(a.allocator)), add(a.domain);
-            add(a.python_node), add(a.native_node);
+            add(a.python_node), add(a.native_node), add(a.count);
             break;
         }
         case RecordType::kDeallocation: {
@@ -175,7 +175,8 @@ Script every_record_script() {
                                             i % 5 == 0 ? kMax64 : static_cast<uint64_t>(i * 16),
                                             static_cast<Allocator>(a), i % 4 == 0 ? kMax32 : 0,
                                             i % 7 == 0 ? kMax32 : static_cast<uint32_t>(i),
-                                            i % 3 == 1 ? 0u : (i % 6 == 0 ? kMax32 : static_cast<uint32_t>(100 - i))};
+                                            i % 3 == 1 ? 0u : (i % 6 == 0 ? kMax32 : static_cast<uint32_t>(100 - i)),
+                                            i % 11 == 0 ? kMax32 : (i % 13 == 0 ? 0u : (i % 4 == 0 ? 3u : 1u))};
             Record& d = s.add(RecordType::kDeallocation);
             d.deallocation = DeallocationRecord{static_cast<uint32_t>(i % 3), address ^ static_cast<uint64_t>(i * 48),
                                                 i % 2 == 0 ? 0 : (i % 5 == 0 ? kMax64 : 4096),
@@ -456,7 +457,7 @@ TEST(Records, HotRecordsAreSmall) {
     std::vector<std::string> decoded = decode_all(e.view(), &error);
     ASSERT_EQ(decoded.size(), 200u);
     const std::string address = std::to_string(0x7f0012345670ULL);
-    EXPECT_EQ(decoded[198], "type 6: 1 " + address + " 64 12 0 17 0");
+    EXPECT_EQ(decoded[198], "type 6: 1 " + address + " 64 12 0 17 0 1");
     EXPECT_EQ(decoded[199], "type 7: 1 " + address + " 0 15 0");
 }
 
@@ -478,7 +479,8 @@ TEST(Records, RandomEventStreamsRoundTrip) {
                 Record& r = script.add(RecordType::kAllocation);
                 r.allocation = AllocationRecord{thread, address, rng() % 3 ? rng() % 600 : rng(), allocator, domain,
                                                 static_cast<uint32_t>(rng() % 3 ? rng() % 50 : rng()),
-                                                static_cast<uint32_t>(rng() % 3 == 0 ? 0 : rng() % 100)};
+                                                static_cast<uint32_t>(rng() % 3 == 0 ? 0 : rng() % 100),
+                                                static_cast<uint32_t>(rng() % 5 ? 1 : rng() % 3 ? rng() % 5000 : rng())};
             } else {
                 Record& r = script.add(RecordType::kDeallocation);
                 r.deallocation = DeallocationRecord{thread, address, rng() % 2 ? 0 : rng() % 100000, allocator, domain};
@@ -547,6 +549,13 @@ TEST(Records, MalformedBytesAreReportedNotTrusted) {
     // A string longer than what is left.
     EXPECT_TRUE(decode_all(std::string("\x01\x01\x01\x05" "ab", 6), &error).empty());
     EXPECT_NE(error.find("malformed record at payload offset 0"), std::string::npos);
+    // A weight (sampled count) must precede an allocation.
+    EXPECT_TRUE(decode_all(std::string("\x0f\x04\x50", 3), &error).empty());
+    EXPECT_NE(error.find("weight token before a deallocation"), std::string::npos);
+    EXPECT_TRUE(decode_all(std::string("\x0f\x04\x08\x00\x00\x00", 6), &error).empty());
+    EXPECT_NE(error.find("weight token before a record that is not an allocation"), std::string::npos);
+    EXPECT_TRUE(decode_all(std::string("\x0f", 1), &error).empty());
+    EXPECT_NE(error.find("malformed"), std::string::npos);
     // A python node whose delta takes its id below zero.
     EXPECT_TRUE(decode_all(std::string("\x03\x01\x00\x00\x00", 5), &error).empty());
     EXPECT_NE(error.find("malformed"), std::string::npos);
@@ -678,14 +687,14 @@ TEST(Chunks, ForeignEmptyAndNewerFilesAreRefusedClearly) {
     std::string bytes = small_capture(&boundaries, nullptr);
     std::string newer = bytes;
     newer[24] = 7;  // version 7, header checksum now wrong: the version is named first
-    EXPECT_EQ(read_with_reader(newer).error, "capture format version 7 is newer than this heapscope (reads up to 1)");
+    EXPECT_EQ(read_with_reader(newer).error, "capture format version 7 is newer than this heapscope (reads up to 2)");
     newer[24] = 0;
     EXPECT_EQ(read_with_reader(newer).error, "not a heapscope capture (format version 0)");
     // The parser says the same.
-    newer[24] = 2;
+    newer[24] = 3;
     ReadResult p = read_with_parser(newer, 3);
     EXPECT_FALSE(p.header_ok);
-    EXPECT_EQ(p.error, "capture format version 2 is newer than this heapscope (reads up to 1)");
+    EXPECT_EQ(p.error, "capture format version 3 is newer than this heapscope (reads up to 2)");
     EXPECT_EQ(read_with_parser("PK\x03\x04 a zip file", 1).error, "not a heapscope capture");
 }
 

@@ -19,7 +19,9 @@ __all__ = ["SnapshotFileError", "write_snapshot", "read_snapshot",
            "MAGIC", "FORMAT_VERSION"]
 
 MAGIC = b"HEAPSCOPE-SNAPSHOT\n"
-FORMAT_VERSION = 1
+# Version 2 adds the trace_count column (sampled snapshots), flagged in the
+# header; a snapshot without it is still written as version 1.
+FORMAT_VERSION = 2
 
 # magic, version, flags, traceback_limit, n_strings, n_frames,
 # n_tracebacks, n_frame_refs, n_traces, body_size, body_crc32
@@ -29,7 +31,8 @@ _VERSION = struct.Struct("<H")
 _PREFIX_SIZE = _HEADER.size + _HEADER_CRC.size
 
 _FLAG_LIMIT_IS_NONE = 0x1
-_KNOWN_FLAGS = _FLAG_LIMIT_IS_NONE
+_FLAG_COUNTS = 0x2   # version 2: a trace_count column follows trace_nframe
+_KNOWN_FLAGS = _FLAG_LIMIT_IS_NONE | _FLAG_COUNTS
 
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -117,6 +120,13 @@ def _int64_column(values, what):
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _length(trace):
+    try:
+        return len(trace)
+    except TypeError:
+        return None
+
+
 def _encode(traces, traceback_limit):
     """Validate and encode; return (header_fields, list_of_body_chunks)."""
     flags = 0
@@ -138,18 +148,18 @@ def _encode(traces, traceback_limit):
         lengths = set(map(len, traces))
     except TypeError:
         lengths = None
-    if lengths is not None and not lengths <= {4}:
+    if lengths is not None and not (lengths <= {4} or lengths == {5}):
         lengths = None
     if lengths is None:
+        expected = 5 if traces and _length(traces[0]) == 5 else 4
         for i, trace in enumerate(traces):
-            try:
-                length = len(trace)
-            except TypeError:
-                length = None
-            if length != 4:
+            if _length(trace) != expected:
                 raise TypeError(_dump_error(
-                    i, "expected a (domain, size, frames, total_nframe) "
-                    "tuple, got %r" % (trace,)))
+                    i, "expected a (domain, size, frames, total_nframe%s) "
+                    "tuple, got %r" % (", count" if expected == 5 else "", trace)))
+    weighted = bool(traces) and len(traces[0]) == 5
+    if weighted:
+        flags |= _FLAG_COUNTS
 
     domains = _int64_column(list(map(itemgetter(0), traces)), "domain")
     sizes = _int64_column(list(map(itemgetter(1), traces)), "size")
@@ -238,6 +248,8 @@ def _encode(traces, traceback_limit):
     chunks = [string_lengths, b"".join(string_bytes), frame_filename,
               frame_lineno, tb_length, frame_refs,
               domains, sizes, trace_tb, nframes]
+    if weighted:
+        chunks.append(_int64_column(list(map(itemgetter(4), traces)), "count"))
     if _SWAP:  # pragma: no cover - big-endian hosts
         for chunk in chunks:
             if isinstance(chunk, array):
@@ -258,12 +270,13 @@ def write_snapshot(filename, traces, traceback_limit):
     int or None.  Everything is validated before the file is opened, so a bad
     snapshot raises TypeError/ValueError without leaving a partial file.
 
-    File layout, version 1 (all integers little-endian)::
+    File layout, versions 1 and 2 (all integers little-endian)::
 
         offset size  field
         0      19    magic b"HEAPSCOPE-SNAPSHOT\\n"
-        19     2     format version, u16 (= 1)
+        19     2     format version, u16 (1; 2 with trace counts)
         21     2     flags, u16: bit 0 = traceback_limit is None;
+                     bit 1 = trace_count column (version 2 only);
                      other bits must be 0
         23     8     traceback_limit, i64 (0 when flag bit 0 is set)
         31     8     n_strings     u64   distinct filenames
@@ -290,6 +303,9 @@ def write_snapshot(filename, traces, traceback_limit):
         trace_size      i64[n_traces]
         trace_traceback u32[n_traces]      index into the traceback table
         trace_nframe    i64[n_traces]      total_nframe; -2**63 means None
+        trace_count     i64[n_traces]      version 2, header flag bit 1: the
+                                           blocks each sampled trace stands
+                                           for (its size is an estimate)
 
     Traces keep their order.  Identical filenames, frames and tracebacks are
     stored once; on load, traces with equal stacks share one frames tuple
@@ -300,7 +316,8 @@ def write_snapshot(filename, traces, traceback_limit):
     body_crc = 0
     for chunk in chunks:
         body_crc = zlib.crc32(chunk, body_crc)
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, *fields, body_crc)
+    version = 2 if fields[0] & _FLAG_COUNTS else 1
+    header = _HEADER.pack(MAGIC, version, *fields, body_crc)
     compressor = zlib.compressobj(_COMPRESS_LEVEL)
     with open(filename, "wb") as fp:
         fp.write(header)
@@ -389,8 +406,10 @@ def _decode(data, name):
         raise fail("file is corrupted (header checksum mismatch)")
     if flags & ~_KNOWN_FLAGS:
         raise fail("file is corrupted (unknown header flags 0x%x)" % flags)
+    if (flags & _FLAG_COUNTS) and version < 2:
+        raise fail("file is corrupted (count column flagged in a version 1 file)")
     fixed = (4 * n_strings + 12 * n_frames + 4 * n_tracebacks + 4 * n_refs
-             + 28 * n_traces)
+             + (36 if flags & _FLAG_COUNTS else 28) * n_traces)
     if fixed > body_size or body_size > sys.maxsize:
         raise fail("file is corrupted (table sizes do not match the body "
                    "size)")
@@ -451,6 +470,7 @@ def _decode(data, name):
     sizes = column(_I64, n_traces)
     trace_tb = column(_U32, n_traces)
     nframes = column(_I64, n_traces)
+    counts = column(_I64, n_traces) if flags & _FLAG_COUNTS else None
 
     if n_frames and max(frame_filename) >= n_strings:
         raise fail("file is corrupted (frame refers to a missing filename)")
@@ -475,7 +495,10 @@ def _decode(data, name):
     if _NFRAME_NONE in nframes:
         nframe_values = [None if v == _NFRAME_NONE else v
                          for v in nframe_values]
-    traces = list(zip(domains.tolist(), sizes.tolist(),
-                      map(tracebacks.__getitem__, trace_tb), nframe_values))
+    columns = [domains.tolist(), sizes.tolist(),
+               map(tracebacks.__getitem__, trace_tb), nframe_values]
+    if counts is not None:
+        columns.append(counts.tolist())
+    traces = list(zip(*columns))
     traceback_limit = None if flags & _FLAG_LIMIT_IS_NONE else limit
     return traces, traceback_limit

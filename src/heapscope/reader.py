@@ -95,6 +95,14 @@ class Metadata:
     damage: Optional[str] = None
     python_version: str = ""
     memory_interval_ms: int = 0
+    # "exact", or how the capture was sampled ("poisson:524288",
+    # "ranges:128=0.0001,8192=0.1"); sizes and counts are then unbiased
+    # estimates (docs/sampling.md).
+    sampling: str = "exact"
+
+    @property
+    def sampled(self):
+        return self.sampling != "exact"
 
 
 @dataclass
@@ -213,6 +221,15 @@ def _to_float(text, default=0.0):
         return default
 
 
+def is_launch_frame(filename, internal_prefix):
+    """heapscope's own frames (those under *internal_prefix*, the package
+    directory a capture names, or None) and the runpy frames that started it."""
+    if internal_prefix is None:
+        return False
+    return filename.startswith(internal_prefix) or filename == "<frozen runpy>" \
+        or os.path.basename(filename) == "runpy.py"
+
+
 def program_frame_count(stack, is_internal, launcher):
     """How many frames of *stack* (innermost first) are the program's: the
     ones inside the frames that launched it under ``heapscope run``, which are
@@ -315,11 +332,7 @@ class FileReader:
         return self._threads.get(tid, (0, ""))[1]
 
     def _is_internal(self, filename):
-        """heapscope's own frames (``heapscope run``) and the runpy frames that started it."""
-        if self._internal_prefix is None:
-            return False
-        return filename.startswith(self._internal_prefix) or filename == "<frozen runpy>" \
-            or os.path.basename(filename) == "runpy.py"
+        return is_launch_frame(filename, self._internal_prefix)
 
     def _full_python_stack(self, node):
         return self._file.python_stack(node) if node else []
@@ -427,6 +440,7 @@ class FileReader:
             damage=self._file.damage,
             python_version=str(raw.get("python_version", "")),
             memory_interval_ms=_to_int(raw.get("memory_interval_ms")),
+            sampling=str(raw.get("sampling", "exact")),
         )
 
     # -- the public API -----------------------------------------------------------------------------------------
@@ -501,9 +515,9 @@ class FileReader:
         allocator = self._allocator
         progress = self._progress("Reading allocations")
         try:
-            for thread, address, size, kind, python_node, native_node, domain in self._file.records(
+            for thread, address, size, kind, python_node, native_node, domain, count in self._file.records(
                     progress=progress):
-                yield AllocationRecord(self, thread, address, size, allocator(kind), 1, domain, python_node,
+                yield AllocationRecord(self, thread, address, size, allocator(kind), count, domain, python_node,
                                        native_node)
         finally:
             progress.close()

@@ -33,6 +33,7 @@ from functools import total_ordering as _total_ordering
 from itertools import compress as _compress
 from operator import itemgetter as _itemgetter
 
+from ._sampling import describe_sampling as _describe_sampling, parse_sampling as _parse_sampling
 from ._snapshot_file import (
     SnapshotFileError,
     read_snapshot as _read_snapshot,
@@ -83,9 +84,17 @@ def _as_c_int(value):
     return int(_operator.index(value))   # int(): bool/IntEnum -> int
 
 
-def start(nframe=1, /):
+def start(nframe=1, /, *, sampling=None):
     """Start tracing Python memory allocations, storing up to *nframe*
-    frames per traceback (default 1).  Does nothing if already tracing."""
+    frames per traceback (default 1).  Does nothing if already tracing.
+
+    *sampling* is heapscope's addition (keyword only): None, the default,
+    traces every allocation as the stdlib does; True samples allocations
+    by bytes (Poisson, one sample per 64 KiB on average), an int sets that
+    mean interval in bytes, and a mapping ``{size upper bound: probability}``
+    samples by size range.  While sampling, snapshots, statistics and
+    get_traced_memory() give unbiased estimates (docs/sampling.md)."""
+    sampling_text = _describe_sampling(sampling)
     nframe = _as_c_int(nframe)
     if not _INT_MIN <= nframe <= _INT_MAX:
         # the stdlib converts with the C "i" format before range checking
@@ -93,7 +102,13 @@ def start(nframe=1, /):
     if not 1 <= nframe <= _MAX_NFRAME:
         raise ValueError("the number of frames must be in range [1; %d]"
                          % _MAX_NFRAME)
-    _native().start(nframe)
+    _native().start(nframe, sampling_text)
+
+
+def get_sampling():
+    """heapscope's addition: the running session's sampling, in the form
+    start() takes (None when exact or not tracing)."""
+    return _parse_sampling(_native().get_sampling())
 
 
 def stop():
@@ -305,7 +320,9 @@ class Trace:
     __slots__ = ("_trace",)
 
     def __init__(self, trace):
-        # trace: (domain, size, frames, total_nframe), frames most recent first
+        # trace: (domain, size, frames, total_nframe), frames most recent
+        # first; a sampled trace adds a fifth item, the number of blocks it
+        # stands for, and its size is then an estimate (docs/sampling.md).
         self._trace = trace
 
     @property
@@ -321,7 +338,7 @@ class Trace:
     @property
     def traceback(self):
         """Traceback where the memory block was allocated."""
-        return Traceback(*self._trace[2:])
+        return Traceback(*self._trace[2:4])
 
     def __eq__(self, other):
         if isinstance(other, Trace):
@@ -605,6 +622,17 @@ def _sum_by_stack(traces):
     once per distinct object."""
     by_id = {}
     get = by_id.get
+    if traces and len(traces[0]) > 4:
+        # Sampled: each trace stands for trace[4] blocks.
+        for trace in traces:
+            frames = trace[2]
+            entry = get(id(frames))
+            if entry is None:
+                by_id[id(frames)] = [frames, trace[1], trace[4]]
+            else:
+                entry[1] += trace[1]
+                entry[2] += trace[4]
+        return by_id.values()
     for trace in traces:
         frames = trace[2]
         entry = get(id(frames))

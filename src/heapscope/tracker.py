@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Union
 
+from heapscope._sampling import describe_sampling
+
 __all__ = ["Tracker", "FileDestination", "SocketDestination", "FileFormat", "Destination"]
 
 
@@ -143,10 +145,15 @@ class Tracker:
             are recorded, in milliseconds.
         file_format: FileFormat.ALL_ALLOCATIONS (default) or
             FileFormat.AGGREGATED_ALLOCATIONS (needs a file destination).
+        sampling: None (default: every allocation), True (Poisson byte
+            sampling, one sample per 64 KiB on average), an int (that mean
+            interval in bytes) or a mapping {size upper bound: probability}
+            (heapprof's size ranges). A sampled capture holds unbiased
+            estimates of bytes and counts; docs/sampling.md.
     """
 
     def __init__(self, file_name=None, *, destination=None, native_traces=False, trace_python_allocators=False,
-                 follow_fork=False, memory_interval_ms=10, file_format=FileFormat.ALL_ALLOCATIONS):
+                 follow_fork=False, memory_interval_ms=10, file_format=FileFormat.ALL_ALLOCATIONS, sampling=None):
         if (file_name, destination).count(None) != 1:
             raise TypeError("Exactly one of 'file_name' or 'destination' argument must be specified")
         if file_name is not None:
@@ -162,6 +169,7 @@ class Tracker:
             raise ValueError(f"memory_interval_ms must be at least 1, got {memory_interval_ms}")
         self._memory_interval_ms = memory_interval_ms
         self._file_format = _file_format(file_format)
+        self._sampling = describe_sampling(sampling)
 
         if isinstance(destination, FileDestination):
             path = os.fspath(destination.path)
@@ -268,6 +276,7 @@ class Tracker:
                     memory_interval_ms=self._memory_interval_ms,
                     compress=self._compress,
                     metadata=metadata,
+                    sampling=self._sampling,
                 )
             except BaseException:
                 if created is not None and not self._overwrite:

@@ -53,10 +53,15 @@ CaptureSummary summarize(CaptureReader& reader, const Progress& progress, bool p
             case RecordType::kAllocation: {
                 const format::AllocationRecord& a = r->allocation;
                 heap.allocate(a);
-                ++allocations;
+                // A sampled record stands for `count` blocks of about
+                // size / count bytes each (sample/sampler.h).
+                const uint64_t count = a.count ? a.count : 1;
+                allocations += count;
                 bytes += a.size;
-                ++histogram[std::bit_width(a.size)];
-                ++by_allocator[static_cast<uint8_t>(a.allocator) <= kMaxAllocator ? static_cast<uint8_t>(a.allocator) : 0];
+                histogram[std::bit_width(a.size / count)] += count;
+                summary.size_histogram_bytes[std::bit_width(a.size / count)] += a.size;
+                by_allocator[static_cast<uint8_t>(a.allocator) <= kMaxAllocator ? static_cast<uint8_t>(a.allocator) : 0] +=
+                    count;
                 break;
             }
             case RecordType::kDeallocation:
@@ -96,6 +101,7 @@ CaptureSummary summarize(CaptureReader& reader, const Progress& progress, bool p
             summary.final_checkpoint = aggregated.checkpoint().final;
         }
         summary.size_histogram.fill(0);
+        summary.size_histogram_bytes.fill(0);
         summary.allocations_by_allocator.fill(0);
     } else {
         summary.peak = heap.peak_rows();
@@ -119,7 +125,7 @@ std::vector<SizeBucket> size_histogram(const CaptureSummary& summary) {
     for (size_t i = first; i < last; ++i) {
         const uint64_t low = i == 0 ? 0 : uint64_t{1} << (i - 1);
         const uint64_t high = i == 0 ? 0 : (i == 64 ? UINT64_MAX : (uint64_t{1} << i) - 1);
-        buckets.push_back(SizeBucket{low, high, h[i]});
+        buckets.push_back(SizeBucket{low, high, h[i], summary.size_histogram_bytes[i]});
     }
     return buckets;
 }
@@ -191,7 +197,8 @@ TemporaryResult temporary_allocations(CaptureReader& reader, uint64_t threshold,
             }
             made[entry] = Made{allocated_by[a.thread]++, a.thread, a.python_node, a.native_node, a.allocator};
             BlockInfo replaced;
-            if (blocks_of(a.domain).insert(a.address, BlockInfo{a.size, entry, 0}, &replaced)) {
+            // total_depth carries the block's count (1 unless sampled).
+            if (blocks_of(a.domain).insert(a.address, BlockInfo{a.size, entry, a.count}, &replaced)) {
                 free_entries.push_back(replaced.stack);
             }
         } else if (r->type == RecordType::kDeallocation) {
@@ -213,7 +220,7 @@ TemporaryResult temporary_allocations(CaptureReader& reader, uint64_t threshold,
                 locations.intern(LocationKey{m.thread, m.python_node, m.native_node, d.domain, m.allocator});
             if (id >= rows.size()) rows.resize(size_t{id} + 1);
             rows[id].key = locations.key(id);
-            rows[id].count += 1;
+            rows[id].count += info.total_depth;
             rows[id].bytes += info.size;
         }
     }

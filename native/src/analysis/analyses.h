@@ -52,6 +52,7 @@ struct CaptureSummary {
     bool final_checkpoint = false;           // aggregated: the last one was written by a clean stop
     // ALL format only:
     std::array<uint64_t, kSizeBuckets> size_histogram{};
+    std::array<uint64_t, kSizeBuckets> size_histogram_bytes{};  // bytes allocated in each bucket
     std::array<uint64_t, kMaxAllocator + 1> allocations_by_allocator{};
 };
 
@@ -62,6 +63,7 @@ CaptureSummary summarize(CaptureReader& reader, const Progress& progress, bool p
 struct SizeBucket {
     uint64_t low, high;  // inclusive
     uint64_t count;
+    uint64_t bytes = 0;
 };
 // The histogram's buckets from the smallest to the largest size seen (empty
 // buckets between them included, so it draws without gaps).

@@ -41,12 +41,14 @@ class HeapReplay {
             if (r.size == 0) return location;  // a failed call: nothing mapped
             map(r.address, r.size, location);
         } else {
+            // The block's count (1 unless sampled) rides in total_depth,
+            // which a replay has no other use for.
             BlockInfo replaced;
-            if (table(r.domain).insert(r.address, BlockInfo{r.size, location, 0}, &replaced)) {
-                counters_.remove(replaced.stack, replaced.size);
+            if (table(r.domain).insert(r.address, BlockInfo{r.size, location, r.count}, &replaced)) {
+                counters_.remove(replaced.stack, replaced.size, replaced.total_depth);
             }
         }
-        counters_.add(location, r.size);
+        counters_.add(location, r.size, r.count);
         return location;
     }
     // Applies a deallocation. A free of an address not live is ignored (the
@@ -58,7 +60,9 @@ class HeapReplay {
         }
         LiveTable* blocks = r.domain == 0 ? &default_domain_ : find_table(r.domain);
         BlockInfo removed;
-        if (blocks != nullptr && blocks->erase(r.address, &removed)) counters_.remove(removed.stack, removed.size);
+        if (blocks != nullptr && blocks->erase(r.address, &removed)) {
+            counters_.remove(removed.stack, removed.size, removed.total_depth);
+        }
     }
 
     const LocationIndex& locations() const { return locations_; }

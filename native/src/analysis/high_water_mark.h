@@ -52,12 +52,14 @@ struct LocationCounters {
 
 class HighWaterMark {
   public:
-    // A block of `size` bytes was allocated at `location`.
-    void add(uint32_t location, uint64_t size) {
+    // A block of `size` bytes was allocated at `location`. A sampled block
+    // stands for `count` blocks and its `size` is already the estimate of
+    // their bytes (sample/sampler.h).
+    void add(uint32_t location, uint64_t size, uint64_t count = 1) {
         LocationCounters& c = prepare(location);
-        c.current_count += 1;
+        c.current_count += count;
         c.current_bytes += size;
-        c.total_count += 1;
+        c.total_count += count;
         c.total_bytes += size;
         heap_ += size;
         if (heap_ > peak_heap_) {
@@ -68,9 +70,9 @@ class HighWaterMark {
     // A block of `size` bytes allocated at `location` was released. A release
     // of more than the location holds (a block the caller counted elsewhere)
     // is clamped at zero rather than wrapping.
-    void remove(uint32_t location, uint64_t size) {
+    void remove(uint32_t location, uint64_t size, uint64_t count = 1) {
         LocationCounters& c = prepare(location);
-        c.current_count -= c.current_count > 0 ? 1 : 0;
+        c.current_count -= count < c.current_count ? count : c.current_count;
         const uint64_t bytes = size < c.current_bytes ? size : c.current_bytes;
         c.current_bytes -= bytes;
         heap_ -= bytes < heap_ ? bytes : heap_;

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -86,10 +87,20 @@ void release_stack_cache(ThreadStackCache* cache) {
     cache->generation = 0;
 }
 
-bool Engine::start(uint32_t traceback_limit, CaptureSink* sink, bool native_traces) {
+bool Engine::start(uint32_t traceback_limit, CaptureSink* sink, bool native_traces, const SamplingConfig& sampling) {
     SpinGuard guard(lock_);
     if (tracing_.load(std::memory_order_relaxed)) return false;
     limit_.store(traceback_limit, std::memory_order_relaxed);
+    sampling_ = sampling;
+    if (sampling_.seed == 0) {
+        timespec now{};
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        sampling_.seed = (uint64_t(now.tv_sec) * 1000000000u + uint64_t(now.tv_nsec)) ^ (uint64_t(getpid()) << 40);
+        if (sampling_.seed == 0) sampling_.seed = 1;
+    }
+    session_id_.fetch_add(1, std::memory_order_relaxed);
+    recorded_.clear();
+    sampling_active_.store(!sampling_.exact(), std::memory_order_relaxed);
     sink_ = sink;
     native_traces_.store(sink && native_traces, std::memory_order_relaxed);
     ++session_;
@@ -108,6 +119,7 @@ void Engine::drop_all_locked(std::vector<FrameKey>* unpin) {
     native_trie_.clear();
     python_table_.clear();
     other_tables_.clear();
+    if (sampling_active()) recorded_.clear();
     other_tables_.shrink_to_fit();
     current_bytes_ = peak_bytes_ = 0;
     // Thread caches hold node ids of the old trie: invalidate them.
@@ -121,6 +133,7 @@ void Engine::stop(std::vector<FrameKey>* unpin) {
     detached_ = false;
     native_traces_.store(false, std::memory_order_relaxed);
     drop_all_locked(unpin);
+    sampling_active_.store(false, std::memory_order_relaxed);
 }
 
 bool Engine::capturing() {
@@ -315,61 +328,77 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
         node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
     }
-    uint32_t kept = node;
+    // While sampling, mmaps and custom domains are recorded exactly: say so
+    // in the block, so that its estimate is its size (see sample/sampler.h).
+    if (sampling_active() && !sampled_allocator(allocator)) total_depth |= kExactBlockBit;
+    BlockInfo info{size, node, total_depth};
     if (sink_) {
         uint32_t thread = capture_thread_locked();
         // A block still recorded at this address was freed where no hook saw
         // it: the capture must see that free before the new block.
         BlockTable* table = table_for(domain, true);
         BlockInfo stale;
-        if (table->erase(address, &stale)) {
-            current_bytes_ -= stale.size;
-            sink_->on_free(DeallocationEvent{address, stale.size, domain, thread, Allocator::kFree, stale});
+        if (erase_locked(table, address, &stale)) {
+            Estimate was = estimate(address, stale);
+            sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
         }
         uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
-        kept = sink_->on_alloc(AllocationEvent{address, size, domain, thread, node, native, allocator});
+        Estimate weight = estimate(address, info);
+        info.stack = sink_->on_alloc(
+            AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count});
     }
-    insert_locked(domain, address, BlockInfo{size, kept, total_depth}, pooled);
+    insert_locked(domain, address, info, pooled);
 }
 
 void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled) {
     BlockInfo replaced;
     bool ok = true;
-    if (table_for(domain, true)->insert(address, info, &replaced, &ok, pooled)) {
-        current_bytes_ -= replaced.size;  // a free we never saw
+    bool existed = table_for(domain, true)->insert(address, info, &replaced, &ok, pooled);
+    if (existed) current_bytes_ -= estimate(address, replaced).bytes;  // a free we never saw
+    if (!ok) {  // the table could not grow: this block goes untraced
+        if (existed && sampling_active()) recorded_.remove(address);
+        return;
     }
-    if (!ok) return;  // the table could not grow: this block goes untraced
-    current_bytes_ += info.size;
+    if (!existed && sampling_active()) recorded_.add(address);
+    current_bytes_ += estimate(address, info).bytes;
     if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
 }
 
+bool Engine::erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed) {
+    if (!table->erase(address, removed)) return false;
+    current_bytes_ -= estimate(address, *removed).bytes;
+    if (sampling_active()) recorded_.remove(address);
+    return true;
+}
+
 bool Engine::record_free(uint32_t domain, uintptr_t address, BlockInfo* removed, Allocator deallocator) {
+    if (sampling_active() && !recorded_.may_contain(address)) return false;  // the unsampled majority
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return false;
     BlockTable* table = table_for(domain, false);
     BlockInfo info;
-    if (!table || !table->erase(address, &info)) return false;
-    current_bytes_ -= info.size;
+    if (!table || !erase_locked(table, address, &info)) return false;
     if (removed) *removed = info;
     if (sink_) {
-        sink_->on_free(DeallocationEvent{address, info.size, domain, capture_thread_locked(), deallocator, info});
+        Estimate was = estimate(address, info);
+        sink_->on_free(
+            DeallocationEvent{address, was.bytes, domain, capture_thread_locked(), deallocator, info, was.count});
     }
     return true;
 }
 
 bool Engine::record_munmap(uintptr_t address, uint64_t length) {
+    if (sampling_active() && !recorded_.may_contain(address)) return false;
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return false;
     BlockInfo info;
-    if (!python_table_.erase(address, &info)) return false;
+    // Mappings are recorded exactly even while sampling, so their sizes are
+    // true extents.
+    if (!erase_locked(&python_table_, address, &info)) return false;
     uint64_t released = length < info.size ? length : info.size;
-    current_bytes_ -= released;
     if (released < info.size) {
-        bool ok = true;
         BlockInfo rest{info.size - released, info.stack, info.total_depth};
-        BlockInfo overwritten;
-        python_table_.insert(address + released, rest, &overwritten, &ok, false);
-        if (!ok) current_bytes_ -= rest.size;  // the table could not grow: the rest goes untraced
+        insert_locked(kPythonDomain, address + released, rest, false);  // untraced if the table cannot grow
     }
     if (sink_) {
         sink_->on_free(

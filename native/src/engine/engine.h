@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/spin_lock.h"
+#include "sample/sampler.h"
 #include "sink/block_table.h"
 #include "sink/capture_sink.h"
 #include "stack/stack_trie.h"
@@ -24,6 +25,49 @@ namespace heapscope {
 
 // The most native frames kept per allocation when native traces are on.
 inline constexpr uint32_t kMaxNativeFrames = 128;
+
+// Set in BlockInfo::total_depth for a block recorded exactly while sampling
+// (an mmap, a custom domain's block: see sample/sampler.h). Depths never
+// come near it (kMaxTotalDepth).
+inline constexpr uint32_t kExactBlockBit = 1u << 31;
+inline uint32_t block_depth(const BlockInfo& info) { return info.total_depth & ~kExactBlockBit; }
+
+// A lock-free "may this address hold a recorded block?" filter, for frees
+// while sampling: nearly every free is of a block that was not sampled, and
+// must not cost a lock and a table lookup. Counters indexed by the address's
+// own bits (16-byte granules, wrapping every 1 MiB), changed under the
+// engine lock as blocks are recorded and removed, read without it (a free's
+// read is ordered after its block's recording by whatever handed the pointer
+// from the allocating thread to the freeing one). Direct indexing, not a
+// hash, keeps neighbouring blocks -- a pymalloc pool's -- on the same cache
+// lines: a hashed index missed L1 on most frees (2% of all cycles on a JSON
+// workload). A counter that saturates stays set: its addresses always take
+// the slow path.
+class RecordedAddressFilter {
+  public:
+    static constexpr unsigned kBits = 16;
+    bool may_contain(uintptr_t address) const {
+        return counters_[slot(address)].load(std::memory_order_relaxed) != 0;
+    }
+    void add(uintptr_t address) {
+        auto& counter = counters_[slot(address)];
+        uint8_t value = counter.load(std::memory_order_relaxed);
+        if (value != kSaturated) counter.store(value + 1, std::memory_order_relaxed);
+    }
+    void remove(uintptr_t address) {
+        auto& counter = counters_[slot(address)];
+        uint8_t value = counter.load(std::memory_order_relaxed);
+        if (value != kSaturated && value != 0) counter.store(value - 1, std::memory_order_relaxed);
+    }
+    void clear() {
+        for (auto& counter : counters_) counter.store(0, std::memory_order_relaxed);
+    }
+
+  private:
+    static constexpr uint8_t kSaturated = 0xFF;
+    static size_t slot(uintptr_t address) { return static_cast<size_t>(address >> 4) & ((size_t{1} << kBits) - 1); }
+    std::atomic<uint8_t> counters_[size_t{1} << kBits] = {};
+};
 
 // Per-thread memory of the last stack interned, so that the next allocation
 // interns only the frames that differ. Plain calloc'd memory owned by one thread.
@@ -83,7 +127,10 @@ class Engine {
     // Starts tracing with a traceback limit; false if already tracing. With a
     // sink (a capture), every event is also handed to it, and native frames
     // are interned when `native_traces`. The sink must outlive stop().
-    bool start(uint32_t traceback_limit, CaptureSink* sink = nullptr, bool native_traces = false);
+    // `sampling` must be valid (SamplingConfig::validate); a zero seed is
+    // replaced by a fresh one, readable from sampling() afterwards.
+    bool start(uint32_t traceback_limit, CaptureSink* sink = nullptr, bool native_traces = false,
+               const SamplingConfig& sampling = SamplingConfig{});
     // Stops tracing and forgets every trace. The frames that were pinned are
     // appended to `unpin` so the caller can release them outside the lock.
     void stop(std::vector<FrameKey>* unpin);
@@ -103,6 +150,21 @@ class Engine {
     // event; it must then never wait for anything while holding it.
     SpinLock* sink_lock() { return &lock_; }
     uint32_t traceback_limit() const { return limit_.load(std::memory_order_relaxed); }
+    // The session's sampling. Set by start() while not tracing and read by
+    // hooks without the lock (see kMaxSizeRanges).
+    const SamplingConfig& sampling() const { return sampling_; }
+    bool sampling_active() const { return sampling_active_.load(std::memory_order_relaxed); }
+    uint64_t session() const { return session_id_.load(std::memory_order_relaxed); }
+    // While sampling: false when no block can be recorded at `address`
+    // (lock-free; see RecordedAddressFilter). Always true otherwise.
+    bool may_have_recorded(uintptr_t address) const {
+        return !sampling_active() || recorded_.may_contain(address);
+    }
+    // What a recorded block stands for: its size and 1 when exact.
+    Estimate estimate(uintptr_t address, const BlockInfo& info) const {
+        if (!sampling_active() || (info.total_depth & kExactBlockBit)) return Estimate{info.size, 1};
+        return sampling_.estimate(info.size, address);
+    }
     uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
     // --- events (called from hooks with the thread's re-entrancy guard set) ---
@@ -121,6 +183,7 @@ class Engine {
                       Allocator allocator = Allocator::kMalloc, const uintptr_t* native_ips = nullptr,
                       uint32_t native_count = 0);
     // Removes a block; false if it was not traced. `removed` may be null.
+    // While sampling, an address the filter rules out returns at once.
     bool record_free(uint32_t domain, uintptr_t address, BlockInfo* removed = nullptr,
                      Allocator deallocator = Allocator::kFree);
     // munmap(address, length) of a mapping recorded at `address`: removes it,
@@ -165,6 +228,8 @@ class Engine {
     BlockTable* table_for(uint32_t domain, bool create);
     // Stores a block and updates current and peak bytes. Holds lock_.
     void insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled);
+    // Takes a block out of a table, keeping the counters and the filter. Holds lock_.
+    bool erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed);
     uint32_t resolve_stack_locked(ThreadStackCache* cache, uint32_t frame_count, bool can_pin);
     // Announces the calling thread to the sink once per capture. Holds lock_.
     uint32_t capture_thread_locked();
@@ -176,6 +241,10 @@ class Engine {
 
     SpinLock lock_;
     std::atomic<bool> tracing_{false};
+    SamplingConfig sampling_;
+    std::atomic<bool> sampling_active_{false};
+    std::atomic<uint64_t> session_id_{0};  // tracing sessions started, for per-thread sampler state
+    RecordedAddressFilter recorded_;  // maintained while sampling only
     // Diagnostic: HEAPSCOPE_NO_STACK_CACHE=1 at start() interns every stack in
     // full, to measure what the thread cache saves (bench/run_designs.py).
     std::atomic<bool> use_stack_cache_{true};

@@ -16,9 +16,12 @@ struct ThreadHookState {
     ThreadStackCache* cache;
     uint32_t thread_id;         // small id for captures, given on first use (0: none yet)
     uint64_t announced_session; // the capture session this thread's id was last announced to
+    ThreadSampler sampler;      // sampling decisions (sample/sampler.h)
+    bool record_all;            // bypass sampling: heapscope's own probe allocations
 };
 
-extern thread_local ThreadHookState t_hook_state __attribute__((tls_model("initial-exec")));
+// constinit: no dynamic initialisation, so no TLS wrapper call at each use.
+extern constinit thread_local ThreadHookState t_hook_state __attribute__((tls_model("initial-exec")));
 
 // Marks the thread as inside a hook for its lifetime. Allocations made while
 // it is held, by the engine or by anything the hook calls, are not traced:
@@ -60,6 +63,16 @@ class SuppressTracing {
 // True when an allocation made now should be traced.
 inline bool allocation_traced(const HookGuard& guard) {
     return guard.entered() && !t_hook_state.suppressed && engine().tracing();
+}
+
+// Whether an allocation of `size` bytes from `allocator`, just made on the
+// calling thread, is to be recorded: always unless sampling, then the
+// sampler's decision (one subtraction on Poisson's fast path). Decided
+// before any stack is walked. Call with the hook guard held.
+inline bool sampler_admits(uint64_t size, Allocator allocator) {
+    Engine& eng = engine();
+    if (!eng.sampling_active() || !sampled_allocator(allocator) || t_hook_state.record_all) return true;
+    return should_sample(eng.sampling(), &t_hook_state.sampler, eng.session(), size);
 }
 
 // The calling thread's stack cache sized for `limit` frames, or null when it

@@ -14,7 +14,9 @@
 
 namespace heapscope::format {
 
-inline constexpr uint32_t kFormatVersion = 1;
+// 2 added the Weight state token (sampled captures); a version 2 reader
+// reads version 1 files unchanged.
+inline constexpr uint32_t kFormatVersion = 2;
 // Byte sizes of the fixed parts (docs/capture-format.md has their layout).
 inline constexpr size_t kFileHeaderBytes = 40;
 inline constexpr size_t kChunkHeaderBytes = 28;

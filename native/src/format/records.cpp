@@ -213,9 +213,14 @@ bool RecordDecoder::next(Record* out) {
 
     // State tokens belong to the record they precede.
     uint8_t token = static_cast<uint8_t>(in[pos_++]);
-    while (token == kThreadSwitch || token == kNativeOn || token == kNativeOff) {
+    uint32_t weight = 1;
+    bool weighted = false;
+    while (token == kThreadSwitch || token == kNativeOn || token == kNativeOff || token == kWeight) {
         if (token == kThreadSwitch) {
             if (!get_u32(in, pos, &state_.thread)) return fail(start, kTruncated);
+        } else if (token == kWeight) {
+            if (!get_u32(in, pos, &weight)) return fail(start, kTruncated);
+            weighted = true;
         } else {
             state_.native = token == kNativeOn;
         }
@@ -228,6 +233,7 @@ bool RecordDecoder::next(Record* out) {
     const bool general_deallocation = token == static_cast<uint8_t>(RecordType::kDeallocation);
     if ((token & 0xc0) != 0 || general_allocation || general_deallocation) {
         const bool is_allocation = (token & 0x80) || general_allocation;
+        if (weighted && !is_allocation) return fail(start, "weight token before a deallocation");
         Allocator allocator;
         uint8_t where;
         uint32_t domain = 0;
@@ -272,6 +278,7 @@ bool RecordDecoder::next(Record* out) {
             r.domain = domain;
             r.address = address;
             r.allocator = allocator;
+            r.count = weight;
             if (!get_varint(in, pos, &r.size)) return fail(start, kTruncated);
             if (!get_delta32(in, pos, state_.last_python_node, &r.python_node)) return fail(start, kTruncated);
             state_.last_python_node = r.python_node;
@@ -293,6 +300,7 @@ bool RecordDecoder::next(Record* out) {
         return true;
     }
 
+    if (weighted) return fail(start, "weight token before a record that is not an allocation");
     switch (static_cast<RecordType>(token)) {
         case RecordType::kThread: {
             ThreadRecord& r = out->thread;

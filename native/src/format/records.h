@@ -72,6 +72,10 @@ struct AllocationRecord {
     uint32_t domain;
     uint32_t python_node;
     uint32_t native_node;
+    // Blocks this record stands for: 1, or while sampling the weight that
+    // makes estimates unbiased (then `size` is the estimated bytes). Carried
+    // by a Weight state token (0x0F) before the record when not 1.
+    uint32_t count = 1;
 };
 struct DeallocationRecord {
     uint32_t thread;
@@ -173,6 +177,9 @@ inline constexpr Allocator kCompactDeallocators[4] = {
 };
 
 inline constexpr uint8_t kThreadSwitch = 0x0c;
+// State token (format version 2): the next record, an allocation, stands for
+// this many blocks (sampling weight), not 1.
+inline constexpr uint8_t kWeight = 0x0f;
 inline constexpr uint8_t kNativeOn = 0x0d;
 inline constexpr uint8_t kNativeOff = 0x0e;
 inline constexpr uint8_t kMissAligned = 14;
@@ -234,6 +241,7 @@ inline char* put_thread(CodecState* state, char* p, uint32_t thread) {
 // The longest record each hot-path encoder can write, for room().
 inline constexpr size_t kMaxAllocationBytes = 2 + kMaxVarintBytes  // thread switch
                                               + 1                    // native on/off
+                                              + 1 + kMaxVarintBytes  // weight
                                               + 4 + 5 * kMaxVarintBytes;
 inline constexpr size_t kMaxDeallocationBytes = 2 + kMaxVarintBytes + 4 + 3 * kMaxVarintBytes;
 
@@ -308,6 +316,10 @@ inline void RecordEncoder::allocation(const AllocationRecord& r) {
     using namespace detail;
     char* const start = room(kMaxAllocationBytes);
     char* p = put_thread(&state_, start, r.thread);
+    if (r.count != 1) {
+        *p++ = static_cast<char>(kWeight);
+        p = put_varint(p, r.count);
+    }
     const bool has_native = r.native_node != 0;
     const int8_t compact = r.domain == 0 ? kCompact.allocation[static_cast<uint8_t>(r.allocator)] : -1;
     if (compact >= 0 && has_native != state_.native) {

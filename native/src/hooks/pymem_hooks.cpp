@@ -24,6 +24,7 @@ struct DomainHook {
 
 // The contexts of the hooks on top of each domain's chain (null: not ours).
 DomainHook* g_top[3] = {nullptr, nullptr, nullptr};
+bool g_top_sampled[3] = {false, false, false};  // which kind of hook g_top[i] is
 
 // Mem and object domain calls always hold the GIL; raw ones may not.
 // The mem and object domains are served by pymalloc (small blocks).
@@ -37,9 +38,15 @@ inline void on_alloc(void* ptr, size_t size, Allocator allocator) {
 inline PyMemAllocatorEx* original(void* ctx) { return &static_cast<DomainHook*>(ctx)->original; }
 
 
+// The exact hooks below step aside while the engine samples: then the
+// sampled ones further down are installed, and an exact hook can only be
+// a stale one deeper in a chain another tool built (see install_one).
+inline bool exact_hooks_apply() { return !engine().sampling_active(); }
+
 template <PyMemAllocatorDomain D>
 void* hook_malloc(void* ctx, size_t size) {
     PyMemAllocatorEx* alloc = original(ctx);
+    if (!exact_hooks_apply()) return alloc->malloc(alloc->ctx, size);
     HookGuard guard;
     void* ptr = alloc->malloc(alloc->ctx, size);
     if (ptr && allocation_traced(guard)) on_alloc<D>(ptr, size, Allocator::kPymallocMalloc);
@@ -49,6 +56,7 @@ void* hook_malloc(void* ctx, size_t size) {
 template <PyMemAllocatorDomain D>
 void* hook_calloc(void* ctx, size_t nelem, size_t elsize) {
     PyMemAllocatorEx* alloc = original(ctx);
+    if (!exact_hooks_apply()) return alloc->calloc(alloc->ctx, nelem, elsize);
     HookGuard guard;
     void* ptr = alloc->calloc(alloc->ctx, nelem, elsize);
     // No overflow: calloc succeeded, so nelem * elsize fits.
@@ -56,9 +64,11 @@ void* hook_calloc(void* ctx, size_t nelem, size_t elsize) {
     return ptr;
 }
 
+// Forgets the old block and records the new one (as the sampler decides,
+// when sampling: record_block). The exact hook's realloc, and the sampled
+// hook's when the old block may be recorded.
 template <PyMemAllocatorDomain D>
-void* hook_realloc(void* ctx, void* old_ptr, size_t new_size) {
-    PyMemAllocatorEx* alloc = original(ctx);
+void* recording_realloc(PyMemAllocatorEx* alloc, void* old_ptr, size_t new_size) {
     HookGuard guard;
     if (!guard.entered() || !engine().tracing()) return alloc->realloc(alloc->ctx, old_ptr, new_size);
     // Forget the old block before the allocator can hand its address to
@@ -76,12 +86,96 @@ void* hook_realloc(void* ctx, void* old_ptr, size_t new_size) {
 }
 
 template <PyMemAllocatorDomain D>
+void* hook_realloc(void* ctx, void* old_ptr, size_t new_size) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    if (!exact_hooks_apply()) return alloc->realloc(alloc->ctx, old_ptr, new_size);
+    return recording_realloc<D>(alloc, old_ptr, new_size);
+}
+
+template <PyMemAllocatorDomain D>
 void hook_free(void* ctx, void* ptr) {
     PyMemAllocatorEx* alloc = original(ctx);
+    if (!exact_hooks_apply()) return alloc->free(alloc->ctx, ptr);
     HookGuard guard;
     // Forget the block before it is freed (see hook_realloc).
     if (guard.entered() && ptr && engine().tracing()) {
         engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, Allocator::kPymallocFree);
+    }
+    alloc->free(alloc->ctx, ptr);
+}
+
+// --- while sampling ---
+// Installed instead of the exact hooks for a sampled session. The common
+// case -- an allocation the sampler passes over, the free of a block that
+// was never recorded -- costs the sampler's subtraction or one probe of the
+// engine's address filter, besides the guard: no lock, no call into the
+// engine. The guard is needed: pymalloc passes large requests on to the raw
+// domain and malloc, whose hooks must not sample the same block again.
+
+// Whether the sampler picks this allocation, or the thread must record
+// everything (hooks_in_chain's probe).
+inline bool sampler_picks(size_t size) {
+    Engine& eng = engine();
+    ThreadHookState& state = t_hook_state;
+    return should_sample(eng.sampling(), &state.sampler, eng.session(), size) || state.record_all;
+}
+
+template <PyMemAllocatorDomain D>
+__attribute__((noinline)) void record_picked(const HookGuard& guard, void* ptr, size_t size, Allocator allocator) {
+    if (!allocation_traced(guard)) return;  // heapscope's own, or a report's: not traced
+    record_block_now(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), size, D != PYMEM_DOMAIN_RAW,
+                     D != PYMEM_DOMAIN_RAW, allocator);
+}
+
+__attribute__((noinline)) void forget_maybe_recorded(void* ptr) {
+    if (engine().tracing()) {
+        engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, Allocator::kPymallocFree);
+    }
+}
+
+template <PyMemAllocatorDomain D>
+void* sampled_malloc(void* ctx, size_t size) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    HookGuard guard;
+    void* ptr = alloc->malloc(alloc->ctx, size);
+    if (ptr && guard.entered() && sampler_picks(size)) [[unlikely]] {
+        record_picked<D>(guard, ptr, size, Allocator::kPymallocMalloc);
+    }
+    return ptr;
+}
+
+template <PyMemAllocatorDomain D>
+void* sampled_calloc(void* ctx, size_t nelem, size_t elsize) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    HookGuard guard;
+    void* ptr = alloc->calloc(alloc->ctx, nelem, elsize);
+    if (ptr && guard.entered() && sampler_picks(nelem * elsize)) [[unlikely]] {
+        record_picked<D>(guard, ptr, nelem * elsize, Allocator::kPymallocCalloc);
+    }
+    return ptr;
+}
+
+template <PyMemAllocatorDomain D>
+void* sampled_realloc(void* ctx, void* old_ptr, size_t new_size) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    if (old_ptr && engine().may_have_recorded(reinterpret_cast<uintptr_t>(old_ptr))) [[unlikely]] {
+        return recording_realloc<D>(alloc, old_ptr, new_size);
+    }
+    HookGuard guard;
+    void* ptr = alloc->realloc(alloc->ctx, old_ptr, new_size);
+    if (ptr && guard.entered() && sampler_picks(new_size)) [[unlikely]] {
+        record_picked<D>(guard, ptr, new_size, Allocator::kPymallocRealloc);
+    }
+    return ptr;
+}
+
+template <PyMemAllocatorDomain D>
+void sampled_free(void* ctx, void* ptr) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    HookGuard guard;
+    // Forget the block before it is freed (see hook_realloc).
+    if (ptr && guard.entered() && engine().may_have_recorded(reinterpret_cast<uintptr_t>(ptr))) [[unlikely]] {
+        forget_maybe_recorded(ptr);
     }
     alloc->free(alloc->ctx, ptr);
 }
@@ -95,15 +189,21 @@ void install_one() {
     PyMemAllocatorEx current;
     PyMem_GetAllocator(D, &current);
     DomainHook*& top = g_top[slot_of(D)];
-    if (top && current.ctx == top) return;  // already on top of the chain
+    const bool sampled = engine().sampling_active();
+    bool& top_sampled = g_top_sampled[slot_of(D)];
+    if (top && current.ctx == top && top_sampled == sampled) return;  // already on top of the chain
     // Either never installed, or another tool has since wrapped or replaced
     // our hook (the stdlib's tracemalloc.stop() restores what it found). Wrap
     // what is there now; if our older hook is still deeper in the chain it
     // only passes calls through, since the re-entrancy guard is per thread.
+    if (top && current.ctx == top) current = top->original;  // ours, of the other kind: replace it
     auto* hook = new DomainHook{current};
-    PyMemAllocatorEx replacement{hook, hook_malloc<D>, hook_calloc<D>, hook_realloc<D>, hook_free<D>};
+    PyMemAllocatorEx replacement = sampled
+        ? PyMemAllocatorEx{hook, sampled_malloc<D>, sampled_calloc<D>, sampled_realloc<D>, sampled_free<D>}
+        : PyMemAllocatorEx{hook, hook_malloc<D>, hook_calloc<D>, hook_realloc<D>, hook_free<D>};
     PyMem_SetAllocator(D, &replacement);
     top = hook;
+    top_sampled = sampled;
 }
 
 template <PyMemAllocatorDomain D>
@@ -137,7 +237,9 @@ bool hooks_in_chain() {
     for (PyMemAllocatorDomain domain : domains) {
         PyMemAllocatorEx allocator;
         PyMem_GetAllocator(domain, &allocator);
+        t_hook_state.record_all = true;  // a sampler must not skip the probe
         void* probe = allocator.malloc(allocator.ctx, 8);
+        t_hook_state.record_all = false;
         if (!probe) continue;  // out of memory: no evidence either way
         BlockInfo info;
         bool seen = engine().find(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(probe), &info);
@@ -179,6 +281,12 @@ bool prepare_native_stacks() {
 }
 
 void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled, Allocator allocator) {
+    if (!sampler_admits(size, allocator)) return;  // before any stack is walked
+    record_block_now(domain, address, size, gil_held, pooled, allocator);
+}
+
+void record_block_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
+                      Allocator allocator) {
     Engine& eng = engine();
     PyThreadState* tstate;
     if (gil_held) {

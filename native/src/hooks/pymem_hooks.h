@@ -14,7 +14,8 @@
 
 namespace heapscope::pymem {
 
-// Installs the hooks on all three domains. Requires the GIL. Idempotent.
+// Installs the hooks on all three domains: the sampled kind when the engine
+// samples (start the engine first). Requires the GIL. Idempotent.
 void install();
 // Restores the allocators the hooks replaced, unless someone has since
 // wrapped the hooks in turn (then they stay, passing calls straight through
@@ -31,8 +32,12 @@ bool hooks_in_chain();
 // its native stack when the engine wants native traces). The caller holds a
 // HookGuard that entered. `gil_held` may be false when unknown: the hook then
 // finds out. `pooled`: the block came from pymalloc. Never calls Python.
+// While sampling, records it only if the sampler picks it (sample/sampler.h).
 void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled = false,
                   Allocator allocator = Allocator::kMalloc);
+// The same, already decided by the sampler.
+void record_block_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
+                      Allocator allocator);
 // Loads the native unwinder and finds heapscope's own code range once, so
 // native stacks can drop the hook frames. Call before a capture with native
 // traces starts. May allocate and dlopen. False if libunwind is missing.

@@ -53,15 +53,19 @@ struct AllocationEvent {
     uint32_t python_node;  // engine StackTrie node (0: no Python frame)
     uint32_t native_node;  // engine native-frame trie node (0: none, or native traces off)
     Allocator allocator;
+    // While sampling, `size` is the block's estimated bytes and `count` the
+    // number of blocks it stands for (sample/sampler.h); 1 when exact.
+    uint64_t count = 1;
 };
 
 struct DeallocationEvent {
     uintptr_t address;
-    uint64_t size;  // the block's size as allocated (for munmap: the length unmapped)
+    uint64_t size;  // the block's size as allocated (for munmap: the length unmapped); estimated when sampled
     uint32_t domain;
     uint32_t thread;
     Allocator allocator;  // kFree, kMunmap, kPymallocFree or kUntrack
     BlockInfo block;      // what the engine kept for the block: block.stack is on_alloc's return value
+    uint64_t count = 1;   // blocks it stood for (AllocationEvent::count)
 };
 
 // Describes Python frames for a capture. Installed by the Python layer, whose

@@ -631,14 +631,15 @@ uint32_t CaptureWriter::on_alloc(const AllocationEvent& e) {
         if (s.heap > s.peak_heap) s.peak_heap = s.heap;
         if (!s.aggregated) {
             s.current->allocation(format::AllocationRecord{e.thread, e.address, e.size, e.allocator, e.domain,
-                                                           e.python_node, e.native_node});
+                                                           e.python_node, e.native_node,
+                                                           static_cast<uint32_t>(e.count)});
             s.after_record_locked();
             return e.python_node;
         }
         bool created;
         const uint32_t id =
             s.locations.intern(LocationKey{e.thread, e.domain, e.python_node, e.native_node, e.allocator}, &created);
-        s.high_water.add(id, e.size);
+        s.high_water.add(id, e.size, e.count);
         s.mark_dirty(id);
         return id;
     } catch (const std::exception&) {
@@ -665,7 +666,7 @@ void CaptureWriter::on_free(const DeallocationEvent& e) {
         if (e.size < e.block.size) {
             s.high_water.shrink(id, e.size);  // part of a mapping: the rest stays a block
         } else {
-            s.high_water.remove(id, e.size);
+            s.high_water.remove(id, e.size, e.count);
         }
         s.mark_dirty(id);
     } catch (const std::exception&) {

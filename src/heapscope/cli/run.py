@@ -10,6 +10,7 @@ import os
 import shlex
 import sys
 
+from heapscope._sampling import DEFAULT_SAMPLING_INTERVAL, MAX_SAMPLING_INTERVAL
 from heapscope.cli._capture import print_error
 from heapscope.cli._program import (add_program_arguments, die_like_python_if_interrupted, flush_program_output,
                                     int_argument, port_number, program_from_arguments, run_program)
@@ -41,6 +42,10 @@ def register(commands):
                              "until `heapscope live PORT` connects")
     parser.add_argument("--memory-interval-ms", type=int_argument(1, what="a whole number of milliseconds"), default=10, metavar="MS",
                         help="how often resident and heap size are recorded (default: %(default)s)")
+    parser.add_argument("--sample", nargs="?", const=DEFAULT_SAMPLING_INTERVAL, default=None, metavar="BYTES",
+                        type=int_argument(1, MAX_SAMPLING_INTERVAL, what="a mean sampling interval in bytes"),
+                        help="record a Poisson sample of the allocations, one per BYTES allocated on average "
+                             f"(default {DEFAULT_SAMPLING_INTERVAL}); reports then show unbiased estimates")
     parser.add_argument("-q", "--quiet", action="store_true", help="say nothing on stderr after the run")
     add_program_arguments(parser)
     parser.set_defaults(handler=run)
@@ -65,6 +70,7 @@ def _make_tracker(options, output):
         follow_fork=options.follow_fork,
         memory_interval_ms=options.memory_interval_ms,
         file_format=FileFormat.AGGREGATED_ALLOCATIONS if options.aggregate else FileFormat.ALL_ALLOCATIONS,
+        sampling=options.sample,
     )
 
 

@@ -52,13 +52,32 @@ def header_lines(title, path, metadata):
     if metadata.has_native_traces:
         settings.append("native traces")
     state = "" if metadata.complete else ", unfinished"
-    return [
+    lines = [
         f"heapscope {title}: {safe_text(metadata.command_line) or '(unknown command)'}",
         f"  capture   {safe_text(path)} ({', '.join(settings)}{state})",
         f"  ran       {_duration(metadata)} from {_started(metadata)}, pid {metadata.pid}",
         f"  peak      {format_bytes(metadata.peak_memory)} of traced memory",
         f"  totals    {metadata.total_allocations} allocations, {metadata.total_frames} distinct frames",
     ]
+    if metadata.sampled:
+        lines.insert(2, f"  sampled   {describe_sampling_text(metadata.sampling)}: sizes and counts are "
+                        f"unbiased estimates")
+    return lines
+
+
+def describe_sampling_text(text):
+    """A capture's sampling in words: "Poisson, 1 per 512.0 KiB" or
+    "size ranges <128 B: 0.0001, <8.0 KiB: 0.1"."""
+    mode, _, rest = text.partition(":")
+    if mode == "poisson":
+        return f"Poisson, 1 sample per {format_bytes(int(rest))} on average"
+    if mode == "ranges":
+        parts = []
+        for item in rest.split(","):
+            bound, _, p = item.partition("=")
+            parts.append(f"<{format_bytes(int(bound))}: {float(p):g}")
+        return "size ranges " + ", ".join(parts)
+    return safe_text(text)
 
 
 def pool_lines(reader, records):
@@ -163,6 +182,7 @@ def stats_json(reader, path, stats):
             "end_time": _iso(metadata.end_time),
             "total_allocations": metadata.total_allocations,
             "total_frames": metadata.total_frames,
+            "sampling": metadata.sampling,
             "peak_memory": metadata.peak_memory,
             "python_allocator": metadata.python_allocator,
             "has_native_traces": metadata.has_native_traces,

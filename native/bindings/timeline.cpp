@@ -1,0 +1,142 @@
+// _heapscope.capture_timeline and _heapscope.capture_size_histogram: the
+// passes heapscope.heapprof makes over a capture (its digest, and the size
+// distribution of gatherStats), with the GIL released during the pass and
+// the same progress and Ctrl-C handling as the capture reader's passes.
+// Results are plain tuples, lists and dicts; heapscope.heapprof names them.
+#include <Python.h>
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "analysis/analyses.h"
+#include "analysis/capture_reader.h"
+#include "analysis/timeline.h"
+#include "bindings.h"
+
+namespace nb = nanobind;
+
+namespace heapscope::bindings {
+
+namespace {
+
+using analysis::CaptureReader;
+
+// Opens `path` for a pass over every event. Needs the GIL; raises OSError,
+// or ValueError for a file that is not an all-allocations capture.
+std::unique_ptr<CaptureReader> open_for_events(const std::string& path) {
+    CaptureReader::OpenFailure failure;
+    std::unique_ptr<CaptureReader> reader;
+    {
+        nb::gil_scoped_release release;
+        reader = CaptureReader::open(path, &failure);
+    }
+    if (!reader) raise_open_failure(failure, path);
+    if (reader->aggregated()) {
+        throw nb::value_error((path + ": an aggregated capture holds no events over time; "
+                                      "only ALL_ALLOCATIONS captures can be read this way")
+                                  .c_str());
+    }
+    return reader;
+}
+
+std::string fs_path(const nb::object& path) {
+    return nb::cast<std::string>(nb::module_::import_("os").attr("fsdecode")(path));
+}
+
+nb::object damage_or_none(const std::string& damage) {
+    return damage.empty() ? nb::none() : nb::object(text(damage));
+}
+
+nb::dict capture_timeline(nb::object path_object, uint64_t interval_ms, double precision, nb::object progress) {
+    if (interval_ms == 0) throw nb::value_error("interval_ms must be at least 1");
+    if (!(precision >= 0.0 && precision < 1.0)) throw nb::value_error("precision must be in [0, 1)");
+    const std::string path = fs_path(path_object);
+    std::unique_ptr<CaptureReader> reader = open_for_events(path);
+    PythonProgress p(std::move(progress));
+    analysis::Timeline timeline;
+    // Node -> its frames, innermost first, for every stack kept in a snapshot.
+    std::map<uint32_t, std::vector<analysis::PythonFrame>> stacks;
+    std::vector<std::pair<std::string, std::string>> metadata;
+    {
+        nb::gil_scoped_release release;
+        timeline = analysis::timeline(*reader, analysis::TimelineOptions{interval_ms, precision}, p.callback());
+        if (timeline.end.ok()) {
+            for (const analysis::TimelineSnapshot& s : timeline.snapshots) {
+                for (const auto& [node, bytes] : s.stacks) {
+                    auto [it, inserted] = stacks.try_emplace(node);
+                    if (inserted) reader->definitions().python_stack(node, SIZE_MAX, &it->second);
+                }
+            }
+            metadata = reader->definitions().metadata();
+        }
+    }
+    if (!timeline.end.ok()) raise_for(p, timeline.end);
+
+    nb::list snapshots;
+    for (const analysis::TimelineSnapshot& s : timeline.snapshots) {
+        nb::list kept;
+        for (const auto& [node, bytes] : s.stacks) kept.append(nb::make_tuple(node, bytes));
+        snapshots.append(nb::make_tuple(s.moment_ms, s.record_ms, kept, s.other, s.total));
+    }
+    nb::dict frames;
+    for (const auto& [node, stack] : stacks) {
+        nb::list list;
+        for (const analysis::PythonFrame& f : stack) list.append(nb::make_tuple(text(f.function), text(f.file), f.line));
+        frames[nb::int_(node)] = list;
+    }
+    nb::dict meta;
+    for (const auto& [key, value] : metadata) meta[text(key)] = text(value);
+    nb::dict result;
+    result["snapshots"] = snapshots;
+    result["stacks"] = frames;
+    result["metadata"] = meta;
+    result["records"] = timeline.records;
+    result["last_record_ms"] = timeline.last_record_ms;
+    result["complete"] = timeline.end.complete;
+    result["damage"] = damage_or_none(timeline.end.damage);
+    return result;
+}
+
+nb::dict capture_size_histogram(nb::object path_object, nb::object progress) {
+    const std::string path = fs_path(path_object);
+    std::unique_ptr<CaptureReader> reader = open_for_events(path);
+    PythonProgress p(std::move(progress));
+    analysis::CaptureSummary summary;
+    std::vector<analysis::SizeBucket> buckets;
+    {
+        nb::gil_scoped_release release;
+        summary = analysis::summarize(*reader, p.callback());
+        if (summary.end.ok()) buckets = analysis::size_histogram(summary);
+    }
+    if (!summary.end.ok()) raise_for(p, summary.end);
+    nb::list histogram;
+    for (const analysis::SizeBucket& b : buckets) histogram.append(nb::make_tuple(b.low, b.high, b.count, b.bytes));
+    nb::dict result;
+    result["histogram"] = histogram;
+    result["total_allocations"] = summary.total_allocations;
+    result["total_bytes"] = summary.total_bytes;
+    result["complete"] = summary.end.complete;
+    result["damage"] = damage_or_none(summary.end.damage);
+    return result;
+}
+
+}  // namespace
+
+void bind_timeline(nb::module_& m) {
+    m.def("capture_timeline", &capture_timeline, nb::arg("path"), nb::arg("interval_ms"), nb::arg("precision"),
+          nb::arg("progress") = nb::none(),
+          "The live heap by Python stack every interval_ms (heapscope.heapprof's digest), in one pass.\n"
+          "snapshots: (moment_ms, record_ms, [(python_node, bytes)] largest first, other_bytes, total_bytes);\n"
+          "stacks: {python_node: [(function, filename, lineno)] innermost first}.");
+    m.def("capture_size_histogram", &capture_size_histogram, nb::arg("path"), nb::arg("progress") = nb::none(),
+          "Allocations by size (log2 buckets): [(low, high, count, bytes)], every allocation counted.");
+}
+
+}  // namespace heapscope::bindings
