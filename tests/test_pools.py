@@ -530,6 +530,17 @@ def test_pool_resources_are_blocks_of_their_domain_in_tracemalloc_snapshots(hs_t
     assert not [t for t in hs_tracemalloc.take_snapshot().traces if t.domain == pool.domain]
 
 
+def test_pool_resources_stay_exact_while_the_door_samples(hs_tracemalloc):
+    pool = pools.pool("t-sampled")
+    hs_tracemalloc.start(2, sampling=True)  # one sample per 64 KiB on average
+    handles = [pool.track(0x10000 + i, size=10 + i % 7) for i in range(1000)]
+    traces = [t for t in hs_tracemalloc.take_snapshot().traces if t.domain == pool.domain]
+    assert (len(traces), sum(t.size for t in traces)) == (1000, sum(10 + i % 7 for i in range(1000)))
+    for handle in handles:
+        handle.release()
+    assert not [t for t in hs_tracemalloc.take_snapshot().traces if t.domain == pool.domain]
+
+
 def test_pools_in_a_capture_at_the_peak_and_at_the_end(tmp_path):
     lines = write_script(tmp_path / "prog.py", """
         import heapscope
