@@ -25,6 +25,10 @@ namespace nb = nanobind;
 
 namespace heapscope::bindings {
 
+// Names each resource pool's domain in `writer`'s capture (Metadata
+// `pool.<domain>`), now and as pools are made; null stops it (pools.cpp).
+void announce_pools(CaptureWriter* writer);
+
 namespace {
 
 using Metadata = std::vector<std::pair<std::string, std::string>>;
@@ -109,6 +113,7 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
         raise_runtime_error("cannot start a capture: heapscope is already tracing");
     }
     g_writer = std::move(writer);
+    announce_pools(g_writer.get());
     g_python_allocators = trace_python_allocators;
     if (trace_python_allocators) pymem::install();
     got::install(true);
@@ -116,6 +121,7 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
 
 // Stops the engine and removes every hook; the writer gets no more events.
 void stop_engine() {
+    announce_pools(nullptr);
     got::uninstall();
     if (g_python_allocators) pymem::uninstall();
     g_python_allocators = false;
@@ -167,6 +173,7 @@ void capture_fork_child(std::optional<int> fd, Metadata metadata) {
     }
     engine().replace_sink(child.get());
     g_writer = std::move(child);
+    announce_pools(g_writer.get());
 }
 
 }  // namespace

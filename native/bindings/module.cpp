@@ -21,6 +21,7 @@ namespace nb = nanobind;
 using namespace heapscope;
 
 void bind_capture_reader(nanobind::module_& m);  // capture_reader.cpp
+void bind_pools(nanobind::module_& m);           // pools.cpp
 
 void heapscope::bindings::release_pins(const std::vector<FrameKey>& unpin) {
     for (const FrameKey& frame : unpin) pymem::unpin_frame_code(frame.code);
@@ -276,4 +277,5 @@ NB_MODULE(_heapscope, m) {
     bindings::bind_capture_control(m);
     bind_capture_reader(m);
     bindings::bind_timeline(m);
+    bind_pools(m);
 }

@@ -457,6 +457,19 @@ class FileReader:
     def is_aggregated(self):
         return self._metadata.file_format == FileFormat.AGGREGATED_ALLOCATIONS
 
+    @property
+    def pool_names(self):
+        """{domain: name} of the resource pools (heapscope.pools) named in the
+        capture: each pool's resources are blocks in its own domain."""
+        names = {}
+        for key, value in self._raw_metadata.items():
+            if key.startswith("pool."):
+                try:
+                    names[int(key[5:])] = str(value)
+                except ValueError:
+                    continue
+        return names
+
     def _location_records(self, rows):
         allocator = self._allocator
         return [AllocationRecord(self, thread, 0, size, allocator(kind), count, domain, python_node, native_node)

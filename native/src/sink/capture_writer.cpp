@@ -204,6 +204,8 @@ struct CaptureWriter::Impl {
     // Each generation of loaded objects, with the count of native nodes
     // written before it (they resolve against the earlier generations).
     std::vector<std::pair<format::LoadedObjectsRecord, size_t>> generations;
+    // Metadata added during the capture (add_metadata), repeated for a forked child.
+    std::vector<std::pair<std::string, std::string>> late_metadata;
 
     // Aggregated format
     LocationIndex locations;
@@ -448,6 +450,11 @@ void CaptureWriter::Impl::write_definitions(format::RecordEncoder* out) const {
         for (; written < end; ++written) out->native_node(native_nodes[written]);
     }
     for (; written < native_nodes.size(); ++written) out->native_node(native_nodes[written]);
+    if (!late_metadata.empty()) {
+        format::MetadataRecord metadata;
+        metadata.entries = late_metadata;
+        out->metadata(metadata);
+    }
 }
 
 // Writes the header and the opening chunk (metadata, then `definitions`),
@@ -691,6 +698,23 @@ void CaptureWriter::on_mappings_changed() {
     }
 }
 
+void CaptureWriter::add_metadata(std::vector<std::pair<std::string, std::string>> entries) {
+    Impl& s = *impl_;
+    if (s.abandoned || entries.empty()) return;
+    HookGuard untraced;  // the caller holds no hook lock: encoding may allocate
+    try {
+        format::MetadataRecord record;
+        record.entries = std::move(entries);
+        SpinGuard guard(*s.state_lock);
+        if (!s.accepting()) return;
+        s.current->metadata(record);
+        s.late_metadata.insert(s.late_metadata.end(), record.entries.begin(), record.entries.end());
+        s.after_record_locked();
+    } catch (const std::exception&) {
+        s.fail("out of memory while recording metadata");
+    }
+}
+
 // ---------------------------------------------------------------------------
 
 bool CaptureWriter::finish(const std::vector<std::pair<std::string, std::string>>& end_metadata, std::string* error) {
@@ -771,6 +795,7 @@ std::unique_ptr<CaptureWriter> CaptureWriter::clone_in_child(
     s.python_nodes = parent.python_nodes;
     s.native_nodes = parent.native_nodes;
     s.generations = parent.generations;
+    s.late_metadata = parent.late_metadata;
     // The engine's tables carry over into the child (docs/design.md, fork):
     // so does the heap they hold, and the child's peak starts from it. Event
     // counts restart: they count the child's events.

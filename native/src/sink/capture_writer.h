@@ -83,6 +83,10 @@ class CaptureWriter final : public CaptureSink {
     void on_free(const DeallocationEvent& event) override;
     void on_mappings_changed() override;
 
+    // Appends a Metadata record now (pool names made during the capture);
+    // a forked child's capture repeats it. Any thread, without hook_lock held.
+    void add_metadata(std::vector<std::pair<std::string, std::string>> entries);
+
     // Writes the end metadata (appended to what open() wrote), the final
     // checkpoint (aggregated) and the end chunk, joins the background thread
     // and closes the descriptor. Call after the engine has stopped sending

@@ -83,6 +83,19 @@ def describe_sampling_text(text):
     return safe_text(text)
 
 
+def pool_lines(reader, records):
+    """One line per resource pool (heapscope.pools) holding resources among
+    *records*: its name, bytes and count."""
+    names = reader.pool_names
+    totals = {}
+    for record in records:
+        if record.domain in names:
+            size, count = totals.get(record.domain, (0, 0))
+            totals[record.domain] = (size + record.size, count + record.n_allocations)
+    return [f"  pool      {safe_text(names[domain])} (domain {domain}): {format_bytes(size)} in {count} resources"
+            for domain, (size, count) in sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))]
+
+
 def summary_report(reader, path, records, rows_shown, what):
     """The summary: header, then the top locations of *records* (a list of
     AllocationRecord) as a table. *what* names the records ("memory held at
@@ -92,6 +105,7 @@ def summary_report(reader, path, records, rows_shown, what):
     total_bytes = sum(size for _, size, _ in rows)
     total_count = sum(count for _, _, count in rows)
     lines.append(f"  shown     {what}: {format_bytes(total_bytes)} in {total_count} blocks")
+    lines += pool_lines(reader, records)
     lines.append("")
     if not rows:
         lines.append("  (nothing)")
