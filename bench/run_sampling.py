@@ -43,19 +43,8 @@ def probe(modes):
     return report
 
 
-def run_all(args, runnable):
-    schedule = h.interleave([(w, m) for w in args.workloads for m in runnable], args.reps)
-    runs = []
-    for i, (rep, (workload, mode)) in enumerate(schedule, 1):
-        if mode == "scalene":
-            result = run_scalene(workload, args.timeout)
-        else:
-            result = h.run_driver(mode, workload, timeout=args.timeout)
-        result.update(rep=rep, workload=workload, mode=mode)
-        runs.append(result)
-        status = h.fmt_seconds(result.get("elapsed_s")) if "error" not in result else "FAILED: " + result["error"]
-        h.progress(f"[{i}/{len(schedule)}] rep {rep + 1}/{args.reps} {workload} / {mode}: {status}")
-    return runs
+def run_one(mode, workload, timeout):
+    return run_scalene(workload, timeout) if mode == "scalene" else h.run_driver(mode, workload, timeout=timeout)
 
 
 def cpu_ratios(runs, workloads, modes):
@@ -158,7 +147,7 @@ def main(argv=None):
     for m in args.modes:
         if not report[m]["ok"]:
             h.progress(f"skipping {m}: {report[m]['error']}")
-    runs = run_all(args, runnable)
+    runs = rt.run_all(args, runnable, run_one)
     cells = rt.summarize(runs, args.workloads, runnable)
     cpu = cpu_ratios(runs, args.workloads, runnable)
     for w in args.workloads:

@@ -50,11 +50,13 @@ def parse_args(argv, modes=MODES):
     return args
 
 
-def run_all(args, runnable):
+def run_all(args, runnable, run_one=h.run_driver):
+    """Every (workload, mode) pair args.reps times, interleaved; *run_one(mode,
+    workload, timeout=...)* makes one run (a fresh driver process by default)."""
     schedule = h.interleave([(w, m) for w in args.workloads for m in runnable], args.reps)
     runs = []
     for i, (rep, (workload, mode)) in enumerate(schedule, 1):
-        result = h.run_driver(mode, workload, timeout=args.timeout)
+        result = run_one(mode, workload, timeout=args.timeout)
         result.update(rep=rep, workload=workload, mode=mode)
         runs.append(result)
         status = h.fmt_seconds(result.get("elapsed_s")) if "error" not in result else "FAILED: " + result["error"]

@@ -47,6 +47,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "heapscope.h" /* heapscope__now_ms: one lookup clock for both headers */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -68,22 +70,12 @@ struct heapscope__pools_api {
     heapscope_pool_release_in_fn release_in;
 };
 
-static inline long heapscope__pools_now_ms(void) {
-#ifdef CLOCK_MONOTONIC
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-#else
-    return 0; /* no monotonic clock declared: retry on every call */
-#endif
-}
-
 static inline const struct heapscope__pools_api* heapscope__get_pools_api(void) {
     static struct heapscope__pools_api api;
     static int found;         /* 1 once api is complete (atomic) */
     static long last_try_ms;  /* atomic */
     if (__atomic_load_n(&found, __ATOMIC_ACQUIRE)) return &api;
-    long now_ms = heapscope__pools_now_ms();
+    long now_ms = heapscope__now_ms();
     long last = __atomic_load_n(&last_try_ms, __ATOMIC_RELAXED);
     if (last && now_ms && now_ms - last < 1) return NULL;
     __atomic_store_n(&last_try_ms, now_ms ? now_ms : 1, __ATOMIC_RELAXED);
