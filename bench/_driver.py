@@ -41,14 +41,15 @@ class Plain:
 class Tracemalloc(Plain):
     """The stdlib tracemalloc, or a drop-in replacement module for it."""
 
-    def __init__(self, module, nframe):
+    def __init__(self, module, nframe, **options):
         self.tm = importlib.import_module(module)
         self.nframe = nframe
+        self.options = options  # heapscope's keywords (sampling=...)
         top = module.partition(".")[0]
         self.version = _dist_version(top) or "stdlib, Python " + sys.version.split()[0]
 
     def start(self):
-        self.tm.start(self.nframe)
+        self.tm.start(self.nframe, **self.options)
 
     def memory(self):
         return self.tm.get_tracemalloc_memory()
@@ -95,13 +96,16 @@ class Capture(Plain):
             import heapscope
             self.module = heapscope
             self.version = _dist_version("heapscope")
+        # heapscope.Tracker is imported lazily (heapscope/__init__.py): import
+        # it here, before the clock starts, as every tool's imports are.
+        self.tracker_class = self.module.Tracker
 
     def start(self):
         self.dir = tempfile.mkdtemp(prefix="heapscope-bench-")
         self.path = os.path.join(self.dir, "capture.bin")
         extra = {} if self.sampling is None else {"sampling": self.sampling}
-        self.tracker = self.module.Tracker(self.path, trace_python_allocators=True,
-                                           native_traces=self.native, **extra)
+        self.tracker = self.tracker_class(self.path, trace_python_allocators=True,
+                                          native_traces=self.native, **extra)
         self.tracker.__enter__()
 
     def stop(self):
@@ -186,6 +190,7 @@ MODES = {
     "memray-file": lambda: Capture("memray", False, report=False),
     "heapscope-exact": lambda: Capture("heapscope", False, report=False),
     "heapscope-sampled": lambda: Capture("heapscope", False, sampling=True, report=False),
+    "heapscope-door-sampled": lambda: Tracemalloc("heapscope.tracemalloc", 64, sampling=True),
 }
 for _kib in (16, 32, 64, 128, 256, 512, 1024):
     MODES[f"heapscope-sampled-{_kib}k"] = (

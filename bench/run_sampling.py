@@ -6,7 +6,9 @@ memray, and Scalene's memory mode.
 
 heapscope and memray write a capture file with Python's allocators traced
 (`trace_python_allocators=True`); heapscope-sampled is the same Tracker with
-`sampling=True` (Poisson byte sampling at the default mean interval).
+`sampling=True` (Poisson byte sampling at the default mean interval);
+heapscope-door-sampled is `heapscope.tracemalloc.start(64, sampling=True)`
+(Python's allocators only, no file).
 Scalene runs the same driver under `python -m scalene run --memory` (CPU and
 memory profiling, its sampled allocation tracking through LD_PRELOAD); its
 figure is the workload's own time measured inside the process, like the
@@ -21,7 +23,7 @@ import tempfile
 import _harness as h
 import run_tracemalloc as rt
 
-MODES = ["plain", "heapscope-exact", "heapscope-sampled", "memray-file", "scalene"]
+MODES = ["plain", "heapscope-exact", "heapscope-sampled", "heapscope-door-sampled", "memray-file", "scalene"]
 INTERVAL_MODES = [f"heapscope-sampled-{k}k" for k in (16, 32, 64, 128, 256, 512, 1024)]
 SECTION = "sampling"
 
