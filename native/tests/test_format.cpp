@@ -558,6 +558,16 @@ TEST(Records, MalformedBytesAreReportedNotTrusted) {
     EXPECT_NE(error.find("malformed"), std::string::npos);
     EXPECT_TRUE(decode_all(std::string("\x0f\x00\x80\x10\x00", 5), &error).empty());
     EXPECT_NE(error.find("weight 0"), std::string::npos);
+    // A version 1 capture never had the token.
+    {
+        RecordDecoder v1(std::string_view("\x0f\x04\x80\x10\x00", 5), false);
+        Record r{};
+        EXPECT_FALSE(v1.next(&r));
+        EXPECT_NE(v1.error().find("weight token in a format version 1 capture"), std::string::npos);
+        RecordDecoder v2(std::string_view("\x0f\x04\x80\x10\x00", 5), true);
+        ASSERT_TRUE(v2.next(&r));
+        EXPECT_EQ(r.allocation.count, 4u);
+    }
     // A python node whose delta takes its id below zero.
     EXPECT_TRUE(decode_all(std::string("\x03\x01\x00\x00\x00", 5), &error).empty());
     EXPECT_NE(error.find("malformed"), std::string::npos);

@@ -180,6 +180,7 @@ std::unique_ptr<CaptureReader::Cursor> CaptureReader::start_pass(Progress progre
     std::unique_ptr<Cursor> cursor(new Cursor());
     cursor->fd_ = fd;
     cursor->definitions_ = &definitions_;
+    cursor->weights_allowed_ = header_.version >= 2;
     cursor->progress_ = std::move(progress);
     // The size now: a capture still being written has grown since open().
     struct stat st {};
@@ -256,7 +257,7 @@ bool CaptureReader::Cursor::next_chunk() {
             break;
         }
         if (type != format::ChunkType::kRecords) continue;  // a later version's chunk: skip it
-        decoder_ = format::RecordDecoder(payload_);
+        decoder_ = format::RecordDecoder(payload_, weights_allowed_);
         return true;
     }
     if (progress_ && !cancelled_ && !final_progress_sent_) {

@@ -123,6 +123,7 @@ class CaptureReader::Cursor {
     std::unique_ptr<Prefetcher> prefetcher_;       // with it
     std::string payload_;
     format::RecordDecoder decoder_;
+    bool weights_allowed_ = true;  // the file is format version 2 or later
     format::Record record_{};
     Progress progress_;
     uint64_t file_size_ = 0;

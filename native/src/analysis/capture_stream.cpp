@@ -32,7 +32,7 @@ void CaptureStream::feed(std::string_view bytes) {
 }
 
 void CaptureStream::apply(std::string_view payload, uint64_t chunk_number) {
-    format::RecordDecoder decoder(payload);
+    format::RecordDecoder decoder(payload, header_.version >= 2);
     while (decoder.next(&record_)) {
         if (definitions_.apply(record_, &generation_)) continue;
         switch (record_.type) {

@@ -189,7 +189,8 @@ void RecordEncoder::metadata(const MetadataRecord& r) {
 
 // ---------------------------------------------------------------------------
 
-RecordDecoder::RecordDecoder(std::string_view payload) : in_(payload) {}
+RecordDecoder::RecordDecoder(std::string_view payload, bool weights_allowed)
+    : in_(payload), weights_allowed_(weights_allowed) {}
 
 bool RecordDecoder::fail(size_t record_start, const char* what) {
     char buf[160];
@@ -219,6 +220,7 @@ bool RecordDecoder::next(Record* out) {
         if (token == kThreadSwitch) {
             if (!get_u32(in, pos, &state_.thread)) return fail(start, kTruncated);
         } else if (token == kWeight) {
+            if (!weights_allowed_) return fail(start, "weight token in a format version 1 capture");
             if (!get_u32(in, pos, &weight)) return fail(start, kTruncated);
             if (weight == 0) return fail(start, "weight 0");
             weighted = true;

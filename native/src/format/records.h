@@ -377,7 +377,9 @@ struct Record {
 // Reads the records of one chunk payload.
 class RecordDecoder {
   public:
-    explicit RecordDecoder(std::string_view payload);
+    // `weights_allowed`: the capture is format version 2 or later; in a
+    // version 1 capture a Weight token is damage.
+    explicit RecordDecoder(std::string_view payload, bool weights_allowed = true);
     // The next record: true, or false at the end of the payload or on
     // malformed bytes (then error() says what and where).
     bool next(Record* out);
@@ -386,6 +388,7 @@ class RecordDecoder {
   private:
     std::string_view in_;
     size_t pos_ = 0;
+    bool weights_allowed_ = true;
     std::string error_;
     detail::CodecState state_;  // the encoder's, mirrored
     bool fail(size_t record_start, const char* what);
