@@ -56,7 +56,8 @@ def header_lines(title, path, metadata):
         f"heapscope {title}: {safe_text(metadata.command_line) or '(unknown command)'}",
         f"  capture   {safe_text(path)} ({', '.join(settings)}{state})",
         f"  ran       {_duration(metadata)} from {_started(metadata)}, pid {metadata.pid}",
-        f"  peak      {format_bytes(metadata.peak_memory)} of traced memory",
+        f"  peak      {format_bytes(metadata.peak_memory)} of traced memory"
+        + (" (sampled: the peak of an estimate runs high, docs/sampling.md)" if metadata.sampled else ""),
         f"  totals    {metadata.total_allocations} allocations, {metadata.total_frames} distinct frames",
     ]
     if metadata.sampled:
