@@ -36,9 +36,10 @@ void bind_timeline(nanobind::module_& m);
 
 // Shared by the passes over capture files (capture_reader.cpp, timeline.cpp).
 
-// Text from a capture as str. The writer stores UTF-8; anything else (a
-// command line in another encoding) is shown with replacement characters
-// rather than refused. Calls Python.
+// Text from a capture, or a name a C caller gave (pool names, kinds), as
+// str. Stored as UTF-8; anything else (a command line in another encoding,
+// a Latin-1 pool name from C) is shown with replacement characters rather
+// than refused. Calls Python.
 inline nanobind::str text(const std::string& s) {
     PyObject* str = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
     if (str == nullptr) throw nanobind::python_error();

@@ -10,12 +10,14 @@
 #include <nanobind/stl/string.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "analysis/symbolizer.h"
+#include "bindings.h"
 #include "common/loaded_object.h"
 #include "hooks/custom_domains.h"
 #include "pools/pool_registry.h"
@@ -104,7 +106,12 @@ uint32_t kind_argument(nb::handle kind) {
     const char* text = PyUnicode_AsUTF8AndSize(kind.ptr(), &length);
     if (!text) throw nb::python_error();
     if (length == 0) value_error("kind must not be empty (use None for no kind)");
-    return pools::registry().kind_id(std::string_view(text, static_cast<size_t>(length)));
+    if (std::memchr(text, '\0', static_cast<size_t>(length))) value_error("kind must not contain a NUL character");
+    const uint32_t id = pools::registry().kind_id(std::string_view(text, static_cast<size_t>(length)));
+    if (id == pools::Registry::kNoKind) {
+        value_error("too many distinct kinds (at most " + std::to_string(pools::kMaxKinds) + ")");
+    }
+    return id;
 }
 
 pools::Pool* pool_argument(nb::handle name) {
@@ -331,13 +338,13 @@ nb::list collect(pools::Pool* pool) {
     std::vector<nb::object> names;
     for (const pools::ResourceInfo& row : rows) {
         while (names.size() <= row.pool) {
-            names.push_back(nb::str(pools::registry().at(static_cast<uint32_t>(names.size()))->name().c_str()));
+            names.push_back(bindings::text(pools::registry().at(static_cast<uint32_t>(names.size()))->name()));
         }
         auto kind = kinds.find(row.kind);
         if (kind == kinds.end()) {
             nb::object name = row.kind == pools::Registry::kNoKind
                                   ? nb::none()
-                                  : nb::object(nb::str(pools::registry().kind_name(row.kind).c_str()));
+                                  : nb::object(bindings::text(pools::registry().kind_name(row.kind)));
             kind = kinds.emplace(row.kind, name).first;
         }
         result.append(nb::make_tuple(names[row.pool], row.id, row.serial, row.size, kind->second,
@@ -422,13 +429,13 @@ void bind_pools(nb::module_& m) {
     nb::class_<ResourceHandle>(m, "ResourceHandle",
                                "A registered resource: release() it, or use it as a context manager. "
                                "A tracked object's resource is also released when the object dies.")
-        .def_prop_ro("pool", [](const ResourceHandle& h) { return h.pool->name(); })
+        .def_prop_ro("pool", [](const ResourceHandle& h) { return bindings::text(h.pool->name()); })
         .def_ro("id", &ResourceHandle::id)
         .def_ro("size", &ResourceHandle::size)
         .def_prop_ro("kind",
                      [](const ResourceHandle& h) -> nb::object {
                          if (h.kind == pools::Registry::kNoKind) return nb::none();
-                         return nb::str(pools::registry().kind_name(h.kind).c_str());
+                         return bindings::text(pools::registry().kind_name(h.kind));
                      })
         .def_prop_ro("released", [](const ResourceHandle& h) { return h.released; })
         .def("release", &ResourceHandle::release,
@@ -446,7 +453,7 @@ void bind_pools(nb::module_& m) {
             return false;
         })
         .def("__repr__", [](const ResourceHandle& h) {
-            return "<ResourceHandle pool=" + nb::cast<std::string>(nb::repr(nb::str(h.pool->name().c_str()))) +
+            return "<ResourceHandle pool=" + nb::cast<std::string>(nb::repr(bindings::text(h.pool->name()))) +
                    " id=" + std::to_string(h.id) + " size=" + std::to_string(h.size) +
                    (h.released ? " released>" : ">");
         });
@@ -454,7 +461,7 @@ void bind_pools(nb::module_& m) {
     nb::class_<PyPool>(m, "_Pool", "The engine side of heapscope.pools.Pool.")
         .def("__init__", [](PyPool* self, nb::handle name) { new (self) PyPool{pool_argument(name)}; },
              nb::arg("name").none())
-        .def_prop_ro("name", [](const PyPool& p) { return p.pool->name(); })
+        .def_prop_ro("name", [](const PyPool& p) { return bindings::text(p.pool->name()); })
         .def_prop_ro("domain", [](const PyPool& p) { return p.pool->domain(); })
         .def("track", &pool_track, nb::arg("obj_or_id").none(), nb::arg("size").none(),
              nb::arg("kind").none() = nb::none(),
@@ -494,7 +501,7 @@ void bind_pools(nb::module_& m) {
         nb::dict result;
         for (uint32_t i = 0; i < pools::registry().pool_count(); ++i) {
             pools::Pool* pool = pools::registry().at(i);
-            result[nb::int_(pool->domain())] = nb::str(pool->name().c_str());
+            result[nb::int_(pool->domain())] = bindings::text(pool->name());
         }
         return result;
     });

@@ -285,8 +285,10 @@ class Pool(_heapscope._Pool):
         """Resources registered in this pool from now on keep their source
         (Python stack; native stack too from C/C++). Call it before the first
         resource is made: resources alive now have no source (a warning says so)."""
+        was_on = self._detailed()
         self._set_detailed(True)
-        _warn_late(self.count, f"pool {self.name!r}")
+        if not was_on:  # a second call: the live resources may well have sources
+            _warn_late(self.count, f"pool {self.name!r}")
 
     def disable_detailed_profiling(self):
         self._set_detailed(False)
@@ -325,6 +327,11 @@ class Pool(_heapscope._Pool):
         key = (self.name, cls)
         if key in _class_hooks:
             raise ValueError(f"{cls.__qualname__} is already tracked by pool {self.name!r}")
+        # One pool per class: hooks stacked by two pools cannot be undone in
+        # any order without restoring the wrong one.
+        other = next((pool_name for pool_name, tracked in _class_hooks if tracked is cls), None)
+        if other is not None:
+            raise ValueError(f"{cls.__qualname__} is already tracked by pool {other!r}: untrack it there first")
         name = f"{cls.__module__}.{cls.__qualname__}"
         if not cls.__flags__ & _HEAP_TYPE or cls.__flags__ & _IMMUTABLE_TYPE:
             raise TypeError(f"cannot track every instance of {name}: it is a built-in or extension type, whose "
@@ -343,8 +350,10 @@ class Pool(_heapscope._Pool):
         _class_hooks[key] = replaced
 
     def untrack_class(self, cls):
-        """Undo track_class(cls): instances made later are not registered
-        (the ones alive stay registered until they die)."""
+        """Undo track_class(cls): instances made later are not registered.
+        The ones alive stay registered until they die -- except for classes
+        without weak references, whose release hook (``__del__``) goes with
+        this call: their live instances then stay registered for good."""
         try:
             replaced = _class_hooks.pop((self.name, cls))
         except (KeyError, TypeError):
@@ -388,8 +397,10 @@ def enable_detailed_profiling():
     """Every pool, existing and future, keeps the source of resources
     registered from now on. Call it before the first resource is made:
     resources alive now have no source (a warning says so)."""
+    # Resources alive in pools that were not keeping sources have none.
+    alive = sum(each.count for each in map(Pool, _heapscope._pools_names().values())
+                if not each.detailed_profiling)
     _heapscope._pools_set_detailed(True)
-    alive = sum(Pool(name).count for name in _heapscope._pools_names().values())
     _warn_late(alive, "the pools")
 
 

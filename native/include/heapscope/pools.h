@@ -180,7 +180,12 @@ class ResourcePool {
 
 /* One registered resource, released when this object is destroyed (or by
  * release()). Movable, not copyable: a member of a ref-counted type, or of
- * the object its last reference owns. */
+ * the object its last reference owns. Releasing is by id, so ids must be
+ * unique among a pool's live resources: an object that uses its own address
+ * as the id must not be moved (its old address may hold a new object whose
+ * registration the moved one would later release). To change a resource's
+ * size, assign a new PoolResource with the same pool and id: the assignment
+ * keeps the new registration. */
 class PoolResource {
   public:
     PoolResource() noexcept : pool_(nullptr), id_(0) {}
@@ -194,7 +199,9 @@ class PoolResource {
     PoolResource(PoolResource&& other) noexcept : pool_(other.pool_), id_(other.id_) { other.pool_ = nullptr; }
     PoolResource& operator=(PoolResource&& other) noexcept {
         if (this != &other) {
-            release();
+            /* The same resource registered again (a new size) replaced the
+             * old registration: releasing "the old one" would drop the new. */
+            if (!(pool_ == other.pool_ && id_ == other.id_)) release();
             pool_ = other.pool_;
             id_ = other.id_;
             other.pool_ = nullptr;

@@ -1,5 +1,7 @@
 #include "pools/pool_registry.h"
 
+#include <memory>
+
 #include <pthread.h>
 #include <time.h>
 
@@ -97,36 +99,19 @@ void Pool::collect(std::vector<ResourceInfo>* out) const {
 // ---------------------------------------------------------------------------
 // Registry
 
-// Name lookups read an immutable table published with release order; making
-// a pool or a kind copies the table (rare) and keeps the old one, which a
-// reader may still be using, until the registry goes (never, for the process's).
-struct Registry::NameTable {
-    std::unordered_map<std::string, Pool*> by_name;
-};
-
-struct Registry::KindTable {
-    std::unordered_map<std::string, uint32_t> by_name;
-};
-
-Registry::Registry() : names_(new NameTable), kinds_(new KindTable) {
+Registry::Registry() {
     for (auto& slot : pools_) slot.store(nullptr, std::memory_order_relaxed);
+    for (auto& slot : kind_names_) slot.store(nullptr, std::memory_order_relaxed);
 }
 
 Registry::~Registry() {
-    delete names_.load();
-    for (const NameTable* table : retired_) delete table;
-    delete kinds_.load();
-    for (const KindTable* table : retired_kinds_) delete table;
-    for (std::string* name : kind_names_) delete name;
+    for (uint32_t i = 0; i < kind_count_.load(); ++i) delete kind_names_[i].load();
     for (uint32_t i = 0; i < count_.load(); ++i) delete pools_[i].load();
 }
 
 Pool* Registry::find(std::string_view name) const {
-    const NameTable* table = names();
-    // A heterogeneous lookup needs C++20's transparent hashing; a pool name is
-    // short, so one std::string per lookup costs less than it saves.
-    auto it = table->by_name.find(std::string(name));
-    return it == table->by_name.end() ? nullptr : it->second;
+    const uint32_t id = names_.find(name);
+    return id ? pools_[id - 1].load(std::memory_order_acquire) : nullptr;
 }
 
 Pool* Registry::at(uint32_t index) const {
@@ -144,11 +129,9 @@ Pool* Registry::pool(std::string_view name) {
     try {
         auto* made = new Pool(std::string(name), index);
         made->set_detailed(detailed_by_default());
-        auto* table = new NameTable(*names());
-        table->by_name.emplace(made->name(), made);
-        pools_[index].store(made, std::memory_order_release);
+        pools_[index].store(made, std::memory_order_release);  // before the name: a reader finds it whole
+        names_.add(made->name(), index + 1);
         count_.store(index + 1, std::memory_order_release);
-        retired_.push_back(names_.exchange(table, std::memory_order_acq_rel));
         if (observer_) observer_(observer_context_, made->domain(), made->name());
         return made;
     } catch (const std::bad_alloc&) {
@@ -170,22 +153,20 @@ void Registry::set_observer(PoolObserver observer, void* context) {
 uint32_t Registry::kind_id(std::string_view kind) {
     if (kind.empty()) return kNoKind;
     Untraced untraced;
-    std::string key(kind);
-    {
-        const KindTable* table = kinds_.load(std::memory_order_acquire);
-        auto it = table->by_name.find(key);
-        if (it != table->by_name.end()) return it->second;
-    }
+    if (uint32_t id = kinds_.find(kind)) return id;
     std::lock_guard<std::mutex> lock(create_lock_);
-    const KindTable* current = kinds_.load(std::memory_order_acquire);
-    auto it = current->by_name.find(key);
-    if (it != current->by_name.end()) return it->second;
+    if (uint32_t id = kinds_.find(kind)) return id;
+    const uint32_t count = kind_count_.load(std::memory_order_relaxed);
+    if (count >= kMaxKinds) return kNoKind;
     try {
-        kind_names_.push_back(new std::string(key));
-        const auto id = static_cast<uint32_t>(kind_names_.size());
-        auto* table = new KindTable(*current);
-        table->by_name.emplace(std::move(key), id);
-        retired_kinds_.push_back(kinds_.exchange(table, std::memory_order_acq_rel));
+        auto name = std::make_unique<std::string>(kind);
+        const uint32_t id = count + 1;
+        kind_names_[count].store(name.get(), std::memory_order_release);  // before the index finds it
+        if (!kinds_.add(kind, id)) {
+            kind_names_[count].store(nullptr, std::memory_order_relaxed);
+            return kNoKind;
+        }
+        name.release();
         kind_count_.store(id, std::memory_order_release);
         return id;
     } catch (const std::bad_alloc&) {
@@ -194,8 +175,10 @@ uint32_t Registry::kind_id(std::string_view kind) {
 }
 
 std::string Registry::kind_name(uint32_t kind) const {
-    std::lock_guard<std::mutex> lock(create_lock_);
-    return kind == kNoKind || kind > kind_names_.size() ? std::string() : *kind_names_[kind - 1];
+    // Lock-free: a forked child may have inherited create_lock_ held.
+    if (kind == kNoKind || kind > kMaxKinds) return std::string();
+    const std::string* name = kind_names_[kind - 1].load(std::memory_order_acquire);
+    return name ? *name : std::string();
 }
 
 uint32_t Registry::intern_source(Source source) {
@@ -251,6 +234,9 @@ uint32_t g_pools_locked_for_fork = 0;  // pools whose shards fork_prepare locked
 }  // namespace
 
 void fork_prepare() {
+    // create_lock_ first, the order pool creation takes it in (then the
+    // engine's, through the observer): a fork never leaves it held.
+    g_registry->create_lock_.lock();
     g_registry->sources_lock_.lock();
     g_pools_locked_for_fork = g_registry->pool_count();
     for (uint32_t i = 0; i < g_pools_locked_for_fork; ++i) g_registry->at(i)->lock_all_shards();
@@ -259,6 +245,7 @@ void fork_prepare() {
 void fork_resume() {
     for (uint32_t i = 0; i < g_pools_locked_for_fork; ++i) g_registry->at(i)->unlock_all_shards();
     g_registry->sources_lock_.unlock();
+    g_registry->create_lock_.unlock();
 }
 
 Registry& registry() {

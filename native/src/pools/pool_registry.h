@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -34,6 +35,64 @@ namespace heapscope::pools {
 // NumPy uses 389047; extensions choosing their own numbers should avoid this range.
 inline constexpr uint32_t kFirstDomain = 0x48530000u;
 inline constexpr uint32_t kMaxPools = 4096;
+// Distinct kinds across all pools; a kind beyond is refused (kind_id returns
+// kNoKind, and the Python layer raises ValueError).
+inline constexpr uint32_t kMaxKinds = 32768;
+
+// Names with small ids (1, 2, ...), looked up without a lock: a fixed
+// open-addressing array of pointers to entries that are never freed, twice
+// as many slots as names. Writers are serialised by the caller. (The
+// copy-on-write tables this replaces copied the whole table per new name
+// and kept every copy: memory quadratic in the number of kinds.)
+template <uint32_t kCapacity>
+class NameIndex {
+  public:
+    NameIndex() = default;
+    ~NameIndex() {
+        for (auto& slot : slots_) delete slot.load(std::memory_order_relaxed);
+    }
+    NameIndex(const NameIndex&) = delete;
+    NameIndex& operator=(const NameIndex&) = delete;
+
+    // The id of `name`, or 0.
+    uint32_t find(std::string_view name) const {
+        for (uint32_t i = first_slot(name);; i = (i + 1) % kSlots) {
+            const Entry* entry = slots_[i].load(std::memory_order_acquire);
+            if (entry == nullptr) return 0;
+            if (entry->name == name) return entry->id;
+        }
+    }
+    // Adds a name not yet present; false when full. May throw bad_alloc.
+    bool add(std::string_view name, uint32_t id) {
+        if (size_ >= kCapacity) return false;
+        auto* entry = new Entry{std::string(name), id};
+        uint32_t i = first_slot(name);
+        while (slots_[i].load(std::memory_order_relaxed) != nullptr) i = (i + 1) % kSlots;
+        slots_[i].store(entry, std::memory_order_release);
+        ++size_;
+        return true;
+    }
+    // The name with id `id` (1 <= id <= size()), found by a scan: for reports only.
+    std::string name_of(uint32_t id) const {
+        for (const auto& slot : slots_) {
+            const Entry* entry = slot.load(std::memory_order_acquire);
+            if (entry && entry->id == id) return entry->name;
+        }
+        return std::string();
+    }
+
+  private:
+    static constexpr uint32_t kSlots = 2 * kCapacity;
+    struct Entry {
+        std::string name;
+        uint32_t id;
+    };
+    static uint32_t first_slot(std::string_view name) {
+        return static_cast<uint32_t>(std::hash<std::string_view>()(name) % kSlots);
+    }
+    std::atomic<const Entry*> slots_[kSlots] = {};
+    uint32_t size_ = 0;  // guarded by the writers' lock
+};
 inline constexpr size_t kMaxNameBytes = 1024;
 
 // A Python frame of a resource's source, described when it was registered.
@@ -185,12 +244,8 @@ class Registry {
     static constexpr uint32_t kSourceDepth = 64;
 
   private:
-    struct NameTable;  // immutable once published; replaced on insert
-    const NameTable* names() const { return names_.load(std::memory_order_acquire); }
-
-    mutable std::mutex create_lock_;
-    std::atomic<const NameTable*> names_;
-    std::vector<const NameTable*> retired_;  // older tables: readers may still hold them
+    mutable std::mutex create_lock_;  // serialises making pools and kinds
+    NameIndex<kMaxPools> names_;      // pool name -> index + 1
     std::atomic<Pool*> pools_[kMaxPools];
     std::atomic<uint32_t> count_{0};
     PoolObserver observer_ = nullptr;
@@ -198,10 +253,8 @@ class Registry {
     std::atomic<bool> detailed_default_{false};
     Hooks hooks_;
 
-    struct KindTable;
-    std::atomic<const KindTable*> kinds_;
-    std::vector<const KindTable*> retired_kinds_;
-    std::vector<std::string*> kind_names_;  // by id - 1; guarded by create_lock_
+    NameIndex<kMaxKinds> kinds_;  // kind -> id
+    std::atomic<const std::string*> kind_names_[kMaxKinds];  // by id - 1, for kind_name without a lock
     std::atomic<uint32_t> kind_count_{0};
 
     friend void fork_prepare();
@@ -213,10 +266,10 @@ class Registry {
 
 // The process's registry. Never destroyed (resources may be released during
 // exit, after static destructors ran). It installs fork handlers that hold
-// every shard lock and the sources lock across fork(); the creation lock is
-// not held (making a pool may wait on a capture's lock, which the engine's
-// own fork handler holds), so a pool being made by another thread at the
-// moment of a fork leaves it locked in the child.
+// the creation lock, every shard lock and the sources lock across fork().
+// Its prepare handler runs before the engine's (registered earlier, so run
+// later): a pool being made, which may wait on the engine's lock through a
+// capture, finishes before the engine's lock is taken.
 Registry& registry();
 
 }  // namespace heapscope::pools
