@@ -52,15 +52,23 @@ static inline long heapscope__now_ms(void) {
 #endif
 }
 
+/* Internal: whether a lookup of heapscope may be tried now, at most once a
+ * millisecond while heapscope is absent; `last_try_ms` is the caller's
+ * (atomic) record of its last try. Shared with heapscope/pools.h. */
+static inline int heapscope__may_look_up(long* last_try_ms) {
+    long now_ms = heapscope__now_ms();
+    long last = __atomic_load_n(last_try_ms, __ATOMIC_RELAXED);
+    if (last && now_ms && now_ms - last < 1) return 0;
+    __atomic_store_n(last_try_ms, now_ms ? now_ms : 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
 static inline const struct heapscope__api* heapscope__get_api(void) {
     static struct heapscope__api api;
     static int found;         /* 1 once api is complete (atomic) */
     static long last_try_ms;  /* atomic */
     if (__atomic_load_n(&found, __ATOMIC_ACQUIRE)) return &api;
-    long now_ms = heapscope__now_ms();
-    long last = __atomic_load_n(&last_try_ms, __ATOMIC_RELAXED);
-    if (last && now_ms && now_ms - last < 1) return NULL;
-    __atomic_store_n(&last_try_ms, now_ms ? now_ms : 1, __ATOMIC_RELAXED);
+    if (!heapscope__may_look_up(&last_try_ms)) return NULL;
     void* track = dlsym(RTLD_DEFAULT, "heapscope_track_v1");
     void* untrack = dlsym(RTLD_DEFAULT, "heapscope_untrack_v1");
     if (!track || !untrack) return NULL;

@@ -47,7 +47,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "heapscope.h" /* heapscope__now_ms: one lookup clock for both headers */
+#include "heapscope.h" /* heapscope__may_look_up: one lookup throttle for both headers */
 
 #ifdef __cplusplus
 extern "C" {
@@ -75,10 +75,7 @@ static inline const struct heapscope__pools_api* heapscope__get_pools_api(void) 
     static int found;         /* 1 once api is complete (atomic) */
     static long last_try_ms;  /* atomic */
     if (__atomic_load_n(&found, __ATOMIC_ACQUIRE)) return &api;
-    long now_ms = heapscope__now_ms();
-    long last = __atomic_load_n(&last_try_ms, __ATOMIC_RELAXED);
-    if (last && now_ms && now_ms - last < 1) return NULL;
-    __atomic_store_n(&last_try_ms, now_ms ? now_ms : 1, __ATOMIC_RELAXED);
+    if (!heapscope__may_look_up(&last_try_ms)) return NULL;
     void* get = dlsym(RTLD_DEFAULT, "heapscope_pool_get_v1");
     void* find = dlsym(RTLD_DEFAULT, "heapscope_pool_find_v1");
     void* track_in = dlsym(RTLD_DEFAULT, "heapscope_pool_track_in_v1");
