@@ -100,8 +100,7 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     options.memory_interval_ms = memory_interval_ms;
     options.metadata = std::move(metadata);
     // Readers need to know sizes and counts are estimates.
-    options.metadata.emplace_back("sampling", sampling.describe());
-    options.sampled = !sampling.exact();
+    options.sampling = sampling.describe();
     options.describer = python_describer();
     options.hook_lock = engine().sink_lock();  // one lock per event, not two
     std::string error;
@@ -164,8 +163,6 @@ void capture_fork_child(std::optional<int> fd, Metadata metadata) {
         return;
     }
     std::string error;
-    // The child's metadata replaces the parent's: it must say how events are sampled too.
-    metadata.emplace_back("sampling", engine().sampling().describe());
     std::unique_ptr<CaptureWriter> child = parent_writer->clone_in_child(*fd, std::move(metadata), &error);
     if (!child) {
         stop_engine();

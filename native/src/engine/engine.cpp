@@ -339,25 +339,26 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
         pooled = false;  // PoolIndex keeps 16 bits of depth: the flag would be lost
     }
     BlockInfo info{size, node, total_depth};
+    const Estimate weight = estimate(address, info);
     if (sink_) {
         uint32_t thread = capture_thread_locked();
         // A block still recorded at this address was freed where no hook saw
         // it: the capture must see that free before the new block.
         BlockTable* table = table_for(domain, true);
         BlockInfo stale;
-        if (erase_locked(table, address, &stale)) {
-            Estimate was = estimate(address, stale);
+        Estimate was;
+        if (erase_locked(table, address, &stale, &was)) {
             sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
         }
         uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
-        Estimate weight = estimate(address, info);
         info.stack = sink_->on_alloc(
             AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count});
     }
-    insert_locked(domain, address, info, pooled);
+    insert_locked(domain, address, info, weight, pooled);
 }
 
-void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled) {
+void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, const Estimate& weight,
+                           bool pooled) {
     BlockInfo replaced;
     bool ok = true;
     bool existed = table_for(domain, true)->insert(address, info, &replaced, &ok, pooled);
@@ -367,45 +368,46 @@ void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& 
         return;
     }
     if (!existed && sampling_active()) recorded_.add(address);
-    current_bytes_ += estimate(address, info).bytes;
+    current_bytes_ += weight.bytes;
     if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
 }
 
-bool Engine::erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed) {
+bool Engine::erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed, Estimate* was) {
     if (!table->erase(address, removed)) return false;
-    current_bytes_ -= estimate(address, *removed).bytes;
+    *was = estimate(address, *removed);
+    current_bytes_ -= was->bytes;
     if (sampling_active()) recorded_.remove(address);
     return true;
 }
 
-bool Engine::record_free(uint32_t domain, uintptr_t address, BlockInfo* removed, Allocator deallocator) {
-    if (sampling_active() && !recorded_.may_contain(address)) return false;  // the unsampled majority
+bool Engine::record_free_slow(uint32_t domain, uintptr_t address, BlockInfo* removed, Allocator deallocator) {
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return false;
     BlockTable* table = table_for(domain, false);
     BlockInfo info;
-    if (!table || !erase_locked(table, address, &info)) return false;
+    Estimate was;
+    if (!table || !erase_locked(table, address, &info, &was)) return false;
     if (removed) *removed = info;
     if (sink_) {
-        Estimate was = estimate(address, info);
         sink_->on_free(
             DeallocationEvent{address, was.bytes, domain, capture_thread_locked(), deallocator, info, was.count});
     }
     return true;
 }
 
-bool Engine::record_munmap(uintptr_t address, uint64_t length) {
-    if (sampling_active() && !recorded_.may_contain(address)) return false;
+bool Engine::record_munmap_slow(uintptr_t address, uint64_t length) {
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return false;
     BlockInfo info;
+    Estimate was;
     // Mappings are recorded exactly even while sampling, so their sizes are
     // true extents.
-    if (!erase_locked(&python_table_, address, &info)) return false;
+    if (!erase_locked(&python_table_, address, &info, &was)) return false;
     uint64_t released = length < info.size ? length : info.size;
     if (released < info.size) {
         BlockInfo rest{info.size - released, info.stack, info.total_depth};
-        insert_locked(kPythonDomain, address + released, rest, false);  // untraced if the table cannot grow
+        // Untraced if the table cannot grow.
+        insert_locked(kPythonDomain, address + released, rest, estimate(address + released, rest), false);
     }
     if (sink_) {
         sink_->on_free(
@@ -417,7 +419,7 @@ bool Engine::record_munmap(uintptr_t address, uint64_t length) {
 void Engine::restore(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled) {
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed) || sink_ || detached_) return;
-    insert_locked(domain, address, info, pooled);
+    insert_locked(domain, address, info, estimate(address, info), pooled);
 }
 
 void Engine::traced_memory(uint64_t* current, uint64_t* peak) {

@@ -183,14 +183,20 @@ class Engine {
                       Allocator allocator = Allocator::kMalloc, const uintptr_t* native_ips = nullptr,
                       uint32_t native_count = 0);
     // Removes a block; false if it was not traced. `removed` may be null.
-    // While sampling, an address the filter rules out returns at once.
+    // While sampling, an address the filter rules out returns at once, here,
+    // inline: hooks call this for every free without a check of their own.
     bool record_free(uint32_t domain, uintptr_t address, BlockInfo* removed = nullptr,
-                     Allocator deallocator = Allocator::kFree);
+                     Allocator deallocator = Allocator::kFree) {
+        if (!may_have_recorded(address)) return false;  // while sampling: the unsampled majority
+        return record_free_slow(domain, address, removed, deallocator);
+    }
     // munmap(address, length) of a mapping recorded at `address`: removes it,
     // or only its first `length` bytes (the rest stays recorded at
     // address + length). Unmapping that does not start at a recorded mapping
     // is not seen. False if nothing was recorded at `address`.
-    bool record_munmap(uintptr_t address, uint64_t length);
+    bool record_munmap(uintptr_t address, uint64_t length) {
+        return may_have_recorded(address) && record_munmap_slow(address, length);
+    }
     // Puts back a block taken by record_free (a realloc that failed). Not
     // done while capturing: the capture already holds the free, so the block
     // simply stays untraced.
@@ -226,10 +232,14 @@ class Engine {
 
   private:
     BlockTable* table_for(uint32_t domain, bool create);
-    // Stores a block and updates current and peak bytes. Holds lock_.
-    void insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled);
-    // Takes a block out of a table, keeping the counters and the filter. Holds lock_.
-    bool erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed);
+    bool record_free_slow(uint32_t domain, uintptr_t address, BlockInfo* removed, Allocator deallocator);
+    bool record_munmap_slow(uintptr_t address, uint64_t length);
+    // Stores a block, which stands for `weight` (estimate()), and updates
+    // current and peak bytes. Holds lock_.
+    void insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, const Estimate& weight, bool pooled);
+    // Takes a block out of a table, keeping the counters and the filter; `*was`
+    // is what it stood for. Holds lock_.
+    bool erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed, Estimate* was);
     uint32_t resolve_stack_locked(ThreadStackCache* cache, uint32_t frame_count, bool can_pin);
     // Announces the calling thread to the sink once per capture. Holds lock_.
     uint32_t capture_thread_locked();

@@ -65,14 +65,21 @@ inline bool allocation_traced(const HookGuard& guard) {
     return guard.entered() && !t_hook_state.suppressed && engine().tracing();
 }
 
-// Whether an allocation of `size` bytes from `allocator`, just made on the
-// calling thread, is to be recorded: always unless sampling, then the
-// sampler's decision (one subtraction on Poisson's fast path). Decided
-// before any stack is walked. Call with the hook guard held.
-inline bool sampler_admits(uint64_t size, Allocator allocator) {
+// While sampling: whether the sampler picks an allocation of `size` bytes
+// just made on the calling thread (one subtraction on Poisson's fast path),
+// or the thread records everything (heapscope's own probe, hooks_in_chain).
+// Call with the hook guard held.
+inline bool sampler_picks(uint64_t size) {
     Engine& eng = engine();
-    if (!eng.sampling_active() || !sampled_allocator(allocator) || t_hook_state.record_all) return true;
-    return should_sample(eng.sampling(), &t_hook_state.sampler, eng.session(), size);
+    ThreadHookState& state = t_hook_state;
+    return should_sample(eng.sampling(), &state.sampler, eng.session(), size) || state.record_all;
+}
+
+// Whether an allocation of `size` bytes from `allocator` is to be recorded:
+// always unless sampling, then the sampler's decision, for the allocators it
+// applies to. Decided before any stack is walked. Call with the guard held.
+inline bool sampler_admits(uint64_t size, Allocator allocator) {
+    return !engine().sampling_active() || !sampled_allocator(allocator) || sampler_picks(size);
 }
 
 // The calling thread's stack cache sized for `limit` frames, or null when it

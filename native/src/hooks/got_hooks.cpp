@@ -35,9 +35,6 @@ inline void record(void* ptr, uint64_t size, Allocator allocator) {
 // Forget the block before the allocator may hand its address to another
 // thread (see pymem_hooks.cpp).
 inline void forget(void* ptr, Allocator deallocator) {
-    // While sampling, most blocks were never recorded: the engine's filter
-    // says so without a call or a lock.
-    if (!engine().may_have_recorded(reinterpret_cast<uintptr_t>(ptr))) return;
     engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, deallocator);
 }
 

@@ -92,16 +92,23 @@ void* hook_realloc(void* ctx, void* old_ptr, size_t new_size) {
     return recording_realloc<D>(alloc, old_ptr, new_size);
 }
 
-template <PyMemAllocatorDomain D>
-void hook_free(void* ctx, void* ptr) {
-    PyMemAllocatorEx* alloc = original(ctx);
-    if (!exact_hooks_apply()) return alloc->free(alloc->ctx, ptr);
+// Forgets the block, then frees it: in this order, so that the allocator
+// cannot hand the address to another thread first (see hook_realloc). Both
+// kinds of hook free this way; while sampling, record_free itself rules out
+// the unsampled majority, inline and without the lock.
+inline void forget_then_free(PyMemAllocatorEx* alloc, void* ptr) {
     HookGuard guard;
-    // Forget the block before it is freed (see hook_realloc).
     if (guard.entered() && ptr && engine().tracing()) {
         engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, Allocator::kPymallocFree);
     }
     alloc->free(alloc->ctx, ptr);
+}
+
+template <PyMemAllocatorDomain D>
+void hook_free(void* ctx, void* ptr) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    if (!exact_hooks_apply()) return alloc->free(alloc->ctx, ptr);
+    forget_then_free(alloc, ptr);
 }
 
 // --- while sampling ---
@@ -112,25 +119,11 @@ void hook_free(void* ctx, void* ptr) {
 // engine. The guard is needed: pymalloc passes large requests on to the raw
 // domain and malloc, whose hooks must not sample the same block again.
 
-// Whether the sampler picks this allocation, or the thread must record
-// everything (hooks_in_chain's probe).
-inline bool sampler_picks(size_t size) {
-    Engine& eng = engine();
-    ThreadHookState& state = t_hook_state;
-    return should_sample(eng.sampling(), &state.sampler, eng.session(), size) || state.record_all;
-}
-
 template <PyMemAllocatorDomain D>
 __attribute__((noinline)) void record_picked(const HookGuard& guard, void* ptr, size_t size, Allocator allocator) {
     if (!allocation_traced(guard)) return;  // heapscope's own, or a report's: not traced
     record_block_now(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), size, D != PYMEM_DOMAIN_RAW,
                      D != PYMEM_DOMAIN_RAW, allocator);
-}
-
-__attribute__((noinline)) void forget_maybe_recorded(void* ptr) {
-    if (engine().tracing()) {
-        engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, Allocator::kPymallocFree);
-    }
 }
 
 template <PyMemAllocatorDomain D>
@@ -171,13 +164,7 @@ void* sampled_realloc(void* ctx, void* old_ptr, size_t new_size) {
 
 template <PyMemAllocatorDomain D>
 void sampled_free(void* ctx, void* ptr) {
-    PyMemAllocatorEx* alloc = original(ctx);
-    HookGuard guard;
-    // Forget the block before it is freed (see hook_realloc).
-    if (ptr && guard.entered() && engine().may_have_recorded(reinterpret_cast<uintptr_t>(ptr))) [[unlikely]] {
-        forget_maybe_recorded(ptr);
-    }
-    alloc->free(alloc->ctx, ptr);
+    forget_then_free(original(ctx), ptr);
 }
 
 int slot_of(PyMemAllocatorDomain domain) {

@@ -478,7 +478,7 @@ bool CaptureWriter::Impl::begin(std::string* error_out) {
     ready.reserve(kBuffers);  // moving buffers never allocates (spare has room for all)
 
     format::FileHeader header;
-    header.version = options.sampled ? format::kFormatVersion : 1;
+    header.version = options.sampling != "exact" ? format::kFormatVersion : 1;
     header.format = options.format;
     header.native_traces = options.native_traces;
     header.trace_python_allocators = options.trace_python_allocators;
@@ -494,6 +494,7 @@ bool CaptureWriter::Impl::begin(std::string* error_out) {
         metadata.entries.emplace_back("checkpoint_interval_ms", std::to_string(options.checkpoint_interval_ms));
     }
     metadata.entries.emplace_back("capture_start_unix_ms", std::to_string(start_unix_ms));
+    metadata.entries.emplace_back("sampling", options.sampling);
     format::RecordEncoder opening;
     opening.metadata(metadata);
     write_definitions(&opening);

@@ -41,9 +41,11 @@ struct CaptureOptions {
     format::FileFormat format = format::FileFormat::kAllAllocations;
     bool native_traces = false;
     bool trace_python_allocators = false;
-    // Sampled events (weights): the file is version 2. Exact captures are
+    // How events are sampled, SamplingConfig::describe()'s form, written as
+    // the `sampling` metadata (a forked child's capture inherits it). Sampled
+    // events carry weights: the file is version 2. Exact captures are
     // written as version 1, which older readers still read.
-    bool sampled = false;
+    std::string sampling = "exact";
     int compression_level = 3;                // 0: chunks stored uncompressed
     uint32_t memory_interval_ms = 10;         // 0: no memory records
     uint32_t checkpoint_interval_ms = 1000;   // aggregated format

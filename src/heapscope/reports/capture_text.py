@@ -67,21 +67,19 @@ def header_lines(title, path, metadata):
 
 
 def describe_sampling_text(text):
-    """A capture's sampling in words: "Poisson, 1 per 512.0 KiB" or
-    "size ranges <128 B: 0.0001, <8.0 KiB: 0.1"."""
-    mode, _, rest = text.partition(":")
+    """A capture's sampling in words: "Poisson, 1 sample per 64.0 KiB on
+    average" or "size ranges <128 B: 0.0001, <8.0 KiB: 0.1"."""
+    from heapscope._sampling import parse_sampling
+
     try:
-        if mode == "poisson":
-            return f"Poisson, 1 sample per {format_bytes(int(rest))} on average"
-        if mode == "ranges":
-            parts = []
-            for item in rest.split(","):
-                bound, _, p = item.partition("=")
-                parts.append(f"<{format_bytes(int(bound))}: {float(p):g}")
-            return "size ranges " + ", ".join(parts)
+        sampling = parse_sampling(text)
     except ValueError:  # a damaged or foreign file's metadata: show it as it is
-        pass
-    return safe_text(text)
+        return safe_text(text)
+    if isinstance(sampling, int):
+        return f"Poisson, 1 sample per {format_bytes(sampling)} on average"
+    if isinstance(sampling, dict):
+        return "size ranges " + ", ".join(f"<{format_bytes(bound)}: {p:g}" for bound, p in sampling.items())
+    return "exact"
 
 
 def pool_lines(reader, records):
