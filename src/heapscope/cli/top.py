@@ -11,6 +11,7 @@ import time
 
 from heapscope.cli._program import (add_program_arguments, add_sample_argument, die_like_python_if_interrupted,
                                     flush_program_output, positive_int, program_from_arguments, run_program)
+from heapscope.reader import is_launch_frame
 from heapscope.reports.text import format_bytes, safe_text, table
 
 
@@ -76,13 +77,12 @@ def _silence(stream):
     os.close(devnull)
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_PREFIX = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _is_ours(filename):
     """heapscope's frames and the runpy frames that started it are not the program's."""
-    return filename.startswith(_PACKAGE_DIR + os.sep) or filename.startswith("<frozen runpy>") \
-        or os.path.basename(filename) == "runpy.py"
+    return is_launch_frame(filename, _PACKAGE_PREFIX)
 
 
 def _program_only(snapshot, tracemalloc):
