@@ -5,6 +5,9 @@ set -euo pipefail
 export HEAPSCOPE_WERROR=ON  # compiler warnings fail the build
 HEAPSCOPE_PIP_TARGET=".[test]" source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
+echo "== include directions (scripts/check_layers.py)"
+python scripts/check_layers.py
+
 jobs=$(nproc)
 for variant in plain sanitize; do
   sanitize=OFF; build_type=Release

@@ -142,7 +142,7 @@ def test_start_refuses_while_a_tracker_runs(profiler, tmp_path):
 
 def test_start_refuses_while_heapscope_tracemalloc_traces(profiler, hs_tracemalloc, tmp_path):
     hs_tracemalloc.start()
-    with pytest.raises(RuntimeError, match="tracemalloc is tracing"):
+    with pytest.raises(RuntimeError, match="cannot start heapprof: heapscope.tracemalloc is active in this process"):
         profiler.start(str(tmp_path / "run"))
     hs_tracemalloc.stop()
     profiler.start(str(tmp_path / "run"))

@@ -125,7 +125,7 @@ def test_one_tracker_at_a_time_and_errors_before_tracking(tmp_path):
     assert "second: No more than one Tracker instance can be active at the same time" in out
     assert "second file made: False" in out
     assert any(line.startswith("reuse: This Tracker was already used") for line in out)
-    assert any(line.startswith("tracemalloc: heapscope.tracemalloc is tracing") for line in out)
+    assert "tracemalloc: cannot start a heapscope Tracker: heapscope.tracemalloc is active in this process; stop it first" in out
     assert "third file made: False" in out
     assert any(line.startswith("unopenable: FileNotFoundError Could not create output file") for line in out)
     assert "after: True True" in out

@@ -12,7 +12,8 @@
 #include <vector>
 
 #include "analysis/analyses.h"
-#include "analysis/capture_reader.h"
+#include "hooks/session.h"
+#include "read/capture_reader.h"
 #include "sample/sampler.h"
 #include "stack/stack_trie.h"
 
@@ -28,7 +29,14 @@ void release_pins(const std::vector<FrameKey>& unpin);
 // fresh per session.
 SamplingConfig sampling_from_text(const std::string& text);
 
-// capture_start, capture_stop, capture_active, capture_fork_child.
+// RuntimeError with the session owner's message if `door` may not start now
+// (hooks/session.h).
+inline void raise_if_refused(session::Door door) {
+    const std::string refused = session::refusal(door);
+    if (!refused.empty()) throw nanobind::builtin_exception(nanobind::exception_type::runtime_error, refused.c_str());
+}
+
+// capture_start, capture_stop, capture_active, check_can_start, capture_fork_child.
 void bind_capture_control(nanobind::module_& m);
 
 // capture_timeline, capture_size_histogram: heapscope.heapprof's passes.
@@ -57,7 +65,7 @@ class PythonProgress {
     PythonProgress(const PythonProgress&) = delete;
     PythonProgress& operator=(const PythonProgress&) = delete;
 
-    analysis::Progress callback() {
+    read::Progress callback() {
         return [this](uint64_t done, uint64_t total) -> bool {
             nanobind::gil_scoped_acquire acquire;
             if (PyErr_CheckSignals() != 0) {
@@ -105,9 +113,9 @@ inline void raise_for(PythonProgress& progress, const analysis::PassEnd& end) {
 
 // Raises what opening a capture met: OSError (with errno and the path) for
 // a system error, ValueError for a file that is not a capture. Needs the GIL.
-[[noreturn]] inline void raise_open_failure(const analysis::CaptureReader::OpenFailure& failure,
+[[noreturn]] inline void raise_open_failure(const read::CaptureReader::OpenFailure& failure,
                                             const std::string& path) {
-    if (failure.kind == analysis::CaptureReader::OpenError::kSystem) {
+    if (failure.kind == read::CaptureReader::OpenError::kSystem) {
         errno = failure.error_number;
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
         throw nanobind::python_error();

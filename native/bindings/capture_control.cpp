@@ -16,10 +16,10 @@
 #include "bindings.h"
 #include "engine/engine.h"
 #include "engine/thread_state.h"
-#include "hooks/got_hooks.h"
-#include "hooks/pymem_hooks.h"
+#include "hooks/record.h"
+#include "hooks/session.h"
 #include "sink/capture_writer.h"
-#include "stack/python_frames.h"
+#include "cpython/python_frames.h"
 
 namespace nb = nanobind;
 
@@ -39,7 +39,6 @@ constexpr uint32_t kCaptureDepth = 1024;
 
 // The active capture's writer. Guarded by the GIL: only these bindings touch it.
 std::unique_ptr<CaptureWriter> g_writer;
-bool g_python_allocators = false;
 
 FrameDescriber python_describer() {
     FrameDescriber describer;
@@ -72,7 +71,8 @@ SamplingConfig sampling_from_text(const std::string& text) {
 namespace {
 
 void capture_start(int fd, bool aggregated, bool native_traces, bool trace_python_allocators,
-                   uint32_t memory_interval_ms, bool compress, Metadata metadata, const std::string& sampling_text) {
+                   uint32_t memory_interval_ms, bool compress, Metadata metadata, const std::string& sampling_text,
+                   const std::string& door_name) {
     if (fd < 0) throw nb::value_error("capture_start: the file descriptor must be >= 0");
     SamplingConfig sampling;
     try {
@@ -81,13 +81,17 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
         close(fd);
         throw;
     }
-    if (engine().tracing()) {
+    session::Door door;
+    if (!session::door_from_name(door_name, &door) || door == session::Door::kTracemalloc) {
         close(fd);
-        raise_runtime_error(engine().capturing()
-                                ? "No more than one Tracker instance can be active at the same time"
-                                : "cannot start a capture while heapscope.tracemalloc is tracing");
+        throw nb::value_error("capture_start: door must be 'tracker' or 'heapprof'");
     }
-    if (native_traces && !pymem::prepare_native_stacks()) {
+    const std::string refused = session::refusal(door);
+    if (!refused.empty()) {
+        close(fd);
+        raise_runtime_error(refused);
+    }
+    if (native_traces && !hooks::prepare_native_stacks()) {
         close(fd);
         raise_runtime_error("native traces need libunwind (Debian: libunwind8), which could not be loaded");
     }
@@ -108,24 +112,22 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     if (!writer) raise_os_error("cannot start the capture: " + error);
     // What heapscope allocates to set itself up is not the program's.
     SuppressTracing untraced;
-    if (!engine().start(kCaptureDepth, writer.get(), native_traces, sampling)) {
-        raise_runtime_error("cannot start a capture: heapscope is already tracing");
-    }
+    session::Options session_options;
+    session_options.traceback_limit = kCaptureDepth;
+    session_options.sink = writer.get();
+    session_options.native_traces = native_traces;
+    session_options.python_allocators = trace_python_allocators;
+    session_options.sampling = sampling;
+    if (!session::begin(door, session_options)) raise_runtime_error(session::refusal(door));
     g_writer = std::move(writer);
     announce_pools(g_writer.get());
-    g_python_allocators = trace_python_allocators;
-    if (trace_python_allocators) pymem::install();
-    got::install(true);
 }
 
 // Stops the engine and removes every hook; the writer gets no more events.
 void stop_engine() {
     announce_pools(nullptr);
-    got::uninstall();
-    if (g_python_allocators) pymem::uninstall();
-    g_python_allocators = false;
     std::vector<FrameKey> unpin;
-    engine().stop(&unpin);
+    session::end(&unpin);
     release_pins(unpin);
 }
 
@@ -178,11 +180,16 @@ void capture_fork_child(std::optional<int> fd, Metadata metadata) {
 void bind_capture_control(nb::module_& m) {
     m.def("capture_start", &capture_start, nb::arg("fd"), nb::kw_only(), nb::arg("aggregated"),
           nb::arg("native_traces"), nb::arg("trace_python_allocators"), nb::arg("memory_interval_ms"),
-          nb::arg("compress"), nb::arg("metadata"), nb::arg("sampling") = "exact",
+          nb::arg("compress"), nb::arg("metadata"), nb::arg("sampling") = "exact", nb::arg("door") = "tracker",
           "Start capturing every allocation into `fd` (a file or a connected socket; the capture owns it).");
     m.def("capture_stop", &capture_stop, nb::arg("end_metadata"),
           "Stop the capture, write its end and close it. Returns totals.");
     m.def("capture_active", [] { return static_cast<bool>(g_writer); });
+    m.def("check_can_start", [](const std::string& door_name) {
+        session::Door door;
+        if (!session::door_from_name(door_name, &door)) throw nb::value_error("unknown door");
+        raise_if_refused(door);
+    }, nb::arg("door"), "RuntimeError if the door ('tracemalloc', 'tracker', 'heapprof') may not start now.");
     m.def("capture_fork_child", &capture_fork_child, nb::arg("fd").none(), nb::arg("metadata"),
           "In a forked child: continue the capture into `fd`, or end the child's part if None.");
 }

@@ -25,12 +25,13 @@
 #include "analysis/capture_file.h"
 #include "bindings.h"
 #include "analysis/capture_stream.h"
-#include "analysis/location_index.h"
+#include "model/location.h"
 #include "sink/capture_sink.h"
 
 namespace nb = nanobind;
 using namespace heapscope;
 using namespace heapscope::analysis;
+using namespace heapscope::read;
 using heapscope::bindings::PythonProgress;
 using heapscope::bindings::raise_for;
 using heapscope::bindings::text;

@@ -13,9 +13,9 @@
 #include "engine/engine.h"
 #include "engine/thread_state.h"
 #include "hooks/custom_domains.h"
-#include "hooks/got_hooks.h"
 #include "hooks/pymem_hooks.h"
-#include "stack/python_frames.h"
+#include "hooks/session.h"
+#include "cpython/python_frames.h"
 
 namespace nb = nanobind;
 using namespace heapscope;
@@ -133,26 +133,22 @@ std::vector<uint32_t> distinct_stacks(const std::vector<TraceRecord>& records) {
 
 // Whether the tracemalloc door is tracing: the engine may be running a
 // capture (a Tracker) instead, which the door must neither report nor stop.
-bool door_tracing() { return engine().tracing() && !engine().capturing(); }
+bool door_tracing() { return session::running() == session::Door::kTracemalloc; }
 
 void start(uint32_t nframe, const std::string& sampling_text) {
     SamplingConfig sampling = bindings::sampling_from_text(sampling_text);
     if (nframe < 1 || nframe > 65535) throw nb::value_error("the number of frames must be in range [1; 65535]");
-    if (engine().capturing()) {
-        throw nb::builtin_exception(nb::exception_type::runtime_error,
-                                    "cannot start heapscope.tracemalloc while a heapscope Tracker is capturing");
-    }
-    if (!engine().start(nframe, nullptr, false, sampling)) return;  // already tracing: the stdlib ignores a second start
-    pymem::install();
-    got::install(false);
+    bindings::raise_if_refused(session::Door::kTracemalloc);
+    session::Options options;
+    options.traceback_limit = nframe;
+    options.sampling = sampling;
+    session::begin(session::Door::kTracemalloc, options);  // false if already tracing: the stdlib ignores that
 }
 
 void stop() {
     if (!door_tracing()) return;
-    got::uninstall();
-    pymem::uninstall();
     std::vector<FrameKey> unpin;
-    engine().stop(&unpin);
+    session::end(&unpin);
     release_pins(unpin);
 }
 
@@ -200,7 +196,7 @@ nb::list get_traces(bool with_functions) {
 nb::object get_object_traceback(nb::handle obj) {
     if (!door_tracing()) return nb::none();
     BlockInfo info;
-    if (!engine().find(Engine::kPythonDomain, python::object_block_address(obj.ptr()), &info)) return nb::none();
+    if (!engine().find(Engine::kDefaultDomain, python::object_block_address(obj.ptr()), &info)) return nb::none();
     SuppressTracing suppress;
     TracebackBuilder builder({info.stack}, false);
     return builder.frames_of(info.stack);

@@ -16,14 +16,14 @@
 #include <utility>
 #include <vector>
 
-#include "analysis/symbolizer.h"
+#include "read/symbolizer.h"
 #include "bindings.h"
 #include "common/loaded_object.h"
 #include "hooks/custom_domains.h"
 #include "pools/pool_registry.h"
 #include "sink/capture_writer.h"
 #include "stack/native_unwind.h"
-#include "stack/python_frames.h"
+#include "cpython/python_frames.h"
 
 namespace nb = nanobind;
 using namespace heapscope;
@@ -269,15 +269,15 @@ class SourceBuilder {
         if (found != built_.end()) return found->second;
         pools::Source source = pools::registry().source(id);
         nb::list python, native, merged;
-        std::vector<analysis::PythonFrame> python_frames;
+        std::vector<read::PythonFrame> python_frames;
         for (const pools::SourceFrame& frame : source.python) {
             python.append(nb::make_tuple(frame.filename, frame.lineno, frame.function));
-            python_frames.push_back(analysis::PythonFrame{frame.function, frame.filename, frame.lineno, frame.is_entry});
+            python_frames.push_back(read::PythonFrame{frame.function, frame.filename, frame.lineno, frame.is_entry});
         }
         if (!source.native.empty()) {
-            std::vector<analysis::NativeFrame> native_frames;
+            std::vector<read::NativeFrame> native_frames;
             for (uintptr_t ip : source.native) {
-                for (analysis::NativeFrame& frame : symbolizer().symbolize(ip, 1)) {
+                for (read::NativeFrame& frame : symbolizer().symbolize(ip, 1)) {
                     // The header's inline functions, compiled into the caller,
                     // are heapscope's: the stack starts at the library's code.
                     if (native_frames.empty() && is_pools_header(frame.file)) continue;
@@ -287,9 +287,9 @@ class SourceBuilder {
             }
             // The hybrid stack: the interpreter's native frames replaced by
             // the Python frames they ran.
-            std::vector<analysis::NativeFrame> hybrid = analysis::hybrid_stack(python_frames, native_frames);
+            std::vector<read::NativeFrame> hybrid = read::hybrid_stack(python_frames, native_frames);
             size_t python_used = 0;
-            for (const analysis::NativeFrame& frame : hybrid) {
+            for (const read::NativeFrame& frame : hybrid) {
                 bool is_python = python_used < python_frames.size() &&
                                  frame.function == python_frames[python_used].function &&
                                  frame.file == python_frames[python_used].file &&
@@ -304,15 +304,15 @@ class SourceBuilder {
     }
 
   private:
-    analysis::Symbolizer& symbolizer() {
+    read::Symbolizer& symbolizer() {
         if (!symbolizer_) {
-            symbolizer_ = std::make_unique<analysis::Symbolizer>();
+            symbolizer_ = std::make_unique<read::Symbolizer>();
             symbolizer_->set_objects(1, current_loaded_objects());
         }
         return *symbolizer_;
     }
     std::unordered_map<uint32_t, nb::object> built_;
-    std::unique_ptr<analysis::Symbolizer> symbolizer_;
+    std::unique_ptr<read::Symbolizer> symbolizer_;
 };
 
 // Every live resource of `pool` (or of every pool, for null), oldest first, as tuples

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "analysis/analyses.h"
-#include "analysis/capture_reader.h"
+#include "read/capture_reader.h"
 #include "analysis/timeline.h"
 #include "bindings.h"
 
@@ -26,7 +26,7 @@ namespace heapscope::bindings {
 
 namespace {
 
-using analysis::CaptureReader;
+using read::CaptureReader;
 
 // Opens `path` for a pass over every event. Needs the GIL; raises OSError,
 // or ValueError for a file that is not an all-allocations capture.
@@ -62,7 +62,7 @@ nb::dict capture_timeline(nb::object path_object, uint64_t interval_ms, double p
     PythonProgress p(std::move(progress));
     analysis::Timeline timeline;
     // Node -> its frames, innermost first, for every stack kept in a snapshot.
-    std::map<uint32_t, std::vector<analysis::PythonFrame>> stacks;
+    std::map<uint32_t, std::vector<read::PythonFrame>> stacks;
     std::vector<std::pair<std::string, std::string>> metadata;
     {
         nb::gil_scoped_release release;
@@ -88,7 +88,7 @@ nb::dict capture_timeline(nb::object path_object, uint64_t interval_ms, double p
     nb::dict frames;
     for (const auto& [node, stack] : stacks) {
         nb::list list;
-        for (const analysis::PythonFrame& f : stack) list.append(nb::make_tuple(text(f.function), text(f.file), f.line));
+        for (const read::PythonFrame& f : stack) list.append(nb::make_tuple(text(f.function), text(f.file), f.line));
         frames[nb::int_(node)] = list;
     }
     nb::dict meta;

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "analysis/analyses.h"
-#include "analysis/capture_reader.h"
+#include "read/capture_reader.h"
 #include "format/chunk_io.h"
 #include "format/records.h"
 
@@ -31,6 +31,7 @@ namespace {
 
 using namespace heapscope;
 using namespace heapscope::analysis;
+using namespace heapscope::read;
 
 uint64_t env_or(const char* name, uint64_t fallback) {
     const char* value = std::getenv(name);

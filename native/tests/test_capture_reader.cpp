@@ -19,25 +19,26 @@
 
 #include "analysis/analyses.h"
 #include "analysis/capture_file.h"
-#include "analysis/capture_reader.h"
+#include "read/capture_reader.h"
 #include "analysis/capture_stream.h"
-#include "analysis/high_water_mark.h"
+#include "model/high_water_mark.h"
 #include "common/loaded_object.h"
 #include "format/chunk_io.h"
 #include "format/records.h"
 
-namespace heapscope::analysis {
+namespace heapscope {
 // Readable keys in failure messages.
 void PrintTo(const LocationKey& k, std::ostream* os) {
     *os << "{thread " << k.thread << ", py " << k.python_node << ", native " << k.native_node << ", domain "
         << k.domain << ", allocator " << int(static_cast<uint8_t>(k.allocator)) << "}";
 }
-}  // namespace heapscope::analysis
+}  // namespace heapscope
 
 namespace {
 
 using namespace heapscope;
 using namespace heapscope::analysis;
+using namespace heapscope::read;
 using format::AllocationRecord;
 using format::DeallocationRecord;
 using format::FileFormat;

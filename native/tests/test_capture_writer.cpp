@@ -27,7 +27,7 @@
 #include <tuple>
 #include <vector>
 
-#include "analysis/high_water_mark.h"
+#include "model/high_water_mark.h"
 #include "format/chunk_io.h"
 #include "format/records.h"
 #include "sink/capture_writer.h"
@@ -257,7 +257,7 @@ class Feeder {
         uintptr_t address;
         uint64_t size;
         uint32_t domain, thread;
-        uint32_t kept;  // on_alloc's return value
+        uint32_t kept;  // on_alloc's return value: the block's sink state
         std::tuple<uint32_t, uint32_t, uint32_t, uint32_t, Allocator> key;
     };
 
@@ -315,7 +315,7 @@ class Feeder {
         const uint32_t kept =
             writer_->on_alloc(AllocationEvent{address, size, domain, thread, python_node, native_node, allocator});
         if (!aggregated_) {
-            EXPECT_EQ(kept, python_node);
+            EXPECT_EQ(kept, kNoSinkState);  // only the aggregated format keeps block state
             expected_.push_back("alloc " + std::to_string(thread) + " " + std::to_string(address) + " " +
                                 std::to_string(size) + " " + std::to_string(static_cast<int>(allocator)) + " " +
                                 std::to_string(domain) + " " + std::to_string(python_node) + " " +
@@ -332,7 +332,7 @@ class Feeder {
         std::lock_guard<EngineLock> lock(engine_lock_);
         const uint64_t released = allocator == Allocator::kMunmap && length ? length : block.size;
         writer_->on_free(DeallocationEvent{block.address, released, block.domain, thread, allocator,
-                                           BlockInfo{block.size, block.kept, 1}});
+                                           BlockInfo{.size = block.size, .sink_state = block.kept, .total_depth = 1}});
         if (!aggregated_) {
             expected_.push_back("free " + std::to_string(thread) + " " + std::to_string(block.address) + " " +
                                 std::to_string(allocator == Allocator::kMunmap ? released : 0) + " " +
@@ -526,7 +526,7 @@ using Key = std::tuple<uint32_t, uint32_t, uint32_t, uint32_t, Allocator>;  // t
 // The aggregated truth, by location key, replayed from the feeder's events.
 struct AggregateTruth {
     std::map<Key, uint32_t> ids;
-    heapscope::analysis::HighWaterMark hwm;  // checked separately against brute force
+    heapscope::HighWaterMark hwm;  // checked separately against brute force
     std::map<Key, std::array<uint64_t, 6>> brute;  // current count/bytes, peak count/bytes, total count/bytes
     uint64_t heap = 0, peak = 0;
     void add(const Key& k, uint64_t size) {
@@ -947,11 +947,11 @@ TEST_P(CaptureWriterLocks, ChildCaptureAfterForkIsSelfContained) {
             EngineLock child_engine_lock(hook_lock());  // the child's writer keeps hook_lock
             child_engine_lock.lock();
             child->on_free(DeallocationEvent{freed_in_child.address, 50, 0, 1, Allocator::kFree,
-                                             BlockInfo{50, freed_in_child.kept, 1}});
+                                             BlockInfo{.size = 50, .sink_state = freed_in_child.kept, .total_depth = 1}});
             const uint32_t k = child->on_alloc(AllocationEvent{0x9000, 4000, 0, 1, inner, native, Allocator::kMalloc});
             child->on_alloc(AllocationEvent{0xa000, 10, 0, 1, outer, 0, Allocator::kCalloc});
             child_engine_lock.unlock();
-            if (k != (aggregated ? kept.kept : inner)) _exit(3);
+            if (k != (aggregated ? kept.kept : kNoSinkState)) _exit(3);
             if (!child->finish({{"exit_code", "0"}}, &child_error)) _exit(4);
             (void)writer.release();  // abandoned: the parent's writer belongs to the parent
             _exit(0);

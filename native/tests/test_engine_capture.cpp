@@ -16,8 +16,8 @@ using namespace heapscope;
 
 namespace {
 
-// Records every call as a line of text, and keeps the size as the block's
-// stored value so that frees can be checked against it.
+// Records every call as a line of text, and keeps size + 1000 as the block's
+// state so that frees can be checked against it.
 class RecordingSink : public CaptureSink {
   public:
     std::vector<std::string> log;
@@ -29,6 +29,7 @@ class RecordingSink : public CaptureSink {
     void on_native_node(uint32_t node, uint32_t parent, uintptr_t ip) override {
         log.push_back("native " + std::to_string(node) + "<-" + std::to_string(parent) + " ip " + std::to_string(ip));
     }
+    bool keeps_block_state() const override { return true; }
     uint32_t on_alloc(const AllocationEvent& e) override {
         log.push_back("alloc " + std::to_string(e.address) + " " + std::to_string(e.size) + " py " +
                       std::to_string(e.python_node) + " native " + std::to_string(e.native_node) + " kind " +
@@ -37,7 +38,7 @@ class RecordingSink : public CaptureSink {
     }
     void on_free(const DeallocationEvent& e) override {
         log.push_back("free " + std::to_string(e.address) + " " + std::to_string(e.size) + " kept " +
-                      std::to_string(e.block.stack) + " kind " + std::to_string(static_cast<int>(e.allocator)));
+                      std::to_string(e.block.sink_state) + " kind " + std::to_string(static_cast<int>(e.allocator)));
     }
     void on_mappings_changed() override { log.push_back("mappings"); }
 };

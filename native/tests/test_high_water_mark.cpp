@@ -6,10 +6,10 @@
 #include <random>
 #include <vector>
 
-#include "analysis/high_water_mark.h"
+#include "model/high_water_mark.h"
 
-using heapscope::analysis::HighWaterMark;
-using heapscope::analysis::LocationCounters;
+using heapscope::HighWaterMark;
+using heapscope::LocationCounters;
 
 namespace {
 

@@ -3,7 +3,7 @@
 #include <map>
 #include <random>
 
-#include "sink/live_table.h"
+#include "store/address_map.h"
 
 using heapscope::BlockInfo;
 using heapscope::LiveTable;

@@ -18,11 +18,11 @@
 #include <thread>
 #include <vector>
 
-#include "analysis/symbolizer.h"
+#include "read/symbolizer.h"
 #include "common/loaded_object.h"
 
-using heapscope::analysis::NativeFrame;
-using heapscope::analysis::Symbolizer;
+using heapscope::read::NativeFrame;
+using heapscope::read::Symbolizer;
 
 namespace unwind_chain {
 

@@ -3,8 +3,8 @@
 #include <map>
 #include <random>
 
-#include "sink/block_table.h"
-#include "sink/pool_index.h"
+#include "store/block_table.h"
+#include "store/pool_index.h"
 
 using heapscope::BlockInfo;
 using heapscope::BlockTable;

@@ -1,7 +1,7 @@
 // Symbolizer against this test binary's own code (built with -g), a system
 // library without debug info, missing files and unknown addresses; and
 // hybrid_stack on crafted Python and native stacks.
-#include "analysis/symbolizer.h"
+#include "read/symbolizer.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -17,10 +17,10 @@
 
 using heapscope::LoadedObject;
 using heapscope::LoadedSegment;
-using heapscope::analysis::hybrid_stack;
-using heapscope::analysis::NativeFrame;
-using heapscope::analysis::PythonFrame;
-using heapscope::analysis::Symbolizer;
+using heapscope::read::hybrid_stack;
+using heapscope::read::NativeFrame;
+using heapscope::read::PythonFrame;
+using heapscope::read::Symbolizer;
 
 namespace symbolizer_fixture {
 

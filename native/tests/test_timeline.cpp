@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "analysis/capture_reader.h"
+#include "read/capture_reader.h"
 #include "analysis/timeline.h"
 #include "format/chunk_io.h"
 #include "format/records.h"
@@ -25,6 +25,7 @@ namespace {
 
 using namespace heapscope;
 using namespace heapscope::analysis;
+using namespace heapscope::read;
 
 std::string temp_path(const std::string& name) {
     return (std::filesystem::temp_directory_path() /

@@ -195,6 +195,7 @@ class Tracker:
             self._compress = True
         self._destination = destination
         self._used = False
+        self._door = "tracker"  # the front door this Tracker serves (hooks/session.h)
         self._owner_pid = None  # the process whose capture this Tracker ends
         self._start_metadata = None
         self._command_line = None  # heapscope run names the program it runs, not itself
@@ -251,10 +252,7 @@ class Tracker:
         with _tracker_lock:
             if self._used:
                 raise RuntimeError("This Tracker was already used: create a new Tracker to track again")
-            if _active_tracker is not None or _heapscope.capture_active():
-                raise RuntimeError("No more than one Tracker instance can be active at the same time")
-            if _heapscope.is_tracing():
-                raise RuntimeError("heapscope.tracemalloc is tracing: stop it before starting a Tracker")
+            _heapscope.check_can_start(self._door)  # before the file is made
             destination = self._destination
             created = None
             if isinstance(destination, FileDestination):
@@ -277,6 +275,7 @@ class Tracker:
                     compress=self._compress,
                     metadata=metadata,
                     sampling=self._sampling,
+                    door=self._door,
                 )
             except BaseException:
                 if created is not None and not self._overwrite:

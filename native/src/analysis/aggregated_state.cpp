@@ -1,12 +1,13 @@
 #include "analysis/aggregated_state.h"
 
-#include "analysis/high_water_mark.h"
+#include "model/high_water_mark.h"
 
 namespace heapscope::analysis {
 
 namespace {
 LocationKey key_of(const format::LocationRecord& r) {
-    return LocationKey{r.thread, r.python_node, r.native_node, r.domain, r.allocator};
+    return LocationKey{.thread = r.thread, .python_node = r.python_node, .native_node = r.native_node,
+                       .domain = r.domain, .allocator = r.allocator};
 }
 }  // namespace
 

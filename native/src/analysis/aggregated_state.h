@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "analysis/location_index.h"
+#include "model/location.h"
 #include "format/records.h"
 
 namespace heapscope::analysis {

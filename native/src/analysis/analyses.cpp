@@ -12,7 +12,7 @@ namespace {
 using format::Record;
 using format::RecordType;
 
-void finish_pass(const CaptureReader::Cursor& cursor, PassEnd* end) {
+void finish_pass(const read::CaptureReader::Cursor& cursor, PassEnd* end) {
     end->complete = cursor.end_chunk_seen();
     end->damage = cursor.damage();
     end->cancelled = cursor.cancelled();
@@ -39,7 +39,7 @@ class ThreadCounters {
 
 }  // namespace
 
-CaptureSummary summarize(CaptureReader& reader, const Progress& progress, bool prefetch) {
+CaptureSummary summarize(read::CaptureReader& reader, const read::Progress& progress, bool prefetch) {
     CaptureSummary summary;
     auto cursor = reader.start_pass(progress, prefetch, &summary.end.error);
     if (!cursor) return summary;
@@ -155,14 +155,14 @@ std::vector<StackTotal> top_stacks(const std::vector<LocationTotal>& totals, siz
     return result;
 }
 
-TemporaryResult temporary_allocations(CaptureReader& reader, uint64_t threshold, const Progress& progress) {
+TemporaryResult temporary_allocations(read::CaptureReader& reader, uint64_t threshold, const read::Progress& progress) {
     TemporaryResult result;
     if (reader.aggregated()) return result;
     auto cursor = reader.start_pass(progress, true, &result.end.error);
     if (!cursor) return result;
 
-    // The live blocks, per domain: address -> size and an entry in `made`
-    // (LiveTable's stack field), which holds what a 64-bit position needs.
+    // The live blocks, per domain: address -> size, count and an entry in
+    // `made`, which holds what a 64-bit position needs.
     struct Made {
         uint64_t position;  // the block's place in its thread's allocations
         uint32_t thread, python_node, native_node;
@@ -170,10 +170,16 @@ TemporaryResult temporary_allocations(CaptureReader& reader, uint64_t threshold,
     };
     std::vector<Made> made;
     std::vector<uint32_t> free_entries;
-    std::unordered_map<uint32_t, LiveTable> blocks_by_domain;
-    LiveTable* last_blocks = nullptr;
+    struct PendingBlock {
+        uint64_t size = 0;
+        uint32_t made_entry = 0;
+        uint32_t count = 0;  // 1 unless sampled
+    };
+    using Blocks = AddressMap<PendingBlock>;
+    std::unordered_map<uint32_t, Blocks> blocks_by_domain;
+    Blocks* last_blocks = nullptr;
     uint32_t last_domain = 0;
-    auto blocks_of = [&](uint32_t domain) -> LiveTable& {
+    auto blocks_of = [&](uint32_t domain) -> Blocks& {
         if (last_blocks == nullptr || domain != last_domain) {
             last_blocks = &blocks_by_domain[domain];
             last_domain = domain;
@@ -196,31 +202,31 @@ TemporaryResult temporary_allocations(CaptureReader& reader, uint64_t threshold,
                 made.emplace_back();
             }
             made[entry] = Made{allocated_by[a.thread]++, a.thread, a.python_node, a.native_node, a.allocator};
-            BlockInfo replaced;
-            // total_depth carries the block's count (1 unless sampled).
-            if (blocks_of(a.domain).insert(a.address, BlockInfo{a.size, entry, a.count}, &replaced)) {
-                free_entries.push_back(replaced.stack);
+            PendingBlock replaced;
+            if (blocks_of(a.domain).insert(a.address, PendingBlock{a.size, entry, a.count}, &replaced)) {
+                free_entries.push_back(replaced.made_entry);
             }
         } else if (r->type == RecordType::kDeallocation) {
             const format::DeallocationRecord& d = r->deallocation;
-            LiveTable& blocks = blocks_of(d.domain);
-            const BlockInfo* block = blocks.find(d.address);
+            Blocks& blocks = blocks_of(d.domain);
+            const PendingBlock* block = blocks.find(d.address);
             if (block == nullptr) continue;
             const bool unmap = d.allocator == Allocator::kMunmap;
             // A partial munmap leaves the block: only a whole one can match.
             if (unmap && d.size != 0 && d.size != block->size) continue;
-            const BlockInfo info = *block;
+            const PendingBlock info = *block;
             blocks.erase(d.address, nullptr);
-            free_entries.push_back(info.stack);
-            const Made& m = made[info.stack];
+            free_entries.push_back(info.made_entry);
+            const Made& m = made[info.made_entry];
             if (m.thread != d.thread) continue;
             const uint64_t later = allocated_by[d.thread] - m.position - 1;  // allocations since
             if (later > threshold) continue;
             const uint32_t id =
-                locations.intern(LocationKey{m.thread, m.python_node, m.native_node, d.domain, m.allocator});
+                locations.intern(LocationKey{.thread = m.thread, .python_node = m.python_node, .native_node = m.native_node,
+                                             .domain = d.domain, .allocator = m.allocator});
             if (id >= rows.size()) rows.resize(size_t{id} + 1);
             rows[id].key = locations.key(id);
-            rows[id].count += info.total_depth;
+            rows[id].count += info.count;
             rows[id].bytes += info.size;
         }
     }
@@ -229,7 +235,7 @@ TemporaryResult temporary_allocations(CaptureReader& reader, uint64_t threshold,
     return result;
 }
 
-HeapAt heap_at(CaptureReader& reader, int64_t index, const Progress& progress) {
+HeapAt heap_at(read::CaptureReader& reader, int64_t index, const read::Progress& progress) {
     HeapAt result;
     result.heap = std::make_unique<HeapReplay>();
     if (index < 0) {

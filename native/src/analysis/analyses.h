@@ -20,9 +20,9 @@
 #include <vector>
 
 #include "analysis/aggregated_state.h"
-#include "analysis/capture_reader.h"
+#include "read/capture_reader.h"
 #include "analysis/heap_replay.h"
-#include "analysis/location_index.h"
+#include "model/location.h"
 
 namespace heapscope::analysis {
 
@@ -58,7 +58,7 @@ struct CaptureSummary {
 
 // One pass over the whole capture. Reads chunks ahead on a second thread
 // when `prefetch`.
-CaptureSummary summarize(CaptureReader& reader, const Progress& progress, bool prefetch = true);
+CaptureSummary summarize(read::CaptureReader& reader, const read::Progress& progress, bool prefetch = true);
 
 struct SizeBucket {
     uint64_t low, high;  // inclusive
@@ -88,7 +88,7 @@ struct TemporaryResult {
     PassEnd end;
     std::vector<LocationTotal> rows;
 };
-TemporaryResult temporary_allocations(CaptureReader& reader, uint64_t threshold, const Progress& progress);
+TemporaryResult temporary_allocations(read::CaptureReader& reader, uint64_t threshold, const read::Progress& progress);
 
 // The heap as of a moment: for an ALL capture, replayed up to and including
 // the `index`-th MemoryRecord (0-based; -1: the start, nothing allocated);
@@ -99,7 +99,7 @@ struct HeapAt {
     std::unique_ptr<HeapReplay> heap;  // ALL format
     AggregatedState aggregated;        // aggregated format
 };
-HeapAt heap_at(CaptureReader& reader, int64_t index, const Progress& progress);
+HeapAt heap_at(read::CaptureReader& reader, int64_t index, const read::Progress& progress);
 
 // The index of the last entry of `times` (in file order) that is <= t_ms,
 // or -1.

@@ -2,15 +2,15 @@
 
 namespace heapscope::analysis {
 
-std::unique_ptr<CaptureFile> CaptureFile::open(const std::string& path, CaptureReader::OpenFailure* failure) {
-    auto reader = CaptureReader::open(path, failure);
+std::unique_ptr<CaptureFile> CaptureFile::open(const std::string& path, read::CaptureReader::OpenFailure* failure) {
+    auto reader = read::CaptureReader::open(path, failure);
     if (!reader) return nullptr;
     std::unique_ptr<CaptureFile> file(new CaptureFile());
     file->reader_ = std::move(reader);
     return file;
 }
 
-const CaptureSummary* CaptureFile::summary(const Progress& progress, PassEnd* end) {
+const CaptureSummary* CaptureFile::summary(const read::Progress& progress, PassEnd* end) {
     if (summary_) {
         *end = summary_->end;
         return summary_.get();
@@ -23,7 +23,7 @@ const CaptureSummary* CaptureFile::summary(const Progress& progress, PassEnd* en
     return summary_.get();
 }
 
-CaptureFile::Moment CaptureFile::heap_at_time(uint64_t t_ms, const Progress& progress) {
+CaptureFile::Moment CaptureFile::heap_at_time(uint64_t t_ms, const read::Progress& progress) {
     Moment moment;
     const CaptureSummary* s = summary(progress, &moment.end);
     if (s == nullptr) return moment;
@@ -41,38 +41,38 @@ CaptureFile::Moment CaptureFile::heap_at_time(uint64_t t_ms, const Progress& pro
     return moment;
 }
 
-CaptureFile::StackStatus CaptureFile::learn(bool known, const Progress& progress, PassEnd* end) {
+CaptureFile::StackStatus CaptureFile::learn(bool known, const read::Progress& progress, PassEnd* end) {
     if (known) return StackStatus::kOk;
     if (summary_) return StackStatus::kUnknownNode;  // the whole capture has been read
     if (summary(progress, end) == nullptr) return StackStatus::kPassFailed;
     return StackStatus::kOk;
 }
 
-Symbolizer& CaptureFile::symbolizer() {
-    if (!symbolizer_) symbolizer_ = std::make_unique<Symbolizer>();
+read::Symbolizer& CaptureFile::symbolizer() {
+    if (!symbolizer_) symbolizer_ = std::make_unique<read::Symbolizer>();
     return *symbolizer_;
 }
 
-CaptureFile::StackStatus CaptureFile::python_stack(uint32_t node, size_t max_frames, const Progress& progress,
-                                                   std::vector<PythonFrame>* out, PassEnd* end) {
-    const Definitions& defs = reader_->definitions();
+CaptureFile::StackStatus CaptureFile::python_stack(uint32_t node, size_t max_frames, const read::Progress& progress,
+                                                   std::vector<read::PythonFrame>* out, PassEnd* end) {
+    const read::Definitions& defs = reader_->definitions();
     StackStatus status = learn(node == 0 || defs.has_python_node(node), progress, end);
     if (status != StackStatus::kOk) return status;
     return defs.python_stack(node, max_frames, out) ? StackStatus::kOk : StackStatus::kUnknownNode;
 }
 
-CaptureFile::StackStatus CaptureFile::native_stack(uint32_t node, size_t max_frames, const Progress& progress,
-                                                   std::vector<NativeFrame>* out, PassEnd* end) {
-    Definitions& defs = reader_->definitions();
+CaptureFile::StackStatus CaptureFile::native_stack(uint32_t node, size_t max_frames, const read::Progress& progress,
+                                                   std::vector<read::NativeFrame>* out, PassEnd* end) {
+    read::Definitions& defs = reader_->definitions();
     StackStatus status = learn(node == 0 || defs.has_native_node(node), progress, end);
     if (status != StackStatus::kOk) return status;
     return defs.native_stack(node, max_frames, &symbolizer(), out) ? StackStatus::kOk : StackStatus::kUnknownNode;
 }
 
 CaptureFile::StackStatus CaptureFile::hybrid_stack(uint32_t python_node, uint32_t native_node, size_t max_frames,
-                                                   const Progress& progress, std::vector<NativeFrame>* out,
+                                                   const read::Progress& progress, std::vector<read::NativeFrame>* out,
                                                    PassEnd* end) {
-    Definitions& defs = reader_->definitions();
+    read::Definitions& defs = reader_->definitions();
     const bool known = (python_node == 0 || defs.has_python_node(python_node)) &&
                        (native_node == 0 || defs.has_native_node(native_node));
     StackStatus status = learn(known, progress, end);

@@ -19,29 +19,29 @@
 #include <vector>
 
 #include "analysis/analyses.h"
-#include "analysis/capture_reader.h"
-#include "analysis/symbolizer.h"
+#include "read/capture_reader.h"
+#include "read/symbolizer.h"
 
 namespace heapscope::analysis {
 
 class CaptureFile {
   public:
     // Null on failure (`*failure` says why and names the path).
-    static std::unique_ptr<CaptureFile> open(const std::string& path, CaptureReader::OpenFailure* failure);
+    static std::unique_ptr<CaptureFile> open(const std::string& path, read::CaptureReader::OpenFailure* failure);
 
     const std::string& path() const { return reader_->path(); }
     const format::FileHeader& header() const { return reader_->header(); }
     bool aggregated() const { return reader_->aggregated(); }
-    CaptureReader& reader() { return *reader_; }
-    const Definitions& definitions() const { return reader_->definitions(); }
+    read::CaptureReader& reader() { return *reader_; }
+    const read::Definitions& definitions() const { return reader_->definitions(); }
 
     // The summary, from the cache or a pass now. Null if the pass was
     // cancelled or could not start (`*end` says which); such a pass is not
     // kept.
-    const CaptureSummary* summary(const Progress& progress, PassEnd* end);
+    const CaptureSummary* summary(const read::Progress& progress, PassEnd* end);
     const CaptureSummary* cached_summary() const { return summary_.get(); }
 
-    TemporaryResult temporary(uint64_t threshold, const Progress& progress) {
+    TemporaryResult temporary(uint64_t threshold, const read::Progress& progress) {
         TemporaryResult result = temporary_allocations(*reader_, threshold, progress);
         if (result.end.ok()) note_full_pass(result.end);
         return result;
@@ -64,29 +64,29 @@ class CaptureFile {
         uint64_t time_ms = 0;
         HeapAt state;
     };
-    Moment heap_at_time(uint64_t t_ms, const Progress& progress);
+    Moment heap_at_time(uint64_t t_ms, const read::Progress& progress);
 
     enum class StackStatus {
         kOk,
         kUnknownNode,  // no such node in the whole capture
         kPassFailed,   // the summary pass needed to find it was cancelled or failed (`*end`)
     };
-    StackStatus python_stack(uint32_t node, size_t max_frames, const Progress& progress, std::vector<PythonFrame>* out,
+    StackStatus python_stack(uint32_t node, size_t max_frames, const read::Progress& progress, std::vector<read::PythonFrame>* out,
                              PassEnd* end);
-    StackStatus native_stack(uint32_t node, size_t max_frames, const Progress& progress, std::vector<NativeFrame>* out,
+    StackStatus native_stack(uint32_t node, size_t max_frames, const read::Progress& progress, std::vector<read::NativeFrame>* out,
                              PassEnd* end);
-    StackStatus hybrid_stack(uint32_t python_node, uint32_t native_node, size_t max_frames, const Progress& progress,
-                             std::vector<NativeFrame>* out, PassEnd* end);
+    StackStatus hybrid_stack(uint32_t python_node, uint32_t native_node, size_t max_frames, const read::Progress& progress,
+                             std::vector<read::NativeFrame>* out, PassEnd* end);
 
   private:
     CaptureFile() = default;
     // Runs the summary pass if a node is unknown and it has not run yet.
-    StackStatus learn(bool known, const Progress& progress, PassEnd* end);
-    Symbolizer& symbolizer();
+    StackStatus learn(bool known, const read::Progress& progress, PassEnd* end);
+    read::Symbolizer& symbolizer();
 
-    std::unique_ptr<CaptureReader> reader_;
+    std::unique_ptr<read::CaptureReader> reader_;
     std::unique_ptr<CaptureSummary> summary_;
-    std::unique_ptr<Symbolizer> symbolizer_;
+    std::unique_ptr<read::Symbolizer> symbolizer_;
     std::optional<PassEnd> full_pass_end_;
 };
 

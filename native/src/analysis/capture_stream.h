@@ -1,7 +1,7 @@
 // CaptureStream: a capture read while it is being written (heapscope live).
 //
-// Bytes arrive piecemeal from a socket; whole chunks are decoded as soon as
-// they are complete and applied to the current heap: live blocks by
+// Bytes arrive piecemeal from a socket; read::StreamDecoder decodes whole
+// chunks as soon as they are complete, and their records are applied to the current heap: live blocks by
 // location, the latest memory record, the definitions and the metadata. An
 // aggregated capture shows its last whole checkpoint. Memory is bounded by
 // the live blocks and the definitions, however long the program runs.
@@ -16,25 +16,23 @@
 #include <vector>
 
 #include "analysis/aggregated_state.h"
-#include "analysis/definitions.h"
 #include "analysis/heap_replay.h"
-#include "format/chunk_io.h"
 #include "format/records.h"
+#include "read/stream_decoder.h"
 
 namespace heapscope::analysis {
 
 class CaptureStream {
   public:
-    // Decodes every whole chunk `bytes` completes. After damage or the end
-    // chunk, further bytes are ignored.
+    // Decodes every whole chunk `bytes` completes and applies it.
     void feed(std::string_view bytes);
 
-    bool header_seen() const { return header_seen_; }
-    const format::FileHeader& header() const { return header_; }
-    bool ended() const { return ended_; }                     // the end chunk arrived
-    const std::string& damage() const { return damage_; }     // empty if none
-    const Definitions& definitions() const { return definitions_; }
-    Definitions& definitions() { return definitions_; }
+    bool header_seen() const { return decoder_.header_seen(); }
+    const format::FileHeader& header() const { return decoder_.header(); }
+    bool ended() const { return decoder_.ended(); }
+    const std::string& damage() const { return decoder_.damage(); }
+    const read::Definitions& definitions() const { return decoder_.definitions(); }
+    read::Definitions& definitions() { return decoder_.definitions(); }
 
     // Outstanding now, per location (threads apart).
     std::vector<LocationTotal> live_rows() const;
@@ -44,20 +42,11 @@ class CaptureStream {
     uint64_t peak_heap() const;
 
   private:
-    void apply(std::string_view payload, uint64_t chunk_number);
-    bool aggregated() const { return header_.format == format::FileFormat::kAggregatedAllocations; }
+    void apply(const format::Record& record);
+    bool aggregated() const { return decoder_.aggregated(); }
 
-    format::ChunkParser parser_;
-    format::FileHeader header_{};
-    bool header_seen_ = false;
-    bool ended_ = false;
-    std::string damage_;
-    uint64_t chunks_ = 0;
+    read::StreamDecoder decoder_;
     uint64_t allocations_ = 0;
-    std::string payload_;
-    format::Record record_{};
-    Definitions definitions_;
-    uint32_t generation_ = 0;
     HeapReplay heap_;
     AggregatedState aggregated_;
     std::optional<format::MemoryRecord> memory_;

@@ -1,7 +1,7 @@
 // HeapReplay: the traced heap rebuilt from a capture's events, one at a time.
 //
-// Live blocks are kept per domain in LiveTables (address -> size and location
-// id), as the engine keeps them: the same address may be live in two domains
+// Live blocks are kept per domain in AddressMaps (address -> size, location
+// id and count), as the engine keeps them: the same address may be live in two domains
 // at once (NumPy reports its malloc'd buffers again in its own domain).
 // Mappings (mmap) are kept as address ranges, because munmap may release part
 // of one or span several. Per-location counters and the high-water mark come
@@ -18,14 +18,23 @@
 #include <utility>
 #include <vector>
 
-#include "analysis/high_water_mark.h"
-#include "analysis/location_index.h"
+#include "model/high_water_mark.h"
+#include "model/location.h"
 #include "format/records.h"
-#include "sink/live_table.h"
+#include "store/address_map.h"
 
 namespace heapscope::analysis {
 
 class HeapReplay {
+    // A live block as the replay keeps it.
+    struct ReplayedBlock {
+        uint64_t size = 0;
+        uint32_t location = 0;
+        uint32_t count = 0;  // the blocks it stands for: 1 unless sampled
+    };
+    using Blocks = AddressMap<ReplayedBlock>;
+
+
   public:
     HeapReplay() = default;
     HeapReplay(const HeapReplay&) = delete;
@@ -36,16 +45,15 @@ class HeapReplay {
     // not seen).
     uint32_t allocate(const format::AllocationRecord& r) {
         const uint32_t location = locations_.intern(
-            LocationKey{r.thread, r.python_node, r.native_node, r.domain, r.allocator});
+            LocationKey{.thread = r.thread, .python_node = r.python_node, .native_node = r.native_node,
+                        .domain = r.domain, .allocator = r.allocator});
         if (r.allocator == Allocator::kMmap) {
             if (r.size == 0) return location;  // a failed call: nothing mapped
             map(r.address, r.size, location);
         } else {
-            // The block's count (1 unless sampled) rides in total_depth,
-            // which a replay has no other use for.
-            BlockInfo replaced;
-            if (table(r.domain).insert(r.address, BlockInfo{r.size, location, r.count}, &replaced)) {
-                counters_.remove(replaced.stack, replaced.size, replaced.total_depth);
+            ReplayedBlock replaced;
+            if (table(r.domain).insert(r.address, ReplayedBlock{r.size, location, r.count}, &replaced)) {
+                counters_.remove(replaced.location, replaced.size, replaced.count);
             }
         }
         counters_.add(location, r.size, r.count);
@@ -58,10 +66,10 @@ class HeapReplay {
             unmap(r.address, r.size);
             return;
         }
-        LiveTable* blocks = r.domain == 0 ? &default_domain_ : find_table(r.domain);
-        BlockInfo removed;
+        Blocks* blocks = r.domain == 0 ? &default_domain_ : find_table(r.domain);
+        ReplayedBlock removed;
         if (blocks != nullptr && blocks->erase(r.address, &removed)) {
-            counters_.remove(removed.stack, removed.size, removed.total_depth);
+            counters_.remove(removed.location, removed.size, removed.count);
         }
     }
 
@@ -80,12 +88,12 @@ class HeapReplay {
     // count being the blocks it stands for (1 unless sampled).
     template <typename Visit>
     void for_each_block(Visit&& visit) const {
-        default_domain_.for_each([&](uintptr_t address, const BlockInfo& info) {
-            visit(uint32_t{0}, uint64_t{address}, info.size, info.stack, info.total_depth);
+        default_domain_.for_each([&](uintptr_t address, const ReplayedBlock& block) {
+            visit(uint32_t{0}, uint64_t{address}, block.size, block.location, block.count);
         });
         for (const auto& [domain, blocks] : other_domains_) {
-            blocks->for_each([&](uintptr_t address, const BlockInfo& info) {
-                visit(domain, uint64_t{address}, info.size, info.stack, info.total_depth);
+            blocks->for_each([&](uintptr_t address, const ReplayedBlock& block) {
+                visit(domain, uint64_t{address}, block.size, block.location, block.count);
             });
         }
         for (const auto& [address, mapping] : mappings_) {
@@ -101,13 +109,13 @@ class HeapReplay {
         uint64_t group;  // the mmap call it came from: its pieces count as one block
     };
 
-    LiveTable& table(uint32_t domain) {
+    Blocks& table(uint32_t domain) {
         if (domain == 0) return default_domain_;
         auto& blocks = other_domains_[domain];
-        if (!blocks) blocks = std::make_unique<LiveTable>();
+        if (!blocks) blocks = std::make_unique<Blocks>();
         return *blocks;
     }
-    LiveTable* find_table(uint32_t domain) {
+    Blocks* find_table(uint32_t domain) {
         auto found = other_domains_.find(domain);
         return found == other_domains_.end() ? nullptr : found->second.get();
     }
@@ -118,8 +126,8 @@ class HeapReplay {
 
     LocationIndex locations_;
     HighWaterMark counters_;
-    LiveTable default_domain_;  // Python's and the native allocators: nearly every event
-    std::unordered_map<uint32_t, std::unique_ptr<LiveTable>> other_domains_;
+    Blocks default_domain_;  // Python's and the native allocators: nearly every event
+    std::unordered_map<uint32_t, std::unique_ptr<Blocks>> other_domains_;
     std::map<uint64_t, Mapping> mappings_;                // by start address
     std::unordered_map<uint64_t, uint32_t> group_pieces_;  // pieces left, for split mappings only
     uint64_t next_group_ = 0;

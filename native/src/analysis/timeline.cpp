@@ -22,7 +22,7 @@ using format::RecordType;
 // read so far always know them.
 class StackNames {
   public:
-    explicit StackNames(const Definitions& definitions) : definitions_(definitions) {}
+    explicit StackNames(const read::Definitions& definitions) : definitions_(definitions) {}
 
     uint32_t canonical(uint32_t node) {
         auto [known, inserted] = canonical_.try_emplace(node, node);
@@ -30,7 +30,7 @@ class StackNames {
         frames_.clear();
         if (!definitions_.python_stack(node, SIZE_MAX, &frames_)) return node;
         key_.clear();
-        for (const PythonFrame& f : frames_) {
+        for (const read::PythonFrame& f : frames_) {
             key_ += f.function;
             key_ += '\0';
             key_ += f.file;
@@ -45,10 +45,10 @@ class StackNames {
     }
 
   private:
-    const Definitions& definitions_;
+    const read::Definitions& definitions_;
     std::unordered_map<uint32_t, uint32_t> canonical_;
     std::unordered_map<std::string, uint32_t> first_with_frames_;
-    std::vector<PythonFrame> frames_;
+    std::vector<read::PythonFrame> frames_;
     std::string key_;
 };
 
@@ -85,7 +85,7 @@ void merge_small_stacks(std::vector<std::pair<uint32_t, uint64_t>>* stacks, doub
     *other += merged;
 }
 
-Timeline timeline(CaptureReader& reader, const TimelineOptions& options, const Progress& progress) {
+Timeline timeline(read::CaptureReader& reader, const TimelineOptions& options, const read::Progress& progress) {
     Timeline result;
     auto cursor = reader.start_pass(progress, true, &result.end.error);
     if (!cursor) return result;

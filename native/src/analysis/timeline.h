@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "analysis/analyses.h"
-#include "analysis/capture_reader.h"
+#include "read/capture_reader.h"
 
 namespace heapscope::analysis {
 
@@ -51,7 +51,7 @@ struct Timeline {
 
 // One pass over an all-allocations capture. `options` must be valid (the
 // caller checks: interval_ms > 0, 0 <= precision < 1).
-Timeline timeline(CaptureReader& reader, const TimelineOptions& options, const Progress& progress);
+Timeline timeline(read::CaptureReader& reader, const TimelineOptions& options, const read::Progress& progress);
 
 // Moves the smallest stacks of `stacks` (python node -> bytes, zero-byte
 // entries already left out), whose bytes add up to at most precision * total,

@@ -25,16 +25,16 @@ Engine& stored_engine() { return *std::launder(reinterpret_cast<Engine*>(g_engin
 // forking thread counts as inside a hook meanwhile, so that an allocation by
 // another atfork handler passes through instead of waiting for our own lock.
 void prepare_fork() {
-    t_hook_state.in_hook = true;
+    t_guard_state.in_hook = true;
     stored_engine().before_fork();
 }
 void parent_after_fork() {
     stored_engine().after_fork_in_parent();
-    t_hook_state.in_hook = false;
+    t_guard_state.in_hook = false;
 }
 void child_after_fork() {
     stored_engine().after_fork_in_child();
-    t_hook_state.in_hook = false;
+    t_guard_state.in_hook = false;
     reseed_sampler_streams_in_child();
     t_hook_state.sampler.rng = 0;  // the only thread left: its next draw reseeds from the child's stream
 }
@@ -205,7 +205,7 @@ void Engine::clear(std::vector<FrameKey>* unpin) {
 }
 
 BlockTable* Engine::table_for(uint32_t domain, bool create) {
-    if (domain == kPythonDomain) return &python_table_;
+    if (domain == kDefaultDomain) return &python_table_;
     for (auto& [d, table] : other_tables_) {
         if (d == domain) return &table;
     }
@@ -351,8 +351,9 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
             sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
         }
         uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
-        info.stack = sink_->on_alloc(
+        const uint32_t state = sink_->on_alloc(
             AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count});
+        if (sink_->keeps_block_state()) info.sink_state = state;
     }
     insert_locked(domain, address, info, weight, pooled);
 }
@@ -405,13 +406,14 @@ bool Engine::record_munmap_slow(uintptr_t address, uint64_t length) {
     if (!erase_locked(&python_table_, address, &info, &was)) return false;
     uint64_t released = length < info.size ? length : info.size;
     if (released < info.size) {
-        BlockInfo rest{info.size - released, info.stack, info.total_depth};
+        BlockInfo rest = info;
+        rest.size = info.size - released;
         // Untraced if the table cannot grow.
-        insert_locked(kPythonDomain, address + released, rest, estimate(address + released, rest), false);
+        insert_locked(kDefaultDomain, address + released, rest, estimate(address + released, rest), false);
     }
     if (sink_) {
         sink_->on_free(
-            DeallocationEvent{address, released, kPythonDomain, capture_thread_locked(), Allocator::kMunmap, info});
+            DeallocationEvent{address, released, kDefaultDomain, capture_thread_locked(), Allocator::kMunmap, info});
     }
     return true;
 }
@@ -458,7 +460,7 @@ void Engine::collect(std::vector<TraceRecord>* out) {
             out->push_back(TraceRecord{domain, address, info});
         };
     };
-    python_table_.for_each(append(kPythonDomain));
+    python_table_.for_each(append(kDefaultDomain));
     for (auto& [domain, table] : other_tables_) table.for_each(append(domain));
 }
 

@@ -17,7 +17,7 @@
 
 #include "common/spin_lock.h"
 #include "sample/sampler.h"
-#include "sink/block_table.h"
+#include "store/block_table.h"
 #include "sink/capture_sink.h"
 #include "stack/stack_trie.h"
 
@@ -115,12 +115,11 @@ struct TraceRecord {
 // Must not allocate or take locks.
 using FramePinner = void (*)(FrameKey frame);
 
-// The frame recorded in place of one that could not be pinned (see record_alloc).
-inline constexpr FrameKey kUnknownFrame{0, 0};
-
 class Engine {
   public:
-    static constexpr uint32_t kPythonDomain = 0;
+    // Domain 0: blocks from Python's allocators and from native malloc and
+    // mmap (the stdlib's tracemalloc domain 0). Custom domains are the others.
+    static constexpr uint32_t kDefaultDomain = 0;
 
     // --- control (called by a front door, never from a hook) ---
     void set_frame_pinner(FramePinner pinner) { pinner_ = pinner; }

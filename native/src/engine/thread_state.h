@@ -1,17 +1,17 @@
-// What each thread keeps for the hooks: the re-entrancy guard and the stack
-// cache. Plain data in initial-exec TLS, so reading it from an allocator hook
+// What each thread keeps for the hooks: the stack cache, its capture id and
+// its sampler. Plain data in initial-exec TLS, so reading it from an allocator hook
 // never allocates (a general-dynamic TLS access may call malloc on first use).
 #pragma once
 
 #include <cstdint>
 
+#include "common/hook_guard.h"
 #include "engine/engine.h"
 
 namespace heapscope {
 
+// The guard (common/hook_guard.h) is kept apart, in t_guard_state.
 struct ThreadHookState {
-    bool in_hook;     // set while a hook runs: nested calls only pass through
-    bool suppressed;  // the engine is building Python objects: their allocations are not traced
     bool exited;      // the thread is past its TLS teardown: cache nothing
     ThreadStackCache* cache;
     uint32_t thread_id;         // small id for captures, given on first use (0: none yet)
@@ -23,46 +23,9 @@ struct ThreadHookState {
 // constinit: no dynamic initialisation, so no TLS wrapper call at each use.
 extern constinit thread_local ThreadHookState t_hook_state __attribute__((tls_model("initial-exec")));
 
-// Marks the thread as inside a hook for its lifetime. Allocations made while
-// it is held, by the engine or by anything the hook calls, are not traced:
-// the engine's own memory stays out of the traces and a nested call (a
-// PyObject_Malloc that falls through to PyMem_RawMalloc, or a signal handler
-// that allocates) cannot re-enter the engine or its lock.
-class HookGuard {
-  public:
-    HookGuard() noexcept : entered_(!t_hook_state.in_hook) {
-        if (entered_) t_hook_state.in_hook = true;
-    }
-    ~HookGuard() {
-        if (entered_) t_hook_state.in_hook = false;
-    }
-    HookGuard(const HookGuard&) = delete;
-    HookGuard& operator=(const HookGuard&) = delete;
-    // False when the thread was already inside a hook: the caller must only
-    // pass the call through.
-    bool entered() const noexcept { return entered_; }
-
-  private:
-    bool entered_;
-};
-
-// Leaves the allocations made while it is held untraced, but keeps recording
-// frees: a report builds Python objects, and the collections they trigger
-// free traced blocks that must leave the table.
-class SuppressTracing {
-  public:
-    SuppressTracing() noexcept : previous_(t_hook_state.suppressed) { t_hook_state.suppressed = true; }
-    ~SuppressTracing() { t_hook_state.suppressed = previous_; }
-    SuppressTracing(const SuppressTracing&) = delete;
-    SuppressTracing& operator=(const SuppressTracing&) = delete;
-
-  private:
-    bool previous_;
-};
-
 // True when an allocation made now should be traced.
 inline bool allocation_traced(const HookGuard& guard) {
-    return guard.entered() && !t_hook_state.suppressed && engine().tracing();
+    return guard.entered() && !t_guard_state.suppressed && engine().tracing();
 }
 
 // While sampling: whether the sampler picks an allocation of `size` bytes

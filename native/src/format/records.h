@@ -19,7 +19,7 @@
 
 #include "common/loaded_object.h"
 #include "format/varint.h"
-#include "sink/capture_sink.h"
+#include "model/allocator.h"
 
 namespace heapscope::format {
 

@@ -7,6 +7,7 @@
 #include "engine/thread_state.h"
 #include "hooks/elf_patcher.h"
 #include "hooks/pymem_hooks.h"
+#include "hooks/record.h"
 
 namespace heapscope::domains {
 
@@ -38,7 +39,7 @@ int track(unsigned int domain, uintptr_t address, size_t size) {
     HookGuard guard;
     if (!engine().tracing()) return kNotTracing;
     if (!allocation_traced(guard)) return 0;  // from inside a hook or a report: not traced
-    pymem::record_block(domain, address, size, false, false, Allocator::kTrack);
+    hooks::record_allocation(domain, address, size, false, false, Allocator::kTrack);
     return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "hooks/custom_domains.h"
 #include "hooks/elf_patcher.h"
 #include "hooks/pymem_hooks.h"
+#include "hooks/record.h"
 #include "stack/native_unwind.h"
 
 namespace heapscope::got {
@@ -29,13 +30,13 @@ uintptr_t g_libpython_base = 0;
 // Calls from this object are never patched (the patcher skips it), so the
 // real functions are reached by name.
 inline void record(void* ptr, uint64_t size, Allocator allocator) {
-    pymem::record_block(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), size, false, false, allocator);
+    hooks::record_allocation(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(ptr), size, false, false, allocator);
 }
 
 // Forget the block before the allocator may hand its address to another
 // thread (see pymem_hooks.cpp).
 inline void forget(void* ptr, Allocator deallocator) {
-    engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, deallocator);
+    engine().record_free(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, deallocator);
 }
 
 void* hooked_malloc(size_t size) {
@@ -56,15 +57,15 @@ void* hooked_realloc(void* old_ptr, size_t size) {
     HookGuard guard;
     if (!guard.entered() || !engine().tracing()) return ::realloc(old_ptr, size);
     BlockInfo old_info;
-    bool had_old = old_ptr && engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(old_ptr),
+    bool had_old = old_ptr && engine().record_free(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(old_ptr),
                                                    &old_info, Allocator::kFree);
     void* ptr = ::realloc(old_ptr, size);
     if (!ptr) {
         // realloc(p, 0) may free p and return null; otherwise p is intact.
-        if (had_old && size != 0) engine().restore(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(old_ptr), old_info);
+        if (had_old && size != 0) engine().restore(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(old_ptr), old_info);
         return nullptr;
     }
-    if (!t_hook_state.suppressed) record(ptr, size, Allocator::kRealloc);
+    if (!t_guard_state.suppressed) record(ptr, size, Allocator::kRealloc);
     return ptr;
 }
 

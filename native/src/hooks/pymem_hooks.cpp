@@ -1,20 +1,13 @@
 #include "hooks/pymem_hooks.h"
 
-#include <dlfcn.h>
-
-#include <algorithm>
-
-#include "common/loaded_object.h"
+#include "cpython/python_frames.h"
 #include "engine/engine.h"
 #include "engine/thread_state.h"
-#include "stack/native_unwind.h"
-#include "stack/python_frames.h"
+#include "hooks/record.h"
 
 namespace heapscope::pymem {
 
 namespace {
-uintptr_t g_own_start = 0, g_own_end = 0;  // see prepare_native_stacks
-
 // One installation of the hooks on one domain. Each installation gets a fresh
 // context that is never freed: a raw-domain hook running without the GIL may
 // still be reading the previous one's `original` while we install anew.
@@ -32,7 +25,7 @@ template <PyMemAllocatorDomain D>
 inline void on_alloc(void* ptr, size_t size, Allocator allocator) {
     constexpr bool kGilHeld = D != PYMEM_DOMAIN_RAW;
     constexpr bool kPooled = D != PYMEM_DOMAIN_RAW;
-    record_block(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), size, kGilHeld, kPooled, allocator);
+    hooks::record_allocation(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(ptr), size, kGilHeld, kPooled, allocator);
 }
 
 inline PyMemAllocatorEx* original(void* ctx) { return &static_cast<DomainHook*>(ctx)->original; }
@@ -65,7 +58,7 @@ void* hook_calloc(void* ctx, size_t nelem, size_t elsize) {
 }
 
 // Forgets the old block and records the new one (as the sampler decides,
-// when sampling: record_block). The exact hook's realloc, and the sampled
+// when sampling: hooks::record_allocation). The exact hook's realloc, and the sampled
 // hook's when the old block may be recorded.
 template <PyMemAllocatorDomain D>
 void* recording_realloc(PyMemAllocatorEx* alloc, void* old_ptr, size_t new_size) {
@@ -74,14 +67,14 @@ void* recording_realloc(PyMemAllocatorEx* alloc, void* old_ptr, size_t new_size)
     // Forget the old block before the allocator can hand its address to
     // another thread; put it back if the reallocation fails.
     BlockInfo old_info;
-    bool had_old = old_ptr && engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(old_ptr),
+    bool had_old = old_ptr && engine().record_free(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(old_ptr),
                                                    &old_info, Allocator::kPymallocFree);
     void* new_ptr = alloc->realloc(alloc->ctx, old_ptr, new_size);
     if (!new_ptr) {
-        if (had_old) engine().restore(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(old_ptr), old_info, D != PYMEM_DOMAIN_RAW);
+        if (had_old) engine().restore(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(old_ptr), old_info, D != PYMEM_DOMAIN_RAW);
         return nullptr;
     }
-    if (!t_hook_state.suppressed) on_alloc<D>(new_ptr, new_size, Allocator::kPymallocRealloc);
+    if (!t_guard_state.suppressed) on_alloc<D>(new_ptr, new_size, Allocator::kPymallocRealloc);
     return new_ptr;
 }
 
@@ -99,7 +92,7 @@ void* hook_realloc(void* ctx, void* old_ptr, size_t new_size) {
 inline void forget_then_free(PyMemAllocatorEx* alloc, void* ptr) {
     HookGuard guard;
     if (guard.entered() && ptr && engine().tracing()) {
-        engine().record_free(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, Allocator::kPymallocFree);
+        engine().record_free(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, Allocator::kPymallocFree);
     }
     alloc->free(alloc->ctx, ptr);
 }
@@ -122,7 +115,7 @@ void hook_free(void* ctx, void* ptr) {
 template <PyMemAllocatorDomain D>
 __attribute__((noinline)) void record_picked(const HookGuard& guard, void* ptr, size_t size, Allocator allocator) {
     if (!allocation_traced(guard)) return;  // heapscope's own, or a report's: not traced
-    record_block_now(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(ptr), size, D != PYMEM_DOMAIN_RAW,
+    hooks::record_allocation_now(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(ptr), size, D != PYMEM_DOMAIN_RAW,
                      D != PYMEM_DOMAIN_RAW, allocator);
 }
 
@@ -229,81 +222,11 @@ bool hooks_in_chain() {
         t_hook_state.record_all = false;
         if (!probe) continue;  // out of memory: no evidence either way
         BlockInfo info;
-        bool seen = engine().find(Engine::kPythonDomain, reinterpret_cast<uintptr_t>(probe), &info);
+        bool seen = engine().find(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(probe), &info);
         allocator.free(allocator.ctx, probe);
         if (!seen) return false;
     }
     return true;
-}
-
-namespace {
-// The address range of heapscope's own module: native frames inside it (the
-// hooks themselves) are dropped from native stacks.
-struct OwnRange {
-    uintptr_t start = 0, end = 0;
-};
-OwnRange find_own_range() {
-    OwnRange range;
-    Dl_info info;
-    if (dladdr(reinterpret_cast<void*>(&find_own_range), &info) == 0) return range;
-    auto base = reinterpret_cast<uintptr_t>(info.dli_fbase);
-    for (const LoadedObject& object : current_loaded_objects()) {
-        if (object.load_bias != base) continue;
-        range.start = UINTPTR_MAX;
-        for (const LoadedSegment& segment : object.segments) {
-            range.start = std::min<uintptr_t>(range.start, base + segment.vaddr);
-            range.end = std::max<uintptr_t>(range.end, base + segment.vaddr + segment.memsz);
-        }
-    }
-    return range;
-}
-}  // namespace
-
-bool prepare_native_stacks() {
-    if (!load_native_unwinder()) return false;
-    static const OwnRange range = find_own_range();
-    g_own_start = range.start;
-    g_own_end = range.end;
-    return true;
-}
-
-void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled, Allocator allocator) {
-    if (!sampler_admits(size, allocator)) return;  // before any stack is walked
-    record_block_now(domain, address, size, gil_held, pooled, allocator);
-}
-
-void record_block_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
-                      Allocator allocator) {
-    Engine& eng = engine();
-    PyThreadState* tstate;
-    if (gil_held) {
-        tstate = python::gil_holder();
-    } else {
-        // Without the GIL the thread may still read its own frames: they are
-        // suspended and nobody else unlinks them. It may not pin new code.
-        tstate = python::this_thread_state();
-        gil_held = tstate && tstate == python::gil_holder();
-    }
-    uint32_t frames = 0;
-    uint32_t total_depth = 0;
-    ThreadStackCache* cache = nullptr;
-    if (tstate) {
-        uint32_t limit = eng.traceback_limit();
-        cache = thread_stack_cache(limit);
-        if (cache) frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth);
-    }
-    uintptr_t native[kMaxNativeFrames + 8];
-    uint32_t native_count = 0;
-    const uintptr_t* native_start = native;
-    if (eng.native_traces()) {
-        size_t n = capture_native_stack(native, kMaxNativeFrames + 8, 0);
-        size_t skip = 0;
-        while (skip < n && native[skip] >= g_own_start && native[skip] < g_own_end) ++skip;
-        native_start = native + skip;
-        native_count = static_cast<uint32_t>(std::min<size_t>(n - skip, kMaxNativeFrames));
-    }
-    eng.record_alloc(domain, address, size, cache, frames, total_depth, gil_held, pooled, allocator, native_start,
-                     native_count);
 }
 
 void pin_frame_code(uintptr_t code) { Py_INCREF(reinterpret_cast<PyObject*>(code)); }

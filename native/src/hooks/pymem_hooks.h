@@ -7,10 +7,7 @@
 
 #include <Python.h>
 
-#include <cstddef>
 #include <cstdint>
-
-#include "sink/capture_sink.h"
 
 namespace heapscope::pymem {
 
@@ -27,21 +24,6 @@ void uninstall();
 // restores the allocators it found). Makes and frees one probe block per
 // domain. Requires the GIL.
 bool hooks_in_chain();
-
-// Records `address` in `domain` with the calling thread's Python stack (and
-// its native stack when the engine wants native traces). The caller holds a
-// HookGuard that entered. `gil_held` may be false when unknown: the hook then
-// finds out. `pooled`: the block came from pymalloc. Never calls Python.
-// While sampling, records it only if the sampler picks it (sample/sampler.h).
-void record_block(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled = false,
-                  Allocator allocator = Allocator::kMalloc);
-// The same, already decided by the sampler.
-void record_block_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
-                      Allocator allocator);
-// Loads the native unwinder and finds heapscope's own code range once, so
-// native stacks can drop the hook frames. Call before a capture with native
-// traces starts. May allocate and dlopen. False if libunwind is missing.
-bool prepare_native_stacks();
 
 // Keeps the code object of a frame alive while a stack refers to it. These
 // touch reference counts only and need the GIL.

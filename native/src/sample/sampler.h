@@ -55,7 +55,8 @@
 #include <cstdint>
 #include <string>
 
-#include "sink/capture_sink.h"
+#include "model/allocator.h"
+#include "model/estimate.h"
 
 namespace heapscope {
 
@@ -77,12 +78,6 @@ inline constexpr uint32_t kMaxSizeRanges = 64;
 struct SizeRange {
     uint64_t upper_bound;  // exclusive
     double probability;    // 0, or in [kMinRangeProbability, 1]
-};
-
-// What a recorded block stands for, as integers (see "Reports need integers").
-struct Estimate {
-    uint64_t bytes;
-    uint64_t count;
 };
 
 struct SamplingConfig {

@@ -10,40 +10,11 @@
 #include <cstdint>
 #include <string>
 
-#include "sink/live_table.h"
-#include "stack/stack_trie.h"
+#include "model/allocator.h"
+#include "model/block.h"
+#include "model/frame.h"
 
 namespace heapscope {
-
-// What made or released a block. The values are stored in capture files:
-// never renumber them. The names (allocator_name) follow memray's AllocatorType.
-enum class Allocator : uint8_t {
-    kMalloc = 1,
-    kFree = 2,
-    kCalloc = 3,
-    kRealloc = 4,
-    kPosixMemalign = 5,
-    kAlignedAlloc = 6,
-    kMemalign = 7,
-    kValloc = 8,
-    kPvalloc = 9,
-    kMmap = 10,
-    kMunmap = 11,
-    kPymallocMalloc = 12,
-    kPymallocCalloc = 13,
-    kPymallocRealloc = 14,
-    kPymallocFree = 15,
-    kTrack = 16,    // a block reported through a custom domain (C API, PyTraceMalloc_Track)
-    kUntrack = 17,
-};
-inline constexpr uint8_t kMaxAllocator = 17;
-
-// "MALLOC", "PYMALLOC_FREE", ...; "UNKNOWN" for a value out of range.
-const char* allocator_name(Allocator allocator);
-// True for the kinds that release a block.
-inline bool is_deallocator(Allocator a) {
-    return a == Allocator::kFree || a == Allocator::kMunmap || a == Allocator::kPymallocFree || a == Allocator::kUntrack;
-}
 
 struct AllocationEvent {
     uintptr_t address;
@@ -64,7 +35,7 @@ struct DeallocationEvent {
     uint32_t domain;
     uint32_t thread;
     Allocator allocator;  // kFree, kMunmap, kPymallocFree or kUntrack
-    BlockInfo block;      // what the engine kept for the block: block.stack is on_alloc's return value
+    BlockInfo block;      // what the engine kept for the block (block.sink_state: see CaptureSink::on_alloc)
     uint64_t count = 1;   // blocks it stood for (AllocationEvent::count)
 };
 
@@ -95,8 +66,13 @@ class CaptureSink {
     virtual void on_python_node(uint32_t node, uint32_t parent, FrameKey frame) = 0;
     // The same for native frames (return addresses), when native traces are on.
     virtual void on_native_node(uint32_t node, uint32_t parent, uintptr_t ip) = 0;
-    // A block was made. The return value is what the engine keeps with the
-    // block (BlockInfo::stack) and hands back in DeallocationEvent::block.
+    // Whether the sink keeps state per block: then the engine stores
+    // on_alloc's value in the block (BlockInfo::sink_state, in place of its
+    // stack) and hands it back in DeallocationEvent::block. Fixed for the
+    // sink's life.
+    virtual bool keeps_block_state() const = 0;
+    // A block was made. Returns its state (kNoSinkState if the sink keeps
+    // none, or recorded none for this block).
     virtual uint32_t on_alloc(const AllocationEvent& event) = 0;
     // A block the engine had recorded was released.
     virtual void on_free(const DeallocationEvent& event) = 0;

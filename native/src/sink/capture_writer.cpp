@@ -38,10 +38,11 @@
 #include <cstring>
 #include <unordered_map>
 
-#include "analysis/high_water_mark.h"
+#include "model/high_water_mark.h"
+#include "model/location.h"
+#include "common/hook_guard.h"
 #include "common/loaded_object.h"
 #include "common/spin_lock.h"
-#include "engine/thread_state.h"
 
 namespace heapscope {
 
@@ -79,66 +80,6 @@ std::string thread_name_of_caller() {
     if (pthread_getname_np(pthread_self(), name, sizeof name) != 0) return {};
     return name;
 }
-
-// An aggregated location's identity.
-struct LocationKey {
-    uint32_t thread;
-    uint32_t domain;
-    uint32_t python_node;
-    uint32_t native_node;
-    Allocator allocator;
-    bool operator==(const LocationKey& o) const {
-        return thread == o.thread && domain == o.domain && python_node == o.python_node &&
-               native_node == o.native_node && allocator == o.allocator;
-    }
-};
-
-// LocationKey -> dense id, open addressing with linear probing. The keys live
-// in `keys` (indexed by id); the table holds id + 1, 0 marking a free slot.
-class LocationIndex {
-  public:
-    // The id of `key`, a new one if unseen (*created says which).
-    uint32_t intern(const LocationKey& key, bool* created) {
-        if ((keys_.size() + 1) * 2 > slots_.size()) grow();
-        const size_t mask = slots_.size() - 1;
-        for (size_t i = hash(key) & mask;; i = (i + 1) & mask) {
-            const uint32_t slot = slots_[i];
-            if (slot == 0) {
-                const uint32_t id = static_cast<uint32_t>(keys_.size());
-                keys_.push_back(key);
-                slots_[i] = id + 1;
-                *created = true;
-                return id;
-            }
-            if (keys_[slot - 1] == key) {
-                *created = false;
-                return slot - 1;
-            }
-        }
-    }
-    const LocationKey& key(uint32_t id) const { return keys_[id]; }
-    size_t size() const { return keys_.size(); }
-
-  private:
-    static size_t hash(const LocationKey& k) {
-        uint64_t h = (uint64_t{k.python_node} << 32 | k.native_node) * 0x9e3779b97f4a7c15ULL;
-        h ^= (uint64_t{k.thread} << 40 | uint64_t{k.domain} << 8 | static_cast<uint8_t>(k.allocator)) *
-             0xc2b2ae3d27d4eb4fULL;
-        return static_cast<size_t>(h ^ (h >> 29));
-    }
-    void grow() {
-        std::vector<uint32_t> slots(slots_.empty() ? 1024 : slots_.size() * 2, 0);
-        const size_t mask = slots.size() - 1;
-        for (uint32_t id = 0; id < keys_.size(); ++id) {
-            size_t i = hash(keys_[id]) & mask;
-            while (slots[i] != 0) i = (i + 1) & mask;
-            slots[i] = id + 1;
-        }
-        slots_.swap(slots);
-    }
-    std::vector<uint32_t> slots_;
-    std::vector<LocationKey> keys_;
-};
 
 // Holds `lock` if there is one: the hooks' guard, which locks only when the
 // caller does not already hold the writer's state lock for it.
@@ -209,7 +150,7 @@ struct CaptureWriter::Impl {
 
     // Aggregated format
     LocationIndex locations;
-    analysis::HighWaterMark high_water;
+    HighWaterMark high_water;
     std::vector<uint32_t> dirty;    // locations changed since the last checkpoint
     std::vector<uint8_t> is_dirty;  // by location id
 
@@ -311,7 +252,7 @@ struct CaptureWriter::Impl {
         out->checkpoint(checkpoint);
         for (uint32_t id : dirty) {
             const LocationKey& key = locations.key(id);
-            const analysis::LocationCounters& c = high_water.at(id);
+            const LocationCounters& c = high_water.at(id);
             out->location(format::LocationRecord{id, key.thread, key.allocator, key.domain, key.python_node,
                                                      key.native_node, c.current_count, c.current_bytes,
                                                      c.at_peak_count, c.at_peak_bytes, c.epoch, c.total_count,
@@ -623,11 +564,14 @@ void CaptureWriter::on_native_node(uint32_t node, uint32_t parent, uintptr_t ip)
     }
 }
 
+// Aggregated: each block remembers its location id, for its free.
+bool CaptureWriter::keeps_block_state() const { return impl_->aggregated; }
+
 uint32_t CaptureWriter::on_alloc(const AllocationEvent& e) {
     Impl& s = *impl_;
     try {
         MaybeSpinGuard guard(s.hooks_own_lock());
-        if (!s.accepting()) return s.aggregated ? 0 : e.python_node;
+        if (!s.accepting()) return kNoSinkState;
         s.allocations += e.count;  // blocks, estimated when sampled
         s.heap += e.size;
         if (s.heap > s.peak_heap) s.peak_heap = s.heap;
@@ -636,11 +580,13 @@ uint32_t CaptureWriter::on_alloc(const AllocationEvent& e) {
                                                            e.python_node, e.native_node,
                                                            static_cast<uint32_t>(e.count)});
             s.after_record_locked();
-            return e.python_node;
+            return kNoSinkState;
         }
         bool created;
         const uint32_t id =
-            s.locations.intern(LocationKey{e.thread, e.domain, e.python_node, e.native_node, e.allocator}, &created);
+            s.locations.intern(LocationKey{.thread = e.thread, .python_node = e.python_node, .native_node = e.native_node,
+                                            .domain = e.domain, .allocator = e.allocator},
+                                &created);
         s.high_water.add(id, e.size, e.count);
         s.mark_dirty(id);
         return id;
@@ -663,8 +609,8 @@ void CaptureWriter::on_free(const DeallocationEvent& e) {
             s.after_record_locked();
             return;
         }
-        const uint32_t id = e.block.stack;
-        if (id >= s.locations.size()) return;  // not a location of this capture
+        const uint32_t id = e.block.sink_state;
+        if (id == kNoSinkState || id >= s.locations.size()) return;  // not a location of this capture
         if (e.size < e.block.size) {
             s.high_water.shrink(id, e.size);  // part of a mapping: the rest stays a block
         } else {
@@ -807,8 +753,8 @@ std::unique_ptr<CaptureWriter> CaptureWriter::clone_in_child(
         // first peak (epoch 0 < peak_epoch 1: "current" at that peak), and
         // totals restart like the event counts.
         for (uint32_t id = 0; id < parent.high_water.size(); ++id) {
-            analysis::LocationCounters c = parent.high_water.at(id);
-            analysis::LocationCounters& out = s.high_water.mutable_at(id);
+            LocationCounters c = parent.high_water.at(id);
+            LocationCounters& out = s.high_water.mutable_at(id);
             out.current_count = out.at_peak_count = c.current_count;
             out.current_bytes = out.at_peak_bytes = c.current_bytes;
             out.epoch = 0;

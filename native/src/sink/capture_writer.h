@@ -81,6 +81,7 @@ class CaptureWriter final : public CaptureSink {
     void on_thread(uint32_t thread, uint64_t os_tid) override;
     void on_python_node(uint32_t node, uint32_t parent, FrameKey frame) override;
     void on_native_node(uint32_t node, uint32_t parent, uintptr_t ip) override;
+    bool keeps_block_state() const override;
     uint32_t on_alloc(const AllocationEvent& event) override;
     void on_free(const DeallocationEvent& event) override;
     void on_mappings_changed() override;

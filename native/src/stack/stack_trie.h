@@ -13,14 +13,9 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace heapscope {
+#include "model/frame.h"
 
-struct FrameKey {
-    uintptr_t code = 0;
-    uintptr_t instr = 0;
-    bool operator==(const FrameKey& other) const { return code == other.code && instr == other.instr; }
-    bool operator!=(const FrameKey& other) const { return !(*this == other); }
-};
+namespace heapscope {
 
 class StackTrie {
   public:

@@ -61,12 +61,7 @@ def _check_free():
     """RuntimeError if heapprof, a heapscope Tracker or heapscope.tracemalloc runs in this process."""
     from heapscope import _heapscope
 
-    if _run is not None and _run.pid == os.getpid():
-        raise RuntimeError("heapprof is already running: call heapprof.stop() first")
-    if _heapscope.capture_active():
-        raise RuntimeError("a heapscope Tracker is active: heapprof cannot start until it ends")
-    if _heapscope.is_tracing():
-        raise RuntimeError("heapscope.tracemalloc is tracing: stop it before starting heapprof")
+    _heapscope.check_can_start("heapprof")
 
 
 def _register_atexit():
@@ -81,6 +76,7 @@ def _start_tracker(path, sampling=None):
 
     tracker = Tracker(destination=FileDestination(path, overwrite=True), trace_python_allocators=True,
                       sampling=sampling)
+    tracker._door = "heapprof"  # the session owner tells heapprof's runs from a user's Tracker
     tracker.__enter__()
     return tracker
 

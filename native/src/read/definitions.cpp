@@ -1,6 +1,6 @@
-#include "analysis/definitions.h"
+#include "read/definitions.h"
 
-namespace heapscope::analysis {
+namespace heapscope::read {
 
 namespace {
 constexpr const char* kUnknown = "<unknown>";
@@ -121,7 +121,7 @@ bool Definitions::hybrid_stack(uint32_t python_node, uint32_t native_node, size_
     std::vector<NativeFrame> native;
     if (!python_stack(python_node, SIZE_MAX, &python)) return false;
     if (!native_stack(native_node, SIZE_MAX, symbolizer, &native)) return false;
-    *out = analysis::hybrid_stack(python, native);
+    *out = read::hybrid_stack(python, native);
     if (out->size() > max_frames) out->resize(max_frames);
     return true;
 }
@@ -134,4 +134,4 @@ std::vector<std::pair<uint32_t, ThreadInfo>> Definitions::threads() const {
     return result;
 }
 
-}  // namespace heapscope::analysis
+}  // namespace heapscope::read

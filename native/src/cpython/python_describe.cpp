@@ -2,7 +2,7 @@
 // that it works inside allocator hooks: no Python call, no Python allocation.
 #include <Python.h>
 
-#include "stack/python_frames.h"
+#include "cpython/python_frames.h"
 
 namespace heapscope::python {
 

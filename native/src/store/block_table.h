@@ -4,8 +4,8 @@
 // is live in at most one of the two, so lookups try the index, then the table.
 #pragma once
 
-#include "sink/live_table.h"
-#include "sink/pool_index.h"
+#include "store/address_map.h"
+#include "store/pool_index.h"
 
 namespace heapscope {
 

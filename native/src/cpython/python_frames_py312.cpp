@@ -9,7 +9,7 @@
 #include <internal/pycore_frame.h>
 #undef Py_BUILD_CORE
 
-#include "stack/python_frames.h"
+#include "cpython/python_frames.h"
 
 namespace heapscope::python {
 

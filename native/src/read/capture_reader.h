@@ -22,11 +22,11 @@
 #include <memory>
 #include <string>
 
-#include "analysis/definitions.h"
+#include "read/definitions.h"
 #include "format/chunk_io.h"
 #include "format/records.h"
 
-namespace heapscope::analysis {
+namespace heapscope::read {
 
 // Called between chunks with the bytes read so far and the file's size.
 // Returning false cancels the pass (RecordCursor::cancelled()).
@@ -140,4 +140,4 @@ class CaptureReader::Cursor {
     std::string damage_;
 };
 
-}  // namespace heapscope::analysis
+}  // namespace heapscope::read

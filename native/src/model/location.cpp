@@ -1,9 +1,9 @@
-#include "analysis/location_index.h"
+#include "model/location.h"
 
 #include <algorithm>
 #include <tuple>
 
-namespace heapscope::analysis {
+namespace heapscope {
 
 namespace {
 auto as_tuple(const LocationKey& k) {
@@ -43,7 +43,7 @@ void LocationIndex::grow() {
     slots_.swap(fresh);
 }
 
-uint32_t LocationIndex::intern_slow(const LocationKey& key) {
+uint32_t LocationIndex::intern_slow(const LocationKey& key, bool* created) {
     // Half full at most: probe runs stay short.
     if ((keys_.size() + 1) * 2 > slots_.size()) grow();
     const size_t mask = slots_.size() - 1;
@@ -52,6 +52,7 @@ uint32_t LocationIndex::intern_slow(const LocationKey& key) {
         if (slots_[i].key == key) return slots_[i].id_plus_one - 1;
     }
     keys_.push_back(key);
+    if (created) *created = true;
     slots_[i] = Slot{key, static_cast<uint32_t>(keys_.size())};
     return static_cast<uint32_t>(keys_.size() - 1);
 }
@@ -80,4 +81,4 @@ std::vector<LocationTotal> finish_rows(std::vector<LocationTotal> rows, bool mer
     return rows;
 }
 
-}  // namespace heapscope::analysis
+}  // namespace heapscope

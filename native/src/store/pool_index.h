@@ -17,7 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "sink/live_table.h"
+#include "store/address_map.h"
 
 namespace heapscope {
 

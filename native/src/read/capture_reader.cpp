@@ -1,4 +1,4 @@
-#include "analysis/capture_reader.h"
+#include "read/capture_reader.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -14,7 +14,7 @@
 #include <thread>
 #include <utility>
 
-namespace heapscope::analysis {
+namespace heapscope::read {
 
 namespace {
 
@@ -273,4 +273,4 @@ void CaptureReader::Cursor::note_decoder_damage() {
     finished_ = true;
 }
 
-}  // namespace heapscope::analysis
+}  // namespace heapscope::read

@@ -19,7 +19,7 @@
 
 #include "common/loaded_object.h"
 
-namespace heapscope::analysis {
+namespace heapscope::read {
 
 struct NativeFrame {
     std::string function;  // demangled; "??" when unknown
@@ -74,4 +74,4 @@ struct PythonFrame {
 // outermost. Checked on real 3.9, 3.11 and 3.13 stacks (ctypes -> C).
 std::vector<NativeFrame> hybrid_stack(const std::vector<PythonFrame>& python, const std::vector<NativeFrame>& native);
 
-}  // namespace heapscope::analysis
+}  // namespace heapscope::read

@@ -1,4 +1,4 @@
-#include "sink/pool_index.h"
+#include "store/pool_index.h"
 
 #include <cstdlib>
 #include <cstring>

@@ -1,4 +1,6 @@
-// LocationIndex: dense ids for the places blocks are allocated from.
+// LocationKey and LocationIndex: dense ids for the places blocks are
+// allocated from. Used by the analyses and by the capture writer (aggregated
+// format), which keep per-location counters in vectors indexed by these ids.
 //
 // A location is what a report groups by: thread, allocator, domain and the
 // Python and native stack nodes. The analyses keep their counters in vectors
@@ -15,9 +17,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "sink/capture_sink.h"
+#include "model/allocator.h"
 
-namespace heapscope::analysis {
+namespace heapscope {
 
 struct LocationKey {
     uint32_t thread = 0;  // 0 when threads are merged
@@ -49,7 +51,15 @@ class LocationIndex {
     // The id of `key`, made if new. Ids are dense from 0, in first-seen order.
     uint32_t intern(const LocationKey& key) {
         if (last_id_ != kNone && key == last_key_) return last_id_;
-        last_id_ = intern_slow(key);
+        last_id_ = intern_slow(key, nullptr);
+        last_key_ = key;
+        return last_id_;
+    }
+    // The same, telling whether the id is new.
+    uint32_t intern(const LocationKey& key, bool* created) {
+        *created = false;
+        if (last_id_ != kNone && key == last_key_) return last_id_;
+        last_id_ = intern_slow(key, created);
         last_key_ = key;
         return last_id_;
     }
@@ -61,7 +71,7 @@ class LocationIndex {
 
   private:
     static uint64_t hash(const LocationKey& key);
-    uint32_t intern_slow(const LocationKey& key);
+    uint32_t intern_slow(const LocationKey& key, bool* created);
     void grow();
 
     struct Slot {
@@ -79,4 +89,4 @@ class LocationIndex {
 // bytes first, ties broken by key so every run prints the same.
 std::vector<LocationTotal> finish_rows(std::vector<LocationTotal> rows, bool merge_threads);
 
-}  // namespace heapscope::analysis
+}  // namespace heapscope

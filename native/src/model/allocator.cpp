@@ -1,4 +1,4 @@
-#include "sink/capture_sink.h"
+#include "model/allocator.h"
 
 namespace heapscope {
 

@@ -37,7 +37,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace heapscope::analysis {
+namespace heapscope {
 
 struct LocationCounters {
     uint64_t current_count = 0, current_bytes = 0;  // outstanding now
@@ -129,4 +129,4 @@ class HighWaterMark {
     uint64_t peak_epoch_ = 0;
 };
 
-}  // namespace heapscope::analysis
+}  // namespace heapscope

@@ -18,10 +18,10 @@
 #include <utility>
 #include <vector>
 
-#include "analysis/symbolizer.h"
+#include "read/symbolizer.h"
 #include "format/records.h"
 
-namespace heapscope::analysis {
+namespace heapscope::read {
 
 struct ThreadInfo {
     uint64_t os_tid = 0;
@@ -54,7 +54,7 @@ class Definitions {
     // information through `symbolizer`, which caches what it resolved.
     bool native_stack(uint32_t node, size_t max_frames, Symbolizer* symbolizer, std::vector<NativeFrame>* out);
     // Native frames with each interpreter-loop frame replaced by the Python
-    // frames it ran (analysis::hybrid_stack), at most `max_frames`.
+    // frames it ran (read::hybrid_stack), at most `max_frames`.
     bool hybrid_stack(uint32_t python_node, uint32_t native_node, size_t max_frames, Symbolizer* symbolizer,
                       std::vector<NativeFrame>* out);
 
@@ -107,4 +107,4 @@ class Definitions {
     std::unordered_map<std::string, size_t> metadata_index_;
 };
 
-}  // namespace heapscope::analysis
+}  // namespace heapscope::read

@@ -5,7 +5,7 @@
 // once per object (symbols) or compilation unit (functions) and then looked
 // up by binary search: on libpython3.11, 14 us an address the first time
 // (indexing included), 4 us for new addresses in indexed units, 0.1 us cached.
-#include "analysis/symbolizer.h"
+#include "read/symbolizer.h"
 
 #include <cxxabi.h>
 #include <dwarf.h>
@@ -20,7 +20,7 @@
 #include <unordered_map>
 #include <utility>
 
-namespace heapscope::analysis {
+namespace heapscope::read {
 
 namespace {
 
@@ -503,4 +503,4 @@ std::vector<NativeFrame> hybrid_stack(const std::vector<PythonFrame>& python, co
     return merged;
 }
 
-}  // namespace heapscope::analysis
+}  // namespace heapscope::read

@@ -6,7 +6,7 @@
 
 #include <frameobject.h>
 
-#include "stack/python_frames.h"
+#include "cpython/python_frames.h"
 
 namespace heapscope::python {
 

@@ -1,0 +1,90 @@
+#include "hooks/record.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+
+#include "common/loaded_object.h"
+#include "cpython/python_frames.h"
+#include "engine/engine.h"
+#include "engine/thread_state.h"
+#include "stack/native_unwind.h"
+
+namespace heapscope::hooks {
+
+namespace {
+uintptr_t g_own_start = 0, g_own_end = 0;  // see prepare_native_stacks
+}  // namespace
+
+namespace {
+// The address range of heapscope's own module: native frames inside it (the
+// hooks themselves) are dropped from native stacks.
+struct OwnRange {
+    uintptr_t start = 0, end = 0;
+};
+OwnRange find_own_range() {
+    OwnRange range;
+    Dl_info info;
+    if (dladdr(reinterpret_cast<void*>(&find_own_range), &info) == 0) return range;
+    auto base = reinterpret_cast<uintptr_t>(info.dli_fbase);
+    for (const LoadedObject& object : current_loaded_objects()) {
+        if (object.load_bias != base) continue;
+        range.start = UINTPTR_MAX;
+        for (const LoadedSegment& segment : object.segments) {
+            range.start = std::min<uintptr_t>(range.start, base + segment.vaddr);
+            range.end = std::max<uintptr_t>(range.end, base + segment.vaddr + segment.memsz);
+        }
+    }
+    return range;
+}
+}  // namespace
+
+bool prepare_native_stacks() {
+    if (!load_native_unwinder()) return false;
+    static const OwnRange range = find_own_range();
+    g_own_start = range.start;
+    g_own_end = range.end;
+    return true;
+}
+
+void record_allocation(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
+                       Allocator allocator) {
+    if (!sampler_admits(size, allocator)) return;  // before any stack is walked
+    record_allocation_now(domain, address, size, gil_held, pooled, allocator);
+}
+
+void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
+                           Allocator allocator) {
+    Engine& eng = engine();
+    PyThreadState* tstate;
+    if (gil_held) {
+        tstate = python::gil_holder();
+    } else {
+        // Without the GIL the thread may still read its own frames: they are
+        // suspended and nobody else unlinks them. It may not pin new code.
+        tstate = python::this_thread_state();
+        gil_held = tstate && tstate == python::gil_holder();
+    }
+    uint32_t frames = 0;
+    uint32_t total_depth = 0;
+    ThreadStackCache* cache = nullptr;
+    if (tstate) {
+        uint32_t limit = eng.traceback_limit();
+        cache = thread_stack_cache(limit);
+        if (cache) frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth);
+    }
+    uintptr_t native[kMaxNativeFrames + 8];
+    uint32_t native_count = 0;
+    const uintptr_t* native_start = native;
+    if (eng.native_traces()) {
+        size_t n = capture_native_stack(native, kMaxNativeFrames + 8, 0);
+        size_t skip = 0;
+        while (skip < n && native[skip] >= g_own_start && native[skip] < g_own_end) ++skip;
+        native_start = native + skip;
+        native_count = static_cast<uint32_t>(std::min<size_t>(n - skip, kMaxNativeFrames));
+    }
+    eng.record_alloc(domain, address, size, cache, frames, total_depth, gil_held, pooled, allocator, native_start,
+                     native_count);
+}
+
+}  // namespace heapscope::hooks

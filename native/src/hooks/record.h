@@ -1,0 +1,27 @@
+// Recording an allocation with its stacks: what every hook does once it has
+// a block to record, whichever way it was seen (PEP 445 hooks, GOT-patched
+// native calls, custom domains).
+#pragma once
+
+#include <cstdint>
+
+#include "model/allocator.h"
+
+namespace heapscope::hooks {
+
+// Records `address` in `domain` with the calling thread's Python stack (and
+// its native stack when the engine wants native traces). The caller holds a
+// HookGuard that entered. `gil_held` may be false when unknown: the hook then
+// finds out. `pooled`: the block came from pymalloc. Never calls Python.
+// While sampling, records it only if the sampler picks it (sample/sampler.h).
+void record_allocation(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled = false,
+                       Allocator allocator = Allocator::kMalloc);
+// The same, already decided by the sampler.
+void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
+                           Allocator allocator);
+// Loads the native unwinder and finds heapscope's own code range once, so
+// native stacks can drop the hook frames. Call before a capture with native
+// traces starts. May allocate and dlopen. False if libunwind is missing.
+bool prepare_native_stacks();
+
+}  // namespace heapscope::hooks

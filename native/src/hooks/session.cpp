@@ -1,0 +1,68 @@
+#include "hooks/session.h"
+
+#include "engine/engine.h"
+#include "hooks/got_hooks.h"
+#include "hooks/pymem_hooks.h"
+
+namespace heapscope::session {
+
+namespace {
+// Guarded by the GIL, as every caller holds it.
+Door g_door = Door::kNone;
+bool g_python_allocators = false;
+}  // namespace
+
+const char* door_name(Door door) {
+    switch (door) {
+        case Door::kTracemalloc: return "heapscope.tracemalloc";
+        case Door::kTracker: return "a heapscope Tracker";
+        case Door::kHeapprof: return "heapprof";
+        case Door::kNone: break;
+    }
+    return "none";
+}
+
+bool door_from_name(const std::string& name, Door* door) {
+    if (name == "tracemalloc") *door = Door::kTracemalloc;
+    else if (name == "tracker") *door = Door::kTracker;
+    else if (name == "heapprof") *door = Door::kHeapprof;
+    else return false;
+    return true;
+}
+
+Door running() { return engine().tracing() ? g_door : Door::kNone; }
+
+std::string refusal(Door door) {
+    const Door now = running();
+    if (now == Door::kNone) return {};
+    if (now == door) {
+        switch (door) {
+            case Door::kTracemalloc: return {};  // the stdlib ignores a second start()
+            case Door::kTracker: return "No more than one Tracker instance can be active at the same time";  // memray's words
+            case Door::kHeapprof: return "heapprof is already running: call heapprof.stop() first";
+            case Door::kNone: break;
+        }
+    }
+    return std::string("cannot start ") + door_name(door) + ": " + door_name(now) +
+           " is active in this process; stop it first";
+}
+
+bool begin(Door door, const Options& options) {
+    if (!engine().start(options.traceback_limit, options.sink, options.native_traces, options.sampling)) return false;
+    g_door = door;
+    g_python_allocators = options.python_allocators;
+    if (g_python_allocators) pymem::install();
+    got::install(options.sink != nullptr);
+    return true;
+}
+
+void end(std::vector<FrameKey>* unpin) {
+    if (g_door == Door::kNone && !engine().tracing()) return;
+    got::uninstall();
+    if (g_python_allocators) pymem::uninstall();
+    g_python_allocators = false;
+    g_door = Door::kNone;
+    engine().stop(unpin);
+}
+
+}  // namespace heapscope::session
