@@ -14,13 +14,17 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from heapscope.cli import live, run, stats, summary, top, tree
+    from heapscope.cli import diff, flamegraph, live, run, stats, summary, table, top, transform, tree
 
     top.register(commands)
     run.register(commands)
     summary.register(commands)
     stats.register(commands)
     tree.register(commands)
+    flamegraph.register(commands)
+    table.register(commands)
+    diff.register(commands)
+    transform.register(commands)
     live.register(commands)
     return parser
 

@@ -110,3 +110,74 @@ def _warn(message):
 def add_file_argument(parser):
     parser.add_argument("file", metavar="FILE", help="a capture written by heapscope run or heapscope.Tracker")
 
+
+
+def add_output_arguments(parser, what):
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help=f"where to write the {what} (default: heapscope-<command>-<capture name> beside "
+                             f"the capture)")
+    parser.add_argument("-f", "--force", action="store_true", help="replace the output file if it exists")
+
+
+def output_path(options, command, suffix):
+    """The output file for a command that writes one (memray's rules: a
+    default name beside the capture; an existing file is refused without
+    --force)."""
+    path = options.output
+    if path is None:
+        capture = options.file
+        base = os.path.basename(capture)
+        for ending in (".hscap", ".bin"):
+            if base.endswith(ending):
+                base = base[:-len(ending)]
+        path = os.path.join(os.path.dirname(capture), f"heapscope-{command}-{base}{suffix}")
+    if os.path.exists(path) and not options.force:
+        raise CommandError(f"{path} already exists: use --force to replace it, or -o to choose another file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CommandError(f"cannot write {path}: no directory {directory}")
+    return path
+
+
+def add_view_arguments(parser):
+    """--leaks, --temporary-allocations and --temporary-allocation-threshold (memray's names)."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--leaks", action="store_true", help="memory still allocated when tracking stopped")
+    which.add_argument("--temporary-allocations", action="store_true",
+                       help="blocks freed soon after their allocation (see --temporary-allocation-threshold)")
+    parser.add_argument("--temporary-allocation-threshold", metavar="N", type=non_negative_int, default=None,
+                        help="with --temporary-allocations: how many other allocations may come between a "
+                             "block's allocation and its free (default: 1; 0: freed before the next one)")
+
+
+def view_of(parser, options):
+    """("peak" | "leaks" | "temporary", threshold) from add_view_arguments' options."""
+    threshold = options.temporary_allocation_threshold
+    if threshold is not None and not options.temporary_allocations:
+        parser.error("--temporary-allocation-threshold goes with --temporary-allocations")
+    which = "leaks" if options.leaks else "temporary" if options.temporary_allocations else "peak"
+    return which, 1 if threshold is None else threshold
+
+
+def wrote(path, what):
+    """Tells the user where the output went, and how to look at it."""
+    from heapscope.reports.text import safe_text
+
+    print(f"heapscope: wrote {what} to {safe_text(path)}", file=sys.stderr)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000 ** 2, "mb": 1000 ** 2,
+               "mib": 1024 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3, "gib": 1024 ** 3}
+
+
+def size_argument(text):
+    """An argparse type: a size in bytes, with an optional unit: 1048576,
+    512KiB, 10MB, 1.5GiB (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
+    import argparse
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match and match.group(2).lower()
+    if not match or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"expected a size such as 1048576, 512KiB or 10MB, got {text!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])

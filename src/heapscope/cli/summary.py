@@ -20,14 +20,12 @@ def register(commands):
 
 
 def run(parser, options):
+    from heapscope.reports.adapters import CAPTURE_VIEWS, profile_from_capture
     from heapscope.reports.capture_text import summary_report
 
     reader = open_capture(options.file)
-    if options.leaks:
-        records = reader.get_leaked_allocation_records()
-        what = "memory still held when tracking stopped"
-    else:
-        records = reader.get_high_watermark_allocation_records()
-        what = "memory held at the high-water mark"
-    write_report(summary_report(reader, options.file, records, options.rows, what))
+    which = "leaks" if options.leaks else "peak"
+    profile = profile_from_capture(reader, which)
+    profile.source = options.file
+    write_report(summary_report(reader, profile, options.rows, CAPTURE_VIEWS[which].lower()))
     return finish(reader)

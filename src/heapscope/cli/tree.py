@@ -27,23 +27,16 @@ def register(commands):
 
 
 def run(parser, options):
-    from heapscope.reports.capture_text import build_tree, tree_report
+    from heapscope.reports.adapters import profile_from_capture
+    from heapscope.reports.capture_text import tree_report
 
     if options.threshold is not None and not options.temporary:
         parser.error("--threshold goes with --temporary")
     reader = open_capture(options.file)
-    if options.leaks:
-        records, title = reader.get_leaked_allocation_records(), "Memory still held when tracking stopped"
-    elif options.temporary:
-        threshold = 1 if options.threshold is None else options.threshold
-        records = reader.get_temporary_allocation_records(threshold=threshold)
-        title = (f"Temporary allocations (at most {threshold} other allocation{'' if threshold == 1 else 's'} "
-                 f"before their free)")
-    else:
-        records, title = reader.get_high_watermark_allocation_records(), "Memory held at the high-water mark"
-    hybrid = options.native and reader.metadata.has_native_traces
-    root = build_tree(reader, records, hybrid=hybrid)
-    write_report(tree_report(root, title))
+    which = "leaks" if options.leaks else "temporary" if options.temporary else "peak"
+    threshold = 1 if options.threshold is None else options.threshold
+    profile = profile_from_capture(reader, which, threshold=threshold, native=options.native)
+    write_report(tree_report(profile))
     if options.native and not reader.metadata.has_native_traces:
         print("heapscope: note: this capture has no native traces (record it with --native)",
               file=sys.stderr)

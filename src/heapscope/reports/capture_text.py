@@ -1,7 +1,8 @@
-"""Terminal reports made from a capture: summary table, statistics, call tree.
+"""Terminal reports: summary table, statistics, call tree.
 
-Each function takes what ``heapscope.FileReader`` returns and gives text; none
-reads the file itself. Every name from the program (function, file) goes
+The summary and the tree render a report-model Profile
+(heapscope.reports.model); the statistics render ``FileReader.stats()``.
+None reads a file itself. Every name from the program (function, file) goes
 through ``safe_text``.
 """
 
@@ -12,27 +13,11 @@ from heapscope.reports.text import format_bytes, safe_text, table
 
 
 def describe_location(location):
-    """``function  file:line`` for a (function, filename, lineno) frame."""
-    function, filename, lineno = location
+    """``function  file:line`` for a frame: a model Frame or a (function,
+    filename, lineno) tuple."""
+    function, filename, lineno = location[:3] if isinstance(location, tuple) else \
+        (location.function, location.filename, location.lineno)
     return safe_text(function), f"{safe_text(filename)}:{lineno}"
-
-
-def group_by_location(reader, records):
-    """[(location, bytes, count)] for records, biggest first."""
-    groups = {}
-    for record in records:
-        if reader.is_heapscope_own(record.stack_id):
-            continue
-        location = reader.location(record.stack_id, record.native_stack_id)
-        entry = groups.get(location)
-        if entry is None:
-            groups[location] = [record.size, record.n_allocations]
-        else:
-            entry[0] += record.size
-            entry[1] += record.n_allocations
-    rows = [(location, size, count) for location, (size, count) in groups.items()]
-    rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
-    return rows
 
 
 def _duration(metadata):
@@ -82,44 +67,43 @@ def describe_sampling_text(text):
     return "exact"
 
 
-def pool_lines(reader, records):
-    """One line per resource pool (heapscope.pools) holding resources among
-    *records*: its name, bytes and count."""
-    names = reader.pool_names
+def pool_lines(profile):
+    """One line per resource pool (heapscope.pools) holding resources in
+    *profile*: its name, bytes and count."""
     totals = {}
-    for record in records:
-        if record.domain in names:
-            size, count = totals.get(record.domain, (0, 0))
-            totals[record.domain] = (size + record.size, count + record.n_allocations)
-    return [f"  pool      {safe_text(names[domain])} (domain {domain}): {format_bytes(size)} in {count} resources"
-            for domain, (size, count) in sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))]
+    for sample in profile.samples:
+        if sample.domain in profile.domains:
+            size, count = totals.get(sample.domain, (0, 0))
+            totals[sample.domain] = (size + sample.bytes, count + sample.blocks)
+    return [f"  pool      {safe_text(profile.domains[domain])} (domain {domain}): {format_bytes(size)} in "
+            f"{count} resources" for domain, (size, count) in sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))]
 
 
-def summary_report(reader, path, records, rows_shown, what):
-    """The summary: header, then the top locations of *records* (a list of
-    AllocationRecord) as a table. *what* names the records ("memory held at
-    the high-water mark")."""
-    lines = header_lines("summary", path, reader.metadata)
-    rows = group_by_location(reader, records)
-    total_bytes = sum(size for _, size, _ in rows)
-    total_count = sum(count for _, _, count in rows)
+def summary_report(reader, profile, rows_shown, what):
+    """The summary: header, then the top locations of *profile* (a
+    report-model Profile made from *reader*) as a table. *what* names the
+    bytes ("memory held at the high-water mark")."""
+    lines = header_lines("summary", profile.source, reader.metadata)
+    rows = profile.locations()
+    total_bytes = sum(row.bytes for row in rows)
+    total_count = sum(row.blocks for row in rows)
     lines.append(f"  shown     {what}: {format_bytes(total_bytes)} in {total_count} blocks")
-    lines += pool_lines(reader, records)
+    lines += pool_lines(profile)
     lines.append("")
     if not rows:
         lines.append("  (nothing)")
         return "\n".join(lines)
     shown = rows[:rows_shown]
     cells = []
-    for location, size, count in shown:
-        function, where = describe_location(location)
-        share = 100 * size / total_bytes if total_bytes else 0.0
-        cells.append([function, where, format_bytes(size), f"{share:.1f}%", count])
+    for row in shown:
+        function, where = describe_location(row.frame)
+        share = 100 * row.bytes / total_bytes if total_bytes else 0.0
+        cells.append([function, where, format_bytes(row.bytes), f"{share:.1f}%", row.blocks])
     lines.append(table(["function", "location", "size", "share", "blocks"], cells, ["<", "<", ">", ">", ">"]))
     rest = rows[rows_shown:]
     if rest:
         lines.append(f"\n  ... and {len(rest)} more locations, holding "
-                     f"{format_bytes(sum(size for _, size, _ in rest))}")
+                     f"{format_bytes(sum(row.bytes for row in rest))}")
     return "\n".join(lines)
 
 
@@ -207,46 +191,13 @@ def stats_json(reader, path, stats):
     return json.dumps(document, indent=2)
 
 
-class _Node:
-    __slots__ = ("size", "count", "children")
-
-    def __init__(self):
-        self.size = 0
-        self.count = 0
-        self.children = {}
-
-
-def build_tree(reader, records, hybrid=False):
-    """A call tree (outermost frame at the root) of records' sizes and counts."""
-    root = _Node()
-    stacks = {}
-    for record in records:
-        if reader.is_heapscope_own(record.stack_id):
-            continue
-        key = (record.stack_id, record.native_stack_id)
-        stack = stacks.get(key)
-        if stack is None:
-            stack = record.hybrid_stack_trace() if hybrid else record.stack_trace()
-            stack = stacks[key] = list(reversed(stack)) or [("<unknown>", "<unknown>", 0)]
-        node = root
-        node.size += record.size
-        node.count += record.n_allocations
-        for frame in stack:
-            child = node.children.get(frame)
-            if child is None:
-                child = node.children[frame] = _Node()
-            child.size += record.size
-            child.count += record.n_allocations
-            node = child
-    return root
-
-
-def tree_report(root, title, *, min_share=0.01, max_children=10):
-    """The tree as text with box-drawing branches, biggest first. Branches
-    under *min_share* of the total, and beyond *max_children* per node, are
-    folded into one line each."""
-    total = root.size
-    lines = [f"{title}: {format_bytes(total)} in {root.count} blocks"]
+def tree_report(profile, *, min_share=0.01, max_children=10):
+    """The profile's call tree as text with box-drawing branches, biggest
+    first. Branches under *min_share* of the total, and beyond
+    *max_children* per node, are folded into one line each."""
+    root = profile.call_tree()
+    total = root.bytes
+    lines = [f"{profile.title}: {format_bytes(total)} in {root.blocks} blocks"]
     if not root.children:
         lines.append("  (nothing)")
         return "\n".join(lines)
@@ -257,10 +208,10 @@ def tree_report(root, title, *, min_share=0.01, max_children=10):
 
     def entries_of(node, prefix):
         """The lines under *node*, in print order, as work items."""
-        ordered = sorted(node.children.items(), key=lambda item: (-item[1].size, -item[1].count, item[0]))
-        shown = [item for item in ordered[:max_children] if item[1].size >= floor and item[1].size > 0]
-        hidden = [child for _, child in ordered[len(shown):]]
-        items = [(frame, child, None) for frame, child in shown]
+        ordered = node.ordered_children()
+        shown = [child for child in ordered[:max_children] if child.bytes >= floor and child.bytes > 0]
+        hidden = ordered[len(shown):]
+        items = [(child.frame, child, None) for child in shown]
         if hidden:
             items.append((None, None, hidden))
         return [(frame, child, rest, prefix, index == len(items) - 1)
@@ -273,11 +224,11 @@ def tree_report(root, title, *, min_share=0.01, max_children=10):
         frame, node, rest, prefix, last = work.pop()
         branch = "\u2514\u2500\u2500 " if last else "\u251c\u2500\u2500 "
         if rest is not None:
-            size = sum(child.size for child in rest)
+            size = sum(child.bytes for child in rest)
             lines.append(f"{prefix}{branch}{format_bytes(size)} {share(size)}  "
                          f"... {len(rest)} smaller {'branch' if len(rest) == 1 else 'branches'}")
             continue
         function, where = describe_location(frame)
-        lines.append(f"{prefix}{branch}{format_bytes(node.size)} {share(node.size)}  {function}  {where}")
+        lines.append(f"{prefix}{branch}{format_bytes(node.bytes)} {share(node.bytes)}  {function}  {where}")
         work.extend(reversed(entries_of(node, prefix + ("    " if last else "\u2502   "))))
     return "\n".join(lines)
