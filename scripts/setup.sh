@@ -17,6 +17,13 @@ compgen -G "/usr/include/*/libunwind.h" >/dev/null || [ -f /usr/include/libunwin
 "$python" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || need_apt+=(python3-dev)
 "$python" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+# The HTML report tests drive Debian's chromium through playwright (never
+# `playwright install`: it downloads a browser of its own); DejaVu gives the
+# screenshots their fonts. Installed only as root, else those tests skip.
+if [[ "${HEAPSCOPE_PIP_TARGET:-.}" == *"[test]"* ]] && [ "$(id -u)" = 0 ]; then
+  command -v chromium >/dev/null || need_apt+=(chromium)
+  [ -d /usr/share/fonts/truetype/dejavu ] || need_apt+=(fonts-dejavu-core)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "heapscope setup: please install: ${need_apt[*]} (apt-get), or run as root" >&2
