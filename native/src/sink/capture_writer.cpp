@@ -100,6 +100,65 @@ class MaybeSpinGuard {
 
 }  // namespace
 
+// ForkGate: fork() waits, briefly, until no writer's background thread is
+// working. That thread allocates (zstd, checkpoints); had it been inside the
+// allocator when another thread forked, the child would inherit the
+// allocator's lock held, and the child's first thread set-up would wait on
+// it forever (seen under ASan: 31 hangs in 200 forks). The wait is bounded:
+// a hook that waits for a spare buffer holds the engine's lock, which the
+// background thread needs, so past kForkWaitMs fork() goes ahead as before.
+// Handlers are registered once, after the engine's, so they run before the
+// engine takes its lock (prepare handlers run in reverse order).
+class ForkGate {
+  public:
+    static ForkGate& instance() {
+        static ForkGate* gate = new ForkGate();  // never destroyed: handlers may run at exit
+        return *gate;
+    }
+    // Starts a writer's thread, which must lock `*busy` first and then set
+    // `*holding`. The thread's set-up allocates before it holds `busy`, so
+    // no fork may happen until it does.
+    template <typename Start>
+    void start(std::timed_mutex* busy, const std::atomic<bool>* holding, Start&& start_thread) {
+        std::lock_guard<std::mutex> guard(mutex_);
+        if (!start_thread()) return;
+        while (!holding->load(std::memory_order_acquire)) sched_yield();
+        gates_.push_back(busy);
+        held_.reserve(gates_.size());
+    }
+    // Joins a writer's thread, whose exit frees memory: no fork meanwhile.
+    void join(std::timed_mutex* busy, std::thread* thread) {
+        std::lock_guard<std::mutex> guard(mutex_);
+        if (thread->joinable()) thread->join();
+        std::erase(gates_, busy);
+    }
+
+  private:
+    static constexpr auto kForkWaitMs = std::chrono::milliseconds(500);
+    ForkGate() { pthread_atfork(&ForkGate::prepare, &ForkGate::release, &ForkGate::release); }
+    static void prepare() {
+        ForkGate& gate = instance();
+        gate.mutex_.lock();
+        gate.held_.clear();
+        const auto deadline = std::chrono::steady_clock::now() + kForkWaitMs;
+        for (std::timed_mutex* busy : gate.gates_) {
+            if (busy->try_lock_until(deadline)) gate.held_.push_back(busy);
+        }
+    }
+    // In the parent and in the child (where the forking thread is the one
+    // that locked them all).
+    static void release() {
+        ForkGate& gate = instance();
+        for (std::timed_mutex* busy : gate.held_) busy->unlock();
+        gate.held_.clear();
+        gate.mutex_.unlock();
+    }
+
+    std::mutex mutex_;
+    std::vector<std::timed_mutex*> gates_;  // every running writer's
+    std::vector<std::timed_mutex*> held_;   // locked by prepare(); reserved by add(), so fork allocates nothing
+};
+
 struct CaptureWriter::Impl {
     CaptureOptions options;
     bool aggregated = false;
@@ -109,6 +168,11 @@ struct CaptureWriter::Impl {
     // background thread in between: never by two at once.
     std::unique_ptr<format::ChunkWriter> chunks;
     std::thread background;
+    // Held by the background thread while it works, released while it
+    // sleeps: fork() waits for it (see ForkGate), so a child never inherits
+    // an allocator lock this thread held.
+    std::timed_mutex busy;
+    std::atomic<bool> holding_busy{false};  // the background thread has taken `busy` once
     bool finished = false;
     bool abandoned = false;  // a forked child took over: nothing here may be used
 
@@ -318,6 +382,8 @@ struct CaptureWriter::Impl {
 // buffers included) is traced or takes the engine lock.
 void CaptureWriter::Impl::background_main() {
     HookGuard guard;
+    std::unique_lock<std::timed_mutex> working(busy);
+    holding_busy.store(true, std::memory_order_release);
 
     const uint64_t memory_every = options.memory_interval_ms;
     const uint64_t checkpoint_every = aggregated ? options.checkpoint_interval_ms : 0;
@@ -362,6 +428,7 @@ void CaptureWriter::Impl::background_main() {
             if (flush && (moved || ready_count.load(std::memory_order_acquire) != 0)) continue;  // write it now
         }
         std::unique_lock<std::mutex> wait_lock(wake_mutex);
+        working.unlock();  // asleep: a fork may go ahead
         if (failed.load(std::memory_order_acquire)) {
             // Nothing is due any more: sleep until finish() (or a hook) wakes us.
             wake_cv.wait(wait_lock, [this] { return wake_pending; });
@@ -373,6 +440,8 @@ void CaptureWriter::Impl::background_main() {
                                [this] { return wake_pending; });
         }
         wake_pending = false;
+        wait_lock.unlock();
+        working.lock();
     }
 }
 
@@ -458,12 +527,15 @@ bool CaptureWriter::Impl::begin(std::string* error_out) {
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
     bool started = true;
-    try {
-        background = std::thread([this] { background_main(); });
-    } catch (const std::exception& e) {
-        *error_out = std::string("cannot start the capture's writer thread: ") + e.what();
-        started = false;
-    }
+    ForkGate::instance().start(&busy, &holding_busy, [&] {
+        try {
+            background = std::thread([this] { background_main(); });
+        } catch (const std::exception& e) {
+            *error_out = std::string("cannot start the capture's writer thread: ") + e.what();
+            started = false;
+        }
+        return started;
+    });
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     if (!started) ::close(options.fd);
     return started;
@@ -683,7 +755,7 @@ bool CaptureWriter::finish(const std::vector<std::pair<std::string, std::string>
     }
     s.stop_requested.store(true, std::memory_order_release);
     s.wake_background();
-    if (s.background.joinable()) s.background.join();
+    ForkGate::instance().join(&s.busy, &s.background);
     s.finished = true;
 
     // Single-threaded from here: the engine sends nothing more. The locks
