@@ -34,6 +34,14 @@ class Frame:
     lineno: int
     native: bool = False
 
+    @property
+    def is_native(self):
+        return self.native
+
+    def __str__(self):
+        """As a traceback line: ``  File "app.py", line 10, in f``."""
+        return f'  File "{self.filename}", line {self.lineno}, in {self.function}'
+
     def describe(self):
         """``function (file:line)``, or ``function`` for a native frame without a line."""
         if self.native and not self.lineno:
