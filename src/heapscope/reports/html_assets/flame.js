@@ -93,6 +93,7 @@ Flame.prototype.layout = function () {
   var scale = width / v.w[this.focus], nodes = [this.focus], xs = [0];
   while (nodes.length) {
     var node = nodes.pop(), x = xs.pop();
+    v.children(node);
     for (var c = v.childStart[node]; c < v.childStart[node + 1]; c++) {
       var child = v.childList[c], w = v.w[child] * scale;
       if (w < MIN_PX) break;  // widest first: the rest are narrower

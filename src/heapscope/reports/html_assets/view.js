@@ -28,9 +28,11 @@ function Data(doc) {
   this.nTrie = nodes.length >> 1;
   this.trieParent = new Int32Array(this.nTrie);
   this.trieFrame = new Int32Array(this.nTrie);
+  this.trieDepth = new Int32Array(this.nTrie);
   for (var n = 0; n < this.nTrie; n++) {
     this.trieParent[n] = nodes[2 * n];
     this.trieFrame[n] = nodes[2 * n + 1];
+    if (n) this.trieDepth[n] = this.trieDepth[this.trieParent[n]] + 1;  // a parent comes before its children
   }
   this.samples = decodeSamples(doc.samples || [], doc.sample_stride || 5);
   this.sources = doc.sources || {};
@@ -88,13 +90,21 @@ function decodeSamples(flat, stride) {
 // over the node's stacks of max(after, before), so a parent is never
 // narrower than its children and a stack that shrank to nothing still shows.
 function buildView(data, set, opts) {
-  var K = data.fn.length + 1, frame = [-1], parent = [-1], index = new Map();
   var hidden = data.hidden, hide = !!opts.hide, split = opts.threads === "split";
   var only = typeof opts.threads === "number" ? opts.threads : -1;
+  // Room for every node the tree can have: each is on the path of a sample
+  // (or is a thread's, or a stack's without frames); top-down, the trie
+  // bounds them too (once per thread when split).
+  var most = 0, T = data.threads.length;
+  for (var d = 0; d < set.n; d++) most += data.trieDepth[set.node[d]] + 1;
+  if (!opts.inverted) most = Math.min(most, data.nTrie * (split ? Math.max(T, 1) : 1) + set.n);
+  most += T + 2;
+  var frame = new Int32Array(most), parent = new Int32Array(most), count = 1, index = new ChildIndex(2 * most);
+  frame[0] = -1; parent[0] = -1;
   function child(p, f) {
-    var key = p * K + f, c = index.get(key);
-    if (c === undefined) {
-      c = frame.length; frame.push(f); parent.push(p); index.set(key, c);
+    var c = index.get(p, f);
+    if (c < 0) {
+      c = count++; frame[c] = f; parent[c] = p; index.set(p, f, c);
     }
     return c;
   }
@@ -104,27 +114,29 @@ function buildView(data, set, opts) {
   for (var i = 0; i < n; i++) order[i] = i;
   if (split) order.sort(function (a, b) { return set.thread[a] - set.thread[b] || a - b; });
   var memo = opts.inverted ? null : new Int32Array(data.nTrie).fill(-1), touched = [];
-  var group = -2, groupRoot = 0;
+  var path = new Int32Array(256), group = -2, groupRoot = 0;
   for (var k = 0; k < n; k++) {
     var s = order[k], th = set.thread[s];
     if (only >= 0 && th !== only) continue;
     var g = split ? th : -1;
     if (g !== group) {
       group = g;
-      groupRoot = split && th >= 0 && th < data.threadFrame.length ? child(0, data.threadFrame[th]) : 0;
+      groupRoot = split && th >= 0 && th < T ? child(0, data.threadFrame[th]) : 0;
       if (memo) { for (var u = 0; u < touched.length; u++) memo[touched[u]] = -1; touched.length = 0; }
     }
     var v, t = set.node[s];
     if (memo) {
       // Top-down: the view node of a trie node is its parent's, plus its
       // frame unless hidden; resolved once per trie node.
-      var path = [];
-      while (t > 0 && memo[t] < 0) { path.push(t); t = data.trieParent[t]; }
+      if (path.length <= data.trieDepth[t]) path = new Int32Array(2 * data.trieDepth[t] + 1);
+      var m = 0;
+      while (t > 0 && memo[t] < 0) { path[m++] = t; t = data.trieParent[t]; }
       v = t > 0 ? memo[t] : groupRoot;
-      for (var p = path.length - 1; p >= 0; p--) {
-        var f = data.trieFrame[path[p]];
+      while (m > 0) {
+        var tn = path[--m], f = data.trieFrame[tn];
         if (!(hide && hidden[f])) v = child(v, f);
-        memo[path[p]] = v; touched.push(path[p]);
+        memo[tn] = v;
+        if (split) touched.push(tn);
       }
     } else {
       v = groupRoot;
@@ -136,33 +148,79 @@ function buildView(data, set, opts) {
     if (v === groupRoot) v = child(groupRoot, set.node[s] > 0 ? data.HIDDEN_ALL : data.UNKNOWN);
     leaf[s] = v;
   }
-  return new View(data, frame, parent, leaf, set);
+  return new View(data, frame.subarray(0, count), parent.subarray(0, count), leaf, set, opts);
 }
 
-function View(data, frameList, parentList, leaf, set) {
+// (parent node, frame) -> child node: an open-addressing hash table in
+// typed arrays (a Map keyed by parent * frames + frame hashes doubles, and
+// is several times slower on a large profile).
+function ChildIndex(room) {
+  var capacity = 16;
+  while (capacity < room) capacity *= 2;
+  this.size = 0;
+  this.alloc(capacity);
+}
+
+ChildIndex.prototype.alloc = function (capacity) {
+  this.mask = capacity - 1;
+  this.parents = new Int32Array(capacity).fill(-1);
+  this.frames = new Int32Array(capacity);
+  this.values = new Int32Array(capacity);
+};
+
+ChildIndex.prototype.slot = function (p, f) {
+  var i = (Math.imul(p, 0x9e3779b1) ^ Math.imul(f + 1, 0x85ebca77)) & this.mask;
+  while (this.parents[i] !== -1 && (this.parents[i] !== p || this.frames[i] !== f)) i = (i + 1) & this.mask;
+  return i;
+};
+
+ChildIndex.prototype.get = function (p, f) {
+  var i = this.slot(p, f);
+  return this.parents[i] === -1 ? -1 : this.values[i];
+};
+
+ChildIndex.prototype.set = function (p, f, value) {
+  if (2 * (this.size + 1) > this.mask + 1) {
+    var parents = this.parents, frames = this.frames, values = this.values;
+    this.alloc(2 * (this.mask + 1));
+    for (var j = 0; j < parents.length; j++) {
+      if (parents[j] !== -1) {
+        var k = this.slot(parents[j], frames[j]);
+        this.parents[k] = parents[j]; this.frames[k] = frames[j]; this.values[k] = values[j];
+      }
+    }
+  }
+  var i = this.slot(p, f);
+  if (this.parents[i] === -1) this.size++;
+  this.parents[i] = p; this.frames[i] = f; this.values[i] = value;
+};
+
+function View(data, frameList, parentList, leaf, set, opts) {
   var n = frameList.length;
-  this.data = data; this.n = n;
-  this.frame = Int32Array.from(frameList);
-  this.parent = Int32Array.from(parentList);
-  var fields = ["bytes", "blocks", "before", "beforeBlocks", "w"];
-  for (var a = 0; a < fields.length; a++) this[fields[a]] = new Float64Array(n);
-  var diff = data.isDiff;
+  this.data = data; this.n = n; this.set = set; this.opts = opts;
+  var frame = this.frame = frameList, parent = this.parent = parentList;
+  var bytes = this.bytes = new Float64Array(n), blocks = this.blocks = new Float64Array(n);
+  var before = this.before = new Float64Array(n), beforeBlocks = this.beforeBlocks = new Float64Array(n);
+  var w = this.w = new Float64Array(n), diff = data.isDiff;
   for (var s = 0; s < set.n; s++) {
     var v = leaf[s];
     if (v < 0) continue;
-    this.bytes[v] += set.bytes[s]; this.blocks[v] += set.blocks[s];
-    this.before[v] += set.before[s]; this.beforeBlocks[v] += set.beforeBlocks[s];
-    this.w[v] += diff ? Math.max(set.bytes[s], set.before[s]) : set.bytes[s];
+    bytes[v] += set.bytes[s]; blocks[v] += set.blocks[s];
+    before[v] += set.before[s]; beforeBlocks[v] += set.beforeBlocks[s];
+    w[v] += diff ? Math.max(set.bytes[s], set.before[s]) : set.bytes[s];
   }
-  this.selfBytes = Float64Array.from(this.bytes);
-  this.selfBefore = Float64Array.from(this.before);
+  this.selfBytes = Float64Array.from(bytes);
+  this.selfBefore = Float64Array.from(before);
+  var depth = this.depth = new Int32Array(n);
   for (var i = n - 1; i > 0; i--) {
-    var p = this.parent[i];
-    for (var b = 0; b < fields.length; b++) this[fields[b]][p] += this[fields[b]][i];
+    var p = parent[i];
+    bytes[p] += bytes[i]; blocks[p] += blocks[i]; before[p] += before[i]; beforeBlocks[p] += beforeBlocks[i];
+    w[p] += w[i];
   }
-  this.depth = new Int32Array(n);
-  for (var d = 1; d < n; d++) this.depth[d] = this.depth[this.parent[d]] + 1;
-  // Children, widest first (ties: frame order, so every run draws the same).
+  for (var d = 1; d < n; d++) depth[d] = depth[parent[d]] + 1;
+  // Children: childList[childStart[v] .. childStart[v + 1]), sorted when
+  // first asked for (children(v)): a drawing asks only for the few
+  // thousand nodes it draws.
   var count = new Int32Array(n + 1);
   for (var c = 1; c < n; c++) count[this.parent[c] + 1]++;
   for (var o = 0; o < n; o++) count[o + 1] += count[o];
@@ -170,12 +228,17 @@ function View(data, frameList, parentList, leaf, set) {
   this.childList = new Int32Array(Math.max(n - 1, 0));
   var fill = Int32Array.from(count.subarray(0, n));
   for (var e = 1; e < n; e++) this.childList[fill[this.parent[e]]++] = e;
-  var w = this.w, fr = this.frame, list = this.childList;
-  var cmp = function (x, y) { return w[y] - w[x] || fr[x] - fr[y]; };
-  for (var q = 0; q < n; q++) {
-    if (count[q + 1] - count[q] > 1) list.subarray(count[q], count[q + 1]).sort(cmp);
-  }
+  this.sorted = new Uint8Array(n);
 }
+
+// Makes node's children widest first (ties: frame order, so every run draws
+// the same); they are childList[childStart[node] .. childStart[node + 1]).
+View.prototype.children = function (node) {
+  if (this.sorted[node]) return;
+  this.sorted[node] = 1;
+  var a = this.childStart[node], b = this.childStart[node + 1], w = this.w, fr = this.frame;
+  if (b - a > 1) this.childList.subarray(a, b).sort(function (x, y) { return w[y] - w[x] || fr[x] - fr[y]; });
+};
 
 // The nodes from the root down to node.
 View.prototype.path = function (node) {
@@ -190,6 +253,7 @@ View.prototype.follow = function (frames) {
   var v = 0;
   for (var i = 0; i < frames.length; i++) {
     var next = -1;
+    this.children(v);
     for (var c = this.childStart[v]; c < this.childStart[v + 1]; c++) {
       if (this.frame[this.childList[c]] === frames[i]) { next = this.childList[c]; break; }
     }
@@ -199,14 +263,24 @@ View.prototype.follow = function (frames) {
   return v;
 };
 
-// Bytes (and before-bytes) of the nodes whose frame matches, each counted
-// once: a match inside a match adds nothing.
+// Bytes (and before-bytes) under the frames that match, each sample counted
+// once: the samples whose stack, as this view shows it, holds a match.
 View.prototype.matchedTotals = function (matches) {
-  var bytes = 0, before = 0, stack = [0];
-  while (stack.length) {
-    var v = stack.pop();
-    if (v > 0 && matches[this.frame[v]]) { bytes += this.bytes[v]; before += this.before[v]; continue; }
-    for (var c = this.childStart[v]; c < this.childStart[v + 1]; c++) stack.push(this.childList[c]);
+  var data = this.data, set = this.set, opts = this.opts, hide = !!opts.hide, n = data.nTrie;
+  var only = typeof opts.threads === "number" ? opts.threads : -1, split = opts.threads === "split";
+  var has = new Uint8Array(n), shown = new Uint8Array(n);  // a match / a frame shown, from the root down
+  for (var t = 1; t < n; t++) {
+    var f = data.trieFrame[t], p = data.trieParent[t], visible = !(hide && data.hidden[f]);
+    has[t] = has[p] | (visible && matches[f] ? 1 : 0);
+    shown[t] = shown[p] | (visible ? 1 : 0);
+  }
+  var bytes = 0, before = 0;
+  for (var s = 0; s < set.n; s++) {
+    var th = set.thread[s], node = set.node[s];
+    if (only >= 0 && th !== only) continue;
+    var hit = has[node] || (split && th >= 0 && th < data.threadFrame.length && matches[data.threadFrame[th]]) ||
+              (!shown[node] && matches[node > 0 ? data.HIDDEN_ALL : data.UNKNOWN]);
+    if (hit) { bytes += set.bytes[s]; before += set.before[s]; }
   }
   return { bytes: bytes, before: before };
 };
