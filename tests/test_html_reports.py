@@ -75,9 +75,8 @@ class Report:
     """A report opened in a new page, with what the page logged, fetched and
     alerted."""
 
-    def __init__(self, browser, directory, profile, kind, width=1280, height=900, **options):
-        self.path = Path(directory) / f"{kind}.html"
-        self.path.write_text(render_html(profile, kind, **options), encoding="utf-8")
+    def __init__(self, browser, path, width=1280, height=900):
+        self.path = Path(path)
         self.page = page = browser.new_page(viewport={"width": width, "height": height})
         self.console, self.errors, self.requests, self.dialogs = [], [], [], []
         page.on("console", lambda message: self.console.append((message.type, message.text)))
@@ -146,7 +145,13 @@ def open_report(browser, tmp_path):
     opened = []
 
     def open_(profile, kind, **options):
-        report = Report(browser, tmp_path, profile, kind, **options)
+        """Opens the page of *kind* for *profile*, or (kind None) the page at
+        the path *profile*."""
+        path = profile
+        if kind is not None:
+            path = tmp_path / f"{kind}.html"
+            path.write_text(render_html(profile, kind, **options), encoding="utf-8")
+        report = Report(browser, path)
         opened.append(report)
         return report
 
@@ -423,6 +428,70 @@ def test_hostile_names_are_text(open_report, kind):
         assert rp.HOSTILE in page.locator(".crumbs").inner_text()
     page.wait_for_timeout(100)
     report.assert_clean()
+
+
+CAPTURED = """
+import sys, time
+from heapscope import Tracker
+keep = []
+def f():
+    keep.append(bytearray(1_000_000))   # @f
+def g():
+    keep.append(bytearray(250_000))     # @g
+with Tracker(sys.argv[1]):
+    for _ in range(3):
+        f()
+        time.sleep(0.03)
+    g()
+    time.sleep(0.05)
+    keep.clear()
+    time.sleep(0.03)
+"""
+
+
+@needs_browser
+def test_pages_of_a_real_capture(open_report, tmp_path):
+    """heapscope flamegraph / --temporal / table on a capture of a program
+    that holds 3 x bytearray(1_000_000) in f and bytearray(250_000) in g at
+    its peak (bytearray(n) holds n + 1 bytes)."""
+    from capture_helpers import heapscope_cli, run_script, write_script
+
+    script = tmp_path / "truth.py"
+    lines = write_script(script, CAPTURED)
+    capture = tmp_path / "truth.hscap"
+    run_script(script, capture)
+    pages = {}
+    for name, args in (("flamegraph", ["flamegraph"]), ("temporal", ["flamegraph", "--temporal"]),
+                       ("table", ["table"])):
+        pages[name] = tmp_path / f"real-{name}.html"
+        result = heapscope_cli(*args, capture, "-o", pages[name])
+        assert result.returncode == 0, result.stderr
+
+    def ours(report):
+        return {frame["function"]: frame for frame in report.frames() if frame["filename"] == str(script)
+                and frame["function"] in ("f", "g")}
+
+    report = open_report(pages["flamegraph"], None)
+    frames = ours(report)
+    assert (frames["f"]["bytes"], frames["f"]["blocks"], frames["f"]["lineno"]) == (3_000_003, 3, lines["f"])
+    assert (frames["g"]["bytes"], frames["g"]["blocks"]) == (250_001, 1)
+    tip = report.hover("f")
+    assert "2.9 MiB (3,000,003 B)" in tip and "keep.append(bytearray(1_000_000))   # @f" in tip
+    report.assert_clean()
+
+    temporal = open_report(pages["temporal"], None)
+    assert temporal.page.evaluate("document.querySelector('.chart-canvas').height") > 0
+    _drag(temporal, 0.0, 1e9)  # the whole run
+    frames = ours(temporal)  # the highest heap of the whole run: the peak
+    assert temporal.state()["moment"] >= 0
+    assert frames["f"]["bytes"] == 3_000_003 and frames["g"]["bytes"] == 250_001
+    temporal.assert_clean()
+
+    table = open_report(pages["table"], None)
+    rows = {row["function"]: row for row in _rows(table) if row["location"].startswith(str(script))}
+    assert rows["f"]["location"] == f"{script}:{lines['f']}" and rows["f"]["bytes"] == 3_000_003
+    assert rows["g"]["bytes"] == 250_001 and rows["g"]["thread"]
+    table.assert_clean()
 
 
 @needs_browser

@@ -238,11 +238,13 @@ window.heapscopeReport = Object.freeze({
              total: flame.view.bytes[0], moment: state.moment,
              momentTime: state.moment >= 0 ? temporal.t[state.moment] : null, window: state.window };
   },
-  // Where time t is on the temporal chart, in the window's coordinates.
+  // Where time t is on the temporal chart (held within its plot), in the
+  // window's coordinates.
   chartPoint: function (t) {
     if (!chart) return null;
     var box = chart.canvas.getBoundingClientRect();
-    return { x: box.left + chart.xOf(t), y: box.top + CHART_H / 2 };
+    var x = Math.min(Math.max(chart.xOf(t), PAD_L), chart.width - PAD_R);
+    return { x: box.left + x, y: box.top + CHART_H / 2 };
   },
   // The table's rows on screen (filtered and sorted).
   tableRows: function () { return table ? table.shown() : []; }
