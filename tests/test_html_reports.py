@@ -430,36 +430,18 @@ def test_hostile_names_are_text(open_report, kind):
     report.assert_clean()
 
 
-CAPTURED = """
-import sys, time
-from heapscope import Tracker
-keep = []
-def f():
-    keep.append(bytearray(1_000_000))   # @f
-def g():
-    keep.append(bytearray(250_000))     # @g
-with Tracker(sys.argv[1]):
-    for _ in range(3):
-        f()
-        time.sleep(0.03)
-    g()
-    time.sleep(0.05)
-    keep.clear()
-    time.sleep(0.03)
-"""
-
-
 @needs_browser
 def test_pages_of_a_real_capture(open_report, tmp_path):
     """heapscope flamegraph / --temporal / table on a capture of a program
     that holds 3 x bytearray(1_000_000) in f and bytearray(250_000) in g at
     its peak (bytearray(n) holds n + 1 bytes)."""
     from capture_helpers import heapscope_cli, run_script, write_script
+    from test_report_model import GROUND_TRUTH
 
     script = tmp_path / "truth.py"
-    lines = write_script(script, CAPTURED)
+    lines = write_script(script, GROUND_TRUTH)
     capture = tmp_path / "truth.hscap"
-    run_script(script, capture)
+    run_script(script, capture, 3)
     pages = {}
     for name, args in (("flamegraph", ["flamegraph"]), ("temporal", ["flamegraph", "--temporal"]),
                        ("table", ["table"])):
