@@ -17,6 +17,12 @@ compgen -G "/usr/include/*/libunwind.h" >/dev/null || [ -f /usr/include/libunwin
 "$python" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || need_apt+=(python3-dev)
 "$python" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+# The test extras: the export tests check pprof files with `go tool pprof` and
+# collapsed stacks with flamegraph.pl (perl); installed only as root, else those tests skip.
+if [[ "${HEAPSCOPE_PIP_TARGET:-.}" == *"[test]"* ]] && [ "$(id -u)" = 0 ]; then
+  command -v go >/dev/null || need_apt+=(golang-go)
+  command -v perl >/dev/null || need_apt+=(perl)
+fi
 # The HTML report tests drive Debian's chromium through playwright (never
 # `playwright install`: it downloads a browser of its own); DejaVu gives the
 # screenshots their fonts. Installed only as root, else those tests skip.
