@@ -111,22 +111,24 @@ def build_digest(data_path, interval_ms, time_interval, precision, fallback_star
     # One trace index per distinct stack as shown (heapscope's launch frames
     # cut off, so stacks that differ only there are one).
     index_of_key, index_of_node, traces = {}, {}, []
-    for node, frames in raw["stacks"].items():
+    for node, stack in raw["stacks"].items():
+        frames = [(frame.function, frame.filename, frame.lineno) for frame in stack]
         kept = program_frame_count(frames, is_internal, launcher)
         shown = frames[:kept] or frames  # heapscope's own start-up blocks keep their frames
-        index_of_node[node] = tuple((function, filename, lineno) for function, filename, lineno in reversed(shown))
+        index_of_node[node] = tuple(reversed(shown))
     snapshots = []
-    for moment_ms, record_ms, stacks, other, total in raw["snapshots"]:
+    for snapshot in raw["snapshots"]:
         usage = {}
-        for node, size in stacks:
-            key = index_of_node[node]
+        for stack in snapshot.stacks:
+            key = index_of_node[stack.python_node]
             index = index_of_key.get(key)
             if index is None:
                 traces.append([list(frame) for frame in key])
                 index = index_of_key[key] = len(traces)
-            usage[index] = usage.get(index, 0) + size
-        snapshots.append([moment_ms, record_ms, sorted(usage.items(), key=lambda item: (-item[1], item[0])),
-                          other, total])
+            usage[index] = usage.get(index, 0) + stack.value
+        # The digest file's own form (what .hpc holds): positional lists.
+        snapshots.append([snapshot.moment_ms, snapshot.record_ms,
+                          sorted(usage.items(), key=lambda item: (-item[1], item[0])), snapshot.other, snapshot.total])
     start = _capture_start(metadata)
     return {
         "time_interval": time_interval,
@@ -283,25 +285,28 @@ class Reader:
         ``filename:lineno`` outermost first joined by ``;``, a space and its
         bytes; the "other" bucket as ``OTHER``, blocks with no Python frame as
         ``[no Python frame]``. Characters that would break a line (``;``,
-        line breaks, ``%``) in a file name are %-escaped."""
+        line breaks, ``%``) in a file name are %-escaped. (heapscope's
+        collapsed writer, ``heapscope.reports.exports``, on the snapshot's
+        Profile.)"""
         if not isinstance(snapshot, Snapshot):
             raise TypeError(f"snapshot must be a heapprof Snapshot, not {type(snapshot).__name__}")
-        other = 0
-        for index, size in sorted(snapshot.usage.items(), key=lambda item: (-item[1], item[0])):
-            trace = self.trace(index) if index != OTHER_TRACE else None
-            if trace is None:
-                other += size
-                continue
-            frames = ";".join(_collapsed_frame(line) for line in trace) or "[no Python frame]"
-            output.write(f"{frames} {size}\n")
-        if other:
-            output.write(f"OTHER {other}\n")
+        from heapscope.reports.exports import collapsed_text
+
+        profile, options = self._collapsed(snapshot)
+        output.write(collapsed_text(profile, **options))
 
     def writeCollapsedStack(self, relativeTime: float, filename) -> None:
         """asCollapsedStack of snapshotAt(relativeTime), written to *filename*."""
-        snapshot = self.snapshotAt(relativeTime)
-        with open(filename, "w", encoding="utf-8") as output:
-            self.asCollapsedStack(snapshot, output)
+        from heapscope.reports.exports import write_collapsed
+
+        profile, options = self._collapsed(self.snapshotAt(relativeTime))
+        write_collapsed(profile, filename, **options)
+
+    def _collapsed(self, snapshot):
+        """*snapshot*'s Profile, and the collapsed writer's options that give heapprof's format."""
+        from heapscope.reports.adapters_heapprof import HEAPPROF_COLLAPSED, profile_from_heapprof_snapshot
+
+        return profile_from_heapprof_snapshot(self, snapshot), HEAPPROF_COLLAPSED
 
     # -- heapscope's additions -------------------------------------------------------------------------------------
 
@@ -383,11 +388,6 @@ def _check_top(top):
 
 def _scale_name(scale):
     return {1: "bytes", 1 << 10: "KiB", 1 << 20: "MiB", 1 << 30: "GiB"}.get(int(scale), f"{scale:g} bytes")
-
-
-def _collapsed_frame(line):
-    text = f"{line.filename}:{line.lineno}"
-    return text.replace("%", "%25").replace(";", "%3B").replace("\n", "%0A").replace("\r", "%0D")
 
 
 def _plot_text(text):
