@@ -48,6 +48,9 @@ def test_render_checks_its_arguments():
         render_html(rp.ground_truth(), "diff")
     with pytest.raises(ValueError, match="timeline"):
         render_html(rp.ground_truth(), "temporal")
+    page = render_html(rp.ground_truth(), "table", title="Peak <of> run")
+    assert "<title>heapscope table: Peak &lt;of&gt; run</title>" in page
+    assert '"title":"Peak \\u003cof\\u003e run"' in page
 
 
 @pytest.mark.parametrize("kind", KINDS)
