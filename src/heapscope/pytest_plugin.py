@@ -131,7 +131,7 @@ def pytest_addoption(parser, pluginmanager):
                          "by more than --heapscope-max-growth. Profiles every test, as --heapscope does")
     group.addoption("--heapscope-max-growth", metavar="GROWTH", default=None,
                     help=f"how much a test's peak may grow over the baseline: a percentage (10%%) or a size "
-                         f"(1 MB) (default {DEFAULT_MAX_GROWTH})")
+                         f"(1 MB) (default {DEFAULT_MAX_GROWTH.replace('%', '%%')})")
     group.addoption("--heapscope-update-baseline", action="store_true", default=None,
                     help="record every test's peak in the baseline again instead of checking it")
 
