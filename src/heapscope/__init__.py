@@ -9,6 +9,8 @@ Front doors onto one engine:
 - ``heapscope.Tracker`` and ``heapscope.FileReader``: capture files (every
   allocation, native ones too) and the reports made from them, with memray's
   names.
+- ``%load_ext heapscope`` in IPython or Jupyter: the ``%%heapscope_flamegraph``
+  and ``%%heapscope_top`` cell magics (``heapscope.ipython``).
 """
 
 __version__ = "0.1.0"
@@ -44,6 +46,14 @@ def __getattr__(name):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'heapscope' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext heapscope``: registers the cell magics of ``heapscope.ipython``
+    (imported only now, so that ``import heapscope`` stays light)."""
+    from heapscope.ipython import load_ipython_extension as load
+
+    load(ipython)
 
 
 def get_include():
