@@ -1,10 +1,11 @@
-// Allocator: what made or released a block. One numbering for the whole
-// project: the engine, the capture format (the values are stored in files:
-// never renumber them), the reader and Python's heapscope.AllocatorType,
-// which the binding builds from allocator_name() for every value.
+// Allocator: what made or released a block. One numbering for the engine,
+// the capture format (the values are stored in files: never renumber them)
+// and the reader. Python's heapscope.AllocatorType has memray's values
+// instead; kAllocatorTable below is the one place that pairs the two.
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 namespace heapscope {
 
@@ -29,12 +30,22 @@ enum class Allocator : uint8_t {
 };
 inline constexpr uint8_t kMaxAllocator = 17;
 
-// memray's AllocatorType names: "MALLOC", "PYMALLOC_FREE", ...; "UNKNOWN" for
-// a value out of range.
+// One allocator as each side numbers and names it.
+struct AllocatorInfo {
+    Allocator allocator;   // the value stored in capture files
+    const char* name;      // memray's AllocatorType name ("MALLOC", "PYMALLOC_FREE", ...)
+    uint8_t public_value;  // memray's AllocatorType value; heapscope's own after memray's 15
+    bool deallocator;      // it releases a block
+};
+
+// Every allocator once, in file-value order: entry v - 1 is value v.
+std::span<const AllocatorInfo> allocator_table();
+// The entry of `allocator`, or null for a value out of range.
+const AllocatorInfo* allocator_info(Allocator allocator);
+// The name, or "UNKNOWN" for a value out of range.
 const char* allocator_name(Allocator allocator);
-// True for the kinds that release a block.
-inline bool is_deallocator(Allocator a) {
-    return a == Allocator::kFree || a == Allocator::kMunmap || a == Allocator::kPymallocFree || a == Allocator::kUntrack;
-}
+// memray's value, or 0 for a value out of range.
+uint8_t public_allocator_value(Allocator allocator);
+bool is_deallocator(Allocator allocator);
 
 }  // namespace heapscope
