@@ -185,6 +185,10 @@ TEST(HybridStack, Python311EntryFramesDelimitEachLoopCall) {
     std::vector<NativeFrame> merged = hybrid_stack(py, nat);
     EXPECT_EQ(merged[2].file, "script.py");
     EXPECT_EQ(merged[2].line, 10);
+    // And say they are Python's (heapscope.pools marks them so).
+    std::vector<bool> python_frames;
+    for (const NativeFrame& frame : merged) python_frames.push_back(frame.python);
+    EXPECT_EQ(python_frames, (std::vector<bool>{false, false, true, true, false, false, true, true, false, false}));
 }
 
 TEST(HybridStack, Python39EveryFrameIsAnEntry) {

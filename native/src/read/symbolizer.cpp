@@ -469,7 +469,7 @@ bool is_eval_wrapper(std::string_view function) {
     return false;
 }
 
-NativeFrame as_native(const PythonFrame& frame) { return NativeFrame{frame.function, frame.file, frame.line}; }
+NativeFrame as_native(const PythonFrame& frame) { return NativeFrame{frame.function, frame.file, frame.line, true}; }
 
 }  // namespace
 

@@ -21,10 +21,12 @@
 
 namespace heapscope::read {
 
+// One frame of a native or hybrid stack.
 struct NativeFrame {
     std::string function;  // demangled; "??" when unknown
     std::string file;      // source file from debug info, else the object's path
     int line = 0;          // 0 when unknown
+    bool python = false;   // a Python frame, put by hybrid_stack in place of the interpreter's
 };
 
 // Not thread-safe: one per reading thread. Keeps each object it touched
