@@ -10,6 +10,16 @@ std::unique_ptr<CaptureFile> CaptureFile::open(const std::string& path, read::Ca
     return file;
 }
 
+void CaptureFile::read_opening() {
+    if (opening_read_ || summary_) return;  // a whole pass has read every definition
+    opening_read_ = true;
+    std::string error;
+    std::unique_ptr<read::CaptureReader::Cursor> cursor = reader_->start_pass(nullptr, false, &error);
+    // Applies every definition up to the first event. A failure or damage
+    // here is left to the whole pass to report.
+    if (cursor) cursor->next();
+}
+
 const CaptureSummary* CaptureFile::summary(const read::Progress& progress, PassEnd* end) {
     if (summary_) {
         *end = summary_->end;

@@ -35,6 +35,12 @@ class CaptureFile {
     read::CaptureReader& reader() { return *reader_; }
     const read::Definitions& definitions() const { return reader_->definitions(); }
 
+    // Reads the definitions and metadata written before the first event (the
+    // writer's opening chunk: command line, pid, start time, ...), once, so
+    // that they are known without a pass over the whole file. What is written
+    // later (end_time, pools made during the run) needs a whole pass.
+    void read_opening();
+
     // The summary, from the cache or a pass now. Null if the pass was
     // cancelled or could not start (`*end` says which); such a pass is not
     // kept.
@@ -88,6 +94,7 @@ class CaptureFile {
     std::unique_ptr<CaptureSummary> summary_;
     std::unique_ptr<read::Symbolizer> symbolizer_;
     std::optional<PassEnd> full_pass_end_;
+    bool opening_read_ = false;
 };
 
 }  // namespace heapscope::analysis
