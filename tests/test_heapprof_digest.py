@@ -101,7 +101,7 @@ def test_every_snapshot_holds_exactly_what_the_capture_held(growth):
     assert index is not None
     capture = heapscope.FileReader(base + ".hpd")
     start = capture.metadata.start_time.timestamp()
-    last_record = max(ms for ms, _rss, _heap in capture._file.memory_snapshots())
+    last_record = max(record.time_ms for record in capture._file.memory_snapshots())
     snapshots = reader.snapshots()
     assert len(snapshots) >= 19  # 1.9 s of sleeps at 0.1 s
     assert [s.relativeTime for s in snapshots] == [round(0.1 * k, 10) for k in range(len(snapshots))]

@@ -1,8 +1,10 @@
 """heapscope.FileReader: memray's names and shapes, memory over time,
 snapshot_at, stats, and the progress bar."""
 
+import copy
 import datetime
 import io
+import pickle
 import sys
 
 import pytest
@@ -23,12 +25,24 @@ def test_allocator_type_has_memrays_names_and_values():
         [(name, value) for value, name in enumerate(MEMRAY_ALLOCATORS, 1)]
 
 
-def test_every_allocator_the_engine_writes_has_a_name():
+def test_allocator_type_equals_memrays_for_every_name_memray_has():
+    memray = pytest.importorskip("memray")
+
+    for member in memray.AllocatorType:
+        assert AllocatorType[member.name] == member.value, member.name
+    assert set(AllocatorType.__members__) - set(memray.AllocatorType.__members__) == {"TRACK", "UNTRACK"}
+
+
+def test_allocator_type_is_made_from_the_engines_table():
     from heapscope import _heapscope
 
-    names = {_heapscope.allocator_name(value) for value in range(1, 64)} - {"UNKNOWN"}
-    assert names <= set(AllocatorType.__members__)
-    assert set(MEMRAY_ALLOCATORS) - {"PVALLOC"} <= names
+    table = _heapscope.allocator_table()
+    assert [entry.file_value for entry in table] == list(range(1, len(table) + 1))
+    assert {entry.name: entry.public_value for entry in table} == \
+        {member.name: member.value for member in AllocatorType}
+    assert {entry.name for entry in table if entry.is_deallocator} == {"FREE", "MUNMAP", "PYMALLOC_FREE", "UNTRACK"}
+    assert AllocatorType.__doc__ == "The allocation function behind a record (memray's names and values)."
+    assert pickle.loads(pickle.dumps(AllocatorType.MMAP)) is AllocatorType.MMAP
 
 
 PHASES = """
@@ -182,3 +196,84 @@ def test_report_progress_shows_a_bar_on_long_passes(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", quiet)
     FileReader(capture).get_temporary_allocation_records()
     assert quiet.getvalue() == ""
+
+
+def test_metadata_needs_no_pass_until_a_total_is_read(tmp_path):
+    import dataclasses
+
+    from heapscope import _heapscope
+    from heapscope.reader import Metadata
+
+    script = tmp_path / "small.py"
+    write_script(script, """
+        import sys
+        from heapscope import Tracker
+        with Tracker(sys.argv[1]):
+            kept = [bytearray(1000) for _ in range(100)]
+    """)
+    capture = tmp_path / "small.hscap"
+    run_script(script, capture)
+
+    # The engine's metadata is what the capture wrote at its start: no pass.
+    calls = []
+    native = _heapscope.CaptureFile(capture, progress=lambda done, total: calls.append(done))
+    raw = native.metadata
+    assert raw["command_line"].endswith(str(capture)) and raw["file_format"] == "ALL_ALLOCATIONS"
+    assert "end_time" not in raw and calls == []
+    totals = native.totals()
+    assert calls and totals.complete and totals.damage is None and totals.total_allocations >= 100
+    assert "end_time" in native.metadata  # written at the end: known after the pass
+
+    # FileReader's: the totals are computed (one pass) when one is first read.
+    reader = FileReader(capture)
+    assert reader.metadata.pid > 0 and reader.metadata.file_format == FileFormat.ALL_ALLOCATIONS
+    assert reader._whole.totals is None
+    eager = FileReader(capture)
+    eager.get_high_watermark_allocation_records()
+    assert eager.metadata.peak_memory == reader.metadata.peak_memory >= 100_000
+    assert reader._whole.totals is not None
+    assert eager.metadata == reader.metadata
+    # Otherwise a Metadata: equal to, shown, pickled and replaced as one.
+    closed = FileReader(capture)
+    closed.close()  # the totals can still be read
+    plain = Metadata(**{f.name: getattr(closed.metadata, f.name) for f in dataclasses.fields(Metadata)})
+    assert plain == reader.metadata and reader.metadata == plain
+    assert repr(reader.metadata) == repr(plain) and repr(plain).startswith("Metadata(")
+    assert pickle.loads(pickle.dumps(reader.metadata)) == plain
+    assert dataclasses.replace(reader.metadata, pid=1).pid == 1
+    assert dataclasses.asdict(reader.metadata) == dataclasses.asdict(plain)
+    assert copy.copy(reader.metadata) == plain and type(copy.deepcopy(reader.metadata)) is Metadata
+
+
+def test_the_engine_hands_out_named_rows(tmp_path):
+    from heapscope import _heapscope
+
+    script = tmp_path / "rows.py"
+    write_script(script, """
+        import sys
+        from heapscope import Tracker
+        with Tracker(sys.argv[1], memory_interval_ms=1):
+            kept = [bytearray(5000) for _ in range(10)]
+    """)
+    capture = tmp_path / "rows.hscap"
+    run_script(script, capture)
+    native = _heapscope.CaptureFile(capture)
+    rows = native.high_watermark()
+    assert rows and all(isinstance(row, _heapscope.LocationRow) for row in rows)
+    row = rows[0]
+    assert AllocatorType(row.allocator) in AllocatorType and row.size >= 50_000 and row.count >= 10
+    events = list(native.records())
+    assert all(isinstance(event, _heapscope.EventRow) for event in events)
+    assert {AllocatorType(event.allocator) for event in events} >= {AllocatorType.MALLOC}
+    memory = native.memory_snapshots()
+    assert memory and isinstance(memory[-1], _heapscope.MemoryRecord) and memory[-1].rss > 0
+    threads = native.threads()
+    assert all(isinstance(info, _heapscope.ThreadInfo) for info in threads.values())
+    frames = native.python_stack(row.python_node)
+    assert frames and isinstance(frames[0], _heapscope.StackFrame) and not frames[0].is_native
+    assert any(frame.filename == str(script) for frame in frames)
+    at = native.blocks_at(memory[-1].time_ms)
+    assert isinstance(at, _heapscope.BlocksAt) and all(isinstance(b, _heapscope.LiveBlock) for b in at.blocks)
+    stats = native.stats()
+    assert all(isinstance(bucket, _heapscope.SizeBucket) for bucket in stats["histogram"])
+    assert all(isinstance(stack, _heapscope.StackTotal) for stack in stats["top_by_bytes"])

@@ -17,6 +17,7 @@ import random
 import struct
 import sys
 import tracemalloc as T
+import types
 import zlib
 from collections.abc import Sequence
 
@@ -1108,7 +1109,7 @@ class FakeNative:
         return self.limit
 
     def get_traced_memory(self):
-        return (123, 456)
+        return types.SimpleNamespace(current=123, peak=456)  # as the engine's TracedMemory
 
     def reset_peak(self):
         self.calls.append(("reset_peak",))

@@ -13,6 +13,8 @@
 
 #include "analysis/analyses.h"
 #include "hooks/session.h"
+#include "model/allocator.h"
+#include "model/location.h"
 #include "read/capture_reader.h"
 #include "sample/sampler.h"
 #include "stack/stack_trie.h"
@@ -39,6 +41,12 @@ inline void raise_if_refused(session::Door door) {
 // capture_start, capture_stop, capture_active, check_can_start, capture_fork_child.
 void bind_capture_control(nanobind::module_& m);
 
+// results.cpp: the named types the results of several files are made of
+// (LocationRow, StackFrame, MemoryRecord, SizeBucket, StackTotal,
+// ThreadInfo, AllocatorEntry) and allocator_table(). Results cross as these,
+// never as positional tuples.
+void bind_results(nanobind::module_& m);
+
 // capture_timeline, capture_size_histogram: heapscope.heapprof's passes.
 void bind_timeline(nanobind::module_& m);
 
@@ -53,6 +61,39 @@ inline nanobind::str text(const std::string& s) {
     if (str == nullptr) throw nanobind::python_error();
     return nanobind::steal<nanobind::str>(str);
 }
+
+// Binds a row's location as attributes of `cls`: thread, allocator (its
+// public value), python_node, native_node and domain, for the row types that
+// hold a LocationKey at `key` (LocationRow, EventRow, LiveBlock).
+template <typename Row>
+nanobind::class_<Row>& def_location(nanobind::class_<Row>& cls, LocationKey Row::*key) {
+    return cls.def_prop_ro("thread", [key](const Row& row) { return (row.*key).thread; })
+        .def_prop_ro("allocator", [key](const Row& row) { return public_allocator_value((row.*key).allocator); })
+        .def_prop_ro("python_node", [key](const Row& row) { return (row.*key).python_node; })
+        .def_prop_ro("native_node", [key](const Row& row) { return (row.*key).native_node; })
+        .def_prop_ro("domain", [key](const Row& row) { return (row.*key).domain; });
+}
+
+// A damage report as Python sees it: None when there is none.
+inline nanobind::object damage_or_none(const std::string& damage) {
+    return damage.empty() ? nanobind::none() : nanobind::object(text(damage));
+}
+
+// A Python stack as StackFrame rows (frames marked as Python's).
+std::vector<read::NativeFrame> shown_frames(const std::vector<read::PythonFrame>& frames);
+
+// {thread id: ThreadInfo}. Calls Python.
+nanobind::dict threads_dict(const std::vector<std::pair<uint32_t, read::ThreadInfo>>& threads);
+
+// "ALL_ALLOCATIONS" or "AGGREGATED_ALLOCATIONS" (heapscope.FileFormat's names).
+const char* file_format_name(format::FileFormat format);
+
+// A capture's metadata, the one place the dict is made: its metadata
+// entries in the order first written, then what the header says
+// (has_native_traces; file_format, None while `header` is null: a stream
+// whose header has not arrived). Calls Python.
+nanobind::dict metadata_dict(const std::vector<std::pair<std::string, std::string>>& entries,
+                             const format::FileHeader* header);
 
 // The progress callback of one pass, as the core wants it: called without
 // the GIL, it takes the GIL, checks for signals (Ctrl-C stops a long pass)

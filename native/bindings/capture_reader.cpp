@@ -1,8 +1,8 @@
-// _heapscope.CaptureFile, _heapscope.CaptureStream and allocator_name: the
-// capture reader and its analyses (native/src/analysis) for the Python front
-// doors (heapscope.FileReader, heapscope.tracemalloc's snapshot_at, the
-// command line). Results are plain tuples, lists and dicts; the front doors
-// give them names.
+// _heapscope.CaptureFile and _heapscope.CaptureStream: the capture reader
+// and its analyses (native/src/analysis) for the Python front doors
+// (heapscope.FileReader, heapscope live). Rows cross as the named types of
+// results.cpp and of this file (EventRow, LiveBlock, BlocksAt, ReadTotals),
+// in lists and dicts.
 //
 // Long passes run with the GIL released; the progress callback (and a check
 // for Ctrl-C) runs with it held, between chunks. One lock per file
@@ -11,7 +11,9 @@
 // holds the GIL and waits for the lock.
 #include <Python.h>
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <cstdint>
 #include <memory>
@@ -25,6 +27,7 @@
 #include "analysis/capture_file.h"
 #include "bindings.h"
 #include "analysis/capture_stream.h"
+#include "model/allocator.h"
 #include "model/location.h"
 #include "sink/capture_sink.h"
 
@@ -32,17 +35,18 @@ namespace nb = nanobind;
 using namespace heapscope;
 using namespace heapscope::analysis;
 using namespace heapscope::read;
+using heapscope::bindings::damage_or_none;
+using heapscope::bindings::file_format_name;
+using heapscope::bindings::metadata_dict;
 using heapscope::bindings::PythonProgress;
 using heapscope::bindings::raise_for;
+using heapscope::bindings::shown_frames;
 using heapscope::bindings::text;
+using heapscope::bindings::threads_dict;
 
 namespace {
 
 constexpr size_t kRecordBatch = 4096;  // events decoded per GIL release while iterating records
-
-const char* file_format_name(format::FileFormat f) {
-    return f == format::FileFormat::kAggregatedAllocations ? "AGGREGATED_ALLOCATIONS" : "ALL_ALLOCATIONS";
-}
 
 size_t frame_limit(const nb::object& max_frames) {
     if (max_frames.is_none()) return SIZE_MAX;
@@ -51,29 +55,26 @@ size_t frame_limit(const nb::object& max_frames) {
     return static_cast<size_t>(n);
 }
 
-nb::tuple location_tuple(const LocationTotal& row) {
-    return nb::make_tuple(row.key.thread, static_cast<int>(row.key.allocator), row.key.python_node,
-                          row.key.native_node, row.key.domain, row.count, row.bytes);
-}
+// What only the whole capture (or the stream so far) tells.
+struct ReadTotals {
+    uint64_t total_allocations = 0;
+    uint64_t total_frames = 0;  // Python stack nodes defined
+    uint64_t peak_memory = 0;   // the heap at its highest
+    uint64_t heap = 0;          // outstanding at the end of what was read
+    bool complete = false;      // the capture's end was read: it stopped cleanly
+    std::string damage;         // where reading stopped early, or empty
+};
 
-nb::list location_list(std::vector<LocationTotal> rows, bool merge_threads) {
-    nb::list result;
-    for (const LocationTotal& row : finish_rows(std::move(rows), merge_threads)) result.append(location_tuple(row));
-    return result;
-}
-
-template <typename Frame>
-nb::list frame_list(const std::vector<Frame>& frames) {
-    nb::list result;
-    for (const Frame& f : frames) result.append(nb::make_tuple(text(f.function), text(f.file), f.line));
-    return result;
-}
-
-nb::dict threads_dict(const std::vector<std::pair<uint32_t, ThreadInfo>>& threads) {
-    nb::dict result;
-    for (const auto& [id, info] : threads) result[nb::int_(id)] = nb::make_tuple(info.os_tid, text(info.name));
-    return result;
-}
+// A block live at a moment (CaptureFile.blocks_at).
+struct LiveBlock {
+    uint64_t size;
+    LocationKey key;  // with the domain the block is live in
+    uint32_t count;   // blocks it stands for (1 unless sampled)
+};
+struct BlocksAt {
+    std::vector<LiveBlock> blocks;
+    uint64_t used_ms;  // the time of the memory record used
+};
 
 // The file and the lock its passes share with the record iterators made
 // from it (which may outlive the CaptureFile object).
@@ -82,16 +83,15 @@ struct SharedFile {
     std::unique_ptr<CaptureFile> file;
 };
 
-// One event as records() yields it.
+// One event as records() yields it (EventRow).
 struct EventRow {
     uint64_t address, size;
-    uint32_t thread, python_node, native_node, domain;
-    uint8_t allocator;
-    uint32_t count;  // blocks the event stands for (1 unless sampled)
+    LocationKey key;  // a deallocation's has no stack nodes
+    uint32_t count;   // blocks the event stands for (1 unless sampled)
 };
 
 // The lazy iterator of records(): decodes a batch of events with the GIL
-// released, then hands them out one tuple at a time.
+// released, then hands them out one at a time.
 class RecordIterator {
   public:
     RecordIterator(std::shared_ptr<SharedFile> shared, nb::object progress)
@@ -110,7 +110,7 @@ class RecordIterator {
         }
     }
 
-    nb::tuple next() {
+    EventRow next() {
         if (position_ == batch_.size()) {
             batch_.clear();
             position_ = 0;
@@ -136,9 +136,7 @@ class RecordIterator {
             }
             if (batch_.empty()) throw nb::stop_iteration();
         }
-        const EventRow& e = batch_[position_++];
-        return nb::make_tuple(e.thread, e.address, e.size, static_cast<int>(e.allocator), e.python_node,
-                              e.native_node, e.domain, e.count);
+        return batch_[position_++];
     }
 
     PythonProgress& progress() { return progress_; }
@@ -150,12 +148,16 @@ class RecordIterator {
             if (r == nullptr) return;
             if (r->type == format::RecordType::kAllocation) {
                 const format::AllocationRecord& a = r->allocation;
-                batch_.push_back(EventRow{a.address, a.size, a.thread, a.python_node, a.native_node, a.domain,
-                                          static_cast<uint8_t>(a.allocator), a.count});
+                batch_.push_back(EventRow{a.address, a.size,
+                                          LocationKey{.thread = a.thread, .python_node = a.python_node,
+                                                      .native_node = a.native_node, .domain = a.domain,
+                                                      .allocator = a.allocator},
+                                          a.count});
             } else if (r->type == format::RecordType::kDeallocation) {
                 const format::DeallocationRecord& d = r->deallocation;
-                batch_.push_back(
-                    EventRow{d.address, d.size, d.thread, 0, 0, d.domain, static_cast<uint8_t>(d.allocator), 1});
+                batch_.push_back(EventRow{
+                    d.address, d.size, LocationKey{.thread = d.thread, .domain = d.domain, .allocator = d.allocator},
+                    1});
             }
         }
     }
@@ -186,25 +188,23 @@ class PyCaptureFile {
     bool native_traces() const { return file().header().native_traces; }
     bool trace_python_allocators() const { return file().header().trace_python_allocators; }
 
+    // No pass over the file: the metadata written at the start, or all of it
+    // once a whole pass has run.
     nb::dict metadata() {
-        const CaptureSummary& s = summary(nb::none());
-        nb::dict result;
         std::vector<std::pair<std::string, std::string>> entries;
         {
             nb::gil_scoped_release release;
             std::lock_guard<std::mutex> lock(shared_->mutex);
+            shared_->file->read_opening();
             entries = file().definitions().metadata();
         }
-        for (const auto& [key, value] : entries) result[text(key)] = text(value);
-        result["total_allocations"] = s.total_allocations;
-        result["total_frames"] = python_node_count();
-        result["peak_memory"] = s.peak_heap;
-        result["end_heap"] = s.end_heap;
-        result["complete"] = s.end.complete;
-        result["damage"] = s.end.damage.empty() ? nb::none() : nb::object(text(s.end.damage));
-        result["has_native_traces"] = file().header().native_traces;
-        result["file_format"] = file_format();
-        return result;
+        return metadata_dict(entries, &file().header());
+    }
+
+    ReadTotals totals(nb::object progress) {
+        const CaptureSummary& s = summary(progress);
+        return ReadTotals{s.total_allocations, python_node_count(), s.peak_heap, s.end_heap, s.end.complete,
+                             s.end.damage};
     }
 
     nb::object damage() {
@@ -215,17 +215,17 @@ class PyCaptureFile {
             known = file().full_pass_end();
         }
         const std::string& damage = known ? known->damage : summary(nb::none()).end.damage;
-        return damage.empty() ? nb::none() : nb::object(text(damage));
+        return damage_or_none(damage);
     }
 
-    nb::list high_watermark(bool merge_threads, nb::object progress) {
-        return location_list(summary(progress).peak, merge_threads);
+    std::vector<LocationTotal> high_watermark(bool merge_threads, nb::object progress) {
+        return finish_rows(summary(progress).peak, merge_threads);
     }
-    nb::list leaks(bool merge_threads, nb::object progress) {
-        return location_list(summary(progress).leaks, merge_threads);
+    std::vector<LocationTotal> leaks(bool merge_threads, nb::object progress) {
+        return finish_rows(summary(progress).leaks, merge_threads);
     }
 
-    nb::list temporary(uint64_t threshold, bool merge_threads, nb::object progress) {
+    std::vector<LocationTotal> temporary(uint64_t threshold, bool merge_threads, nb::object progress) {
         require_all_allocations("temporary allocations");
         PythonProgress p(choose(progress));
         TemporaryResult result;
@@ -235,7 +235,7 @@ class PyCaptureFile {
             result = shared_->file->temporary(threshold, p.callback());
         }
         if (!result.end.ok()) raise_for(p, result.end);
-        return location_list(std::move(result.rows), merge_threads);
+        return finish_rows(std::move(result.rows), merge_threads);
     }
 
     RecordIterator* records(nb::object progress) {
@@ -250,12 +250,7 @@ class PyCaptureFile {
         return iterator;
     }
 
-    nb::list memory_snapshots() {
-        const CaptureSummary& s = summary(nb::none());
-        nb::list result;
-        for (const format::MemoryRecord& m : s.memory) result.append(nb::make_tuple(m.time_ms, m.rss, m.heap));
-        return result;
-    }
+    std::vector<format::MemoryRecord> memory_snapshots() { return summary(nb::none()).memory; }
 
     // Replays the capture to `time_ms` without the GIL and hands the heap as it
     // stood to `use` (still without the GIL: it must not touch Python).
@@ -277,37 +272,19 @@ class PyCaptureFile {
         return used;
     }
 
-    nb::tuple snapshot_at(uint64_t time_ms, bool merge_threads) {
-        std::vector<LocationTotal> rows;
-        uint64_t used = with_heap_at(time_ms, [&](const CaptureFile::Moment& moment) {
-            rows = shared_->file->aggregated() ? moment.state.aggregated.current_rows()
-                                               : moment.state.heap->current_rows();
-        });
-        return nb::make_tuple(location_list(std::move(rows), merge_threads), used);
-    }
-
-    nb::tuple blocks_at(uint64_t time_ms) {
+    BlocksAt blocks_at(uint64_t time_ms) {
         require_all_allocations("live blocks");
-        struct Block {
-            uint64_t size;
-            uint32_t domain;
-            LocationKey key;
-            uint32_t count;  // blocks it stands for (1 unless sampled)
-        };
-        std::vector<Block> blocks;
-        uint64_t used = with_heap_at(time_ms, [&](const CaptureFile::Moment& moment) {
+        BlocksAt result;
+        result.used_ms = with_heap_at(time_ms, [&](const CaptureFile::Moment& moment) {
             const HeapReplay& heap = *moment.state.heap;
-            blocks.reserve(heap.live_blocks());
+            result.blocks.reserve(heap.live_blocks());
             heap.for_each_block([&](uint32_t domain, uint64_t, uint64_t size, uint32_t location, uint32_t count) {
-                blocks.push_back(Block{size, domain, heap.locations().key(location), count});
+                LocationKey key = heap.locations().key(location);
+                key.domain = domain;  // a mapping is live in domain 0 whatever its call said
+                result.blocks.push_back(LiveBlock{size, key, count});
             });
         });
-        nb::list result;
-        for (const Block& b : blocks) {
-            result.append(nb::make_tuple(b.domain, b.size, b.key.python_node, b.key.native_node, b.key.thread,
-                                         static_cast<int>(b.key.allocator), b.count));
-        }
-        return nb::make_tuple(result, used);
+        return result;
     }
 
     nb::dict stats(size_t top, nb::object progress) {
@@ -325,50 +302,42 @@ class PyCaptureFile {
         result["total_allocations"] = s.total_allocations;
         result["total_bytes"] = s.total_bytes;
         result["peak_memory"] = s.peak_heap;
-        nb::list histogram;
-        for (const SizeBucket& b : buckets) histogram.append(nb::make_tuple(b.low, b.high, b.count));
-        result["histogram"] = histogram;
+        result["histogram"] = nb::cast(std::move(buckets));
         nb::dict allocators;
-        for (uint8_t a = 1; a <= kMaxAllocator; ++a) {
-            if (s.allocations_by_allocator[a] > 0) {
-                allocators[allocator_name(static_cast<Allocator>(a))] = s.allocations_by_allocator[a];
-            }
+        for (const AllocatorInfo& a : allocator_table()) {
+            const uint64_t count = s.allocations_by_allocator[static_cast<uint8_t>(a.allocator)];
+            if (count > 0) allocators[a.name] = count;
         }
         result["allocators"] = allocators;
-        auto stacks = [](const std::vector<StackTotal>& rows) {
-            nb::list list;
-            for (const StackTotal& t : rows) list.append(nb::make_tuple(t.python_node, t.native_node, t.value));
-            return list;
-        };
-        result["top_by_bytes"] = stacks(by_bytes);
-        result["top_by_count"] = stacks(by_count);
+        result["top_by_bytes"] = nb::cast(std::move(by_bytes));
+        result["top_by_count"] = nb::cast(std::move(by_count));
         return result;
     }
 
-    nb::list python_stack(uint32_t node, nb::object max_frames) {
+    std::vector<NativeFrame> python_stack(uint32_t node, nb::object max_frames) {
         std::vector<PythonFrame> frames;
         stack_query("python node " + std::to_string(node), [&](const Progress& progress, PassEnd* end) {
             return shared_->file->python_stack(node, frame_limit(max_frames), progress, &frames, end);
         });
-        return frame_list(frames);
+        return shown_frames(frames);
     }
 
-    nb::list native_stack(uint32_t node, nb::object max_frames) {
+    std::vector<NativeFrame> native_stack(uint32_t node, nb::object max_frames) {
         std::vector<NativeFrame> frames;
         stack_query("native node " + std::to_string(node), [&](const Progress& progress, PassEnd* end) {
             return shared_->file->native_stack(node, frame_limit(max_frames), progress, &frames, end);
         });
-        return frame_list(frames);
+        return frames;
     }
 
-    nb::list hybrid_stack(uint32_t python_node, uint32_t native_node, nb::object max_frames) {
+    std::vector<NativeFrame> hybrid_stack(uint32_t python_node, uint32_t native_node, nb::object max_frames) {
         std::vector<NativeFrame> frames;
         stack_query("python node " + std::to_string(python_node) + " or native node " + std::to_string(native_node),
                     [&](const Progress& progress, PassEnd* end) {
                         return shared_->file->hybrid_stack(python_node, native_node, frame_limit(max_frames),
                                                            progress, &frames, end);
                     });
-        return frame_list(frames);
+        return frames;
     }
 
     nb::dict threads() {
@@ -458,42 +427,37 @@ class PyCaptureStream {
             std::lock_guard<std::mutex> lock(mutex_);
             damage = stream_.damage();
         }
-        return damage.empty() ? nb::none() : nb::object(text(damage));
+        return damage_or_none(damage);
     }
     nb::dict metadata() {
-        std::lock_guard<std::mutex> lock(mutex_);  // quick: nothing here calls back into C++ passes
-        nb::dict result;
-        for (const auto& [key, value] : stream_.definitions().metadata()) {
-            result[text(key)] = text(value);
+        std::vector<std::pair<std::string, std::string>> entries;
+        std::optional<format::FileHeader> header;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);  // quick: nothing here calls back into C++ passes
+            entries = stream_.definitions().metadata();
+            if (stream_.header_seen()) header = stream_.header();
         }
-        result["total_allocations"] = stream_.total_allocations();
-        result["total_frames"] = stream_.definitions().python_node_count();
-        result["peak_memory"] = stream_.peak_heap();
-        result["heap"] = stream_.heap();
-        result["complete"] = stream_.ended();
-        result["damage"] =
-            stream_.damage().empty() ? nb::none() : nb::object(text(stream_.damage()));
-        result["has_native_traces"] = stream_.header().native_traces;
-        result["file_format"] = stream_.header_seen() ? nb::object(nb::str(file_format_name(stream_.header().format)))
-                                                      : nb::none();
-        return result;
+        return metadata_dict(entries, header ? &*header : nullptr);
     }
-    nb::list live(bool merge_threads) {
+    ReadTotals totals() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return ReadTotals{stream_.total_allocations(), stream_.definitions().python_node_count(),
+                             stream_.peak_heap(), stream_.heap(), stream_.ended(), stream_.damage()};
+    }
+    std::vector<LocationTotal> live(bool merge_threads) {
         std::vector<LocationTotal> rows;
         {
             nb::gil_scoped_release release;
             std::lock_guard<std::mutex> lock(mutex_);
             rows = stream_.live_rows();
         }
-        return location_list(std::move(rows), merge_threads);
+        return finish_rows(std::move(rows), merge_threads);
     }
-    nb::object memory() {
+    std::optional<format::MemoryRecord> memory() {
         std::lock_guard<std::mutex> lock(mutex_);
-        const auto& m = stream_.memory();
-        if (!m) return nb::none();
-        return nb::make_tuple(m->time_ms, m->rss, m->heap);
+        return stream_.memory();
     }
-    nb::list python_stack(uint32_t node, nb::object max_frames) {
+    std::vector<NativeFrame> python_stack(uint32_t node, nb::object max_frames) {
         std::vector<PythonFrame> frames;
         bool known;
         {
@@ -501,9 +465,9 @@ class PyCaptureStream {
             known = stream_.definitions().python_stack(node, frame_limit(max_frames), &frames);
         }
         if (!known) throw nb::value_error(("no python node " + std::to_string(node) + " in the stream so far").c_str());
-        return frame_list(frames);
+        return shown_frames(frames);
     }
-    nb::list native_stack(uint32_t node, nb::object max_frames) {
+    std::vector<NativeFrame> native_stack(uint32_t node, nb::object max_frames) {
         std::vector<NativeFrame> frames;
         bool known;
         const size_t limit = frame_limit(max_frames);
@@ -513,9 +477,9 @@ class PyCaptureStream {
             known = stream_.definitions().native_stack(node, limit, &symbolizer(), &frames);
         }
         if (!known) throw nb::value_error(("no native node " + std::to_string(node) + " in the stream so far").c_str());
-        return frame_list(frames);
+        return frames;
     }
-    nb::list hybrid_stack(uint32_t python_node, uint32_t native_node, nb::object max_frames) {
+    std::vector<NativeFrame> hybrid_stack(uint32_t python_node, uint32_t native_node, nb::object max_frames) {
         std::vector<NativeFrame> frames;
         bool known;
         const size_t limit = frame_limit(max_frames);
@@ -525,7 +489,7 @@ class PyCaptureStream {
             known = stream_.definitions().hybrid_stack(python_node, native_node, limit, &symbolizer(), &frames);
         }
         if (!known) throw nb::value_error("no such stack node in the stream so far");
-        return frame_list(frames);
+        return frames;
     }
     nb::dict threads() {
         std::vector<std::pair<uint32_t, ThreadInfo>> threads;
@@ -583,27 +547,52 @@ PyType_Slot iterator_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(travers
 }  // namespace
 
 void bind_capture_reader(nb::module_& m) {
-    m.def(
-        "allocator_name",
-        [](long long value) {
-            if (value < 0 || value > 255) return "UNKNOWN";
-            return allocator_name(static_cast<Allocator>(value));
-        },
-        nb::arg("value"), "The name of an allocator value in a capture (memray's AllocatorType names).");
+    nb::class_<EventRow> event_row(m, "EventRow",
+                                   "One allocation or deallocation: thread, address, size, allocator (public\n"
+                                   "value), python_node, native_node (both 0 for a deallocation), domain, count\n"
+                                   "(blocks it stands for: 1 unless sampled).");
+    heapscope::bindings::def_location(event_row, &EventRow::key)
+        .def_ro("address", &EventRow::address)
+        .def_ro("size", &EventRow::size)
+        .def_ro("count", &EventRow::count);
+
+    nb::class_<LiveBlock> live_block(m, "LiveBlock",
+                                     "A block live at a moment: domain, size, python_node, native_node, thread,\n"
+                                     "allocator (public value), count (blocks it stands for: 1 unless sampled).");
+    heapscope::bindings::def_location(live_block, &LiveBlock::key)
+        .def_ro("size", &LiveBlock::size)
+        .def_ro("count", &LiveBlock::count);
+    nb::class_<BlocksAt>(m, "BlocksAt", "blocks (LiveBlock) and used_ms, the time of the memory record used.")
+        .def_ro("blocks", &BlocksAt::blocks)
+        .def_ro("used_ms", &BlocksAt::used_ms);
+
+    nb::class_<ReadTotals>(m, "ReadTotals",
+                              "What only the whole capture (or the stream so far) tells: total_allocations,\n"
+                              "total_frames (Python stack nodes), peak_memory and heap (now, or at the end) in\n"
+                              "bytes, complete (its end was read) and damage (None, or where reading stopped).")
+        .def_ro("total_allocations", &ReadTotals::total_allocations)
+        .def_ro("total_frames", &ReadTotals::total_frames)
+        .def_ro("peak_memory", &ReadTotals::peak_memory)
+        .def_ro("heap", &ReadTotals::heap)
+        .def_ro("complete", &ReadTotals::complete)
+        .def_prop_ro("damage", [](const ReadTotals& t) { return damage_or_none(t.damage); });
 
     nb::class_<RecordIterator>(m, "_CaptureRecordIterator", nb::type_slots(iterator_slots))
         .def("__iter__", [](nb::handle self) { return self; })
         .def("__next__", &RecordIterator::next);
 
     nb::class_<PyCaptureFile>(m, "CaptureFile", nb::type_slots(file_slots),
-                              "A capture file opened for reports. Location rows are tuples (thread, allocator,\n"
-                              "python_node, native_node, domain, n_allocations, size), largest size first;\n"
-                              "thread is 0 when threads are merged.")
+                              "A capture file opened for reports. Location reports are lists of LocationRow,\n"
+                              "largest size first; stacks are lists of StackFrame, innermost first.")
         .def(nb::init<nb::object, nb::object>(), nb::arg("path"), nb::arg("progress") = nb::none())
         .def_prop_ro("file_format", &PyCaptureFile::file_format)
         .def_prop_ro("native_traces", &PyCaptureFile::native_traces)
         .def_prop_ro("trace_python_allocators", &PyCaptureFile::trace_python_allocators)
-        .def_prop_ro("metadata", &PyCaptureFile::metadata)
+        .def_prop_ro("metadata", &PyCaptureFile::metadata,
+                     "{key: value} as written (no pass: what the capture wrote at its start, all of it\n"
+                     "once a whole pass has run), then has_native_traces and file_format.")
+        .def("totals", &PyCaptureFile::totals, nb::arg("progress") = nb::none(),
+             "ReadTotals, from the summary pass (run the first time).")
         .def_prop_ro("damage", &PyCaptureFile::damage)
         .def("high_watermark", &PyCaptureFile::high_watermark, nb::arg("merge_threads") = true,
              nb::arg("progress") = nb::none())
@@ -611,29 +600,33 @@ void bind_capture_reader(nb::module_& m) {
         .def("temporary", &PyCaptureFile::temporary, nb::arg("threshold") = 1, nb::arg("merge_threads") = true,
              nb::arg("progress") = nb::none())
         .def("records", &PyCaptureFile::records, nb::arg("progress") = nb::none(), nb::rv_policy::take_ownership,
-             "Every allocation and deallocation, lazily, as (thread, address, size, allocator,\n"
-             "python_node, native_node, domain).")
-        .def("memory_snapshots", &PyCaptureFile::memory_snapshots)
-        .def("snapshot_at", &PyCaptureFile::snapshot_at, nb::arg("time_ms"), nb::arg("merge_threads") = true)
-        .def("blocks_at", &PyCaptureFile::blocks_at, nb::arg("time_ms"))
-        .def("stats", &PyCaptureFile::stats, nb::arg("top") = 5, nb::arg("progress") = nb::none())
+             "Every allocation and deallocation, lazily, as EventRow (thread, address, size,\n"
+             "allocator, python_node, native_node, domain, count).")
+        .def("memory_snapshots", &PyCaptureFile::memory_snapshots, "[MemoryRecord], in order.")
+        .def("blocks_at", &PyCaptureFile::blocks_at, nb::arg("time_ms"),
+             "The blocks live as of the last memory record at or before time_ms: BlocksAt.")
+        .def("stats", &PyCaptureFile::stats, nb::arg("top") = 5, nb::arg("progress") = nb::none(),
+             "{total_allocations, total_bytes, peak_memory, histogram: [SizeBucket], allocators:\n"
+             "{name: count}, top_by_bytes and top_by_count: [StackTotal]}.")
         .def("python_stack", &PyCaptureFile::python_stack, nb::arg("node"), nb::arg("max_frames") = nb::none())
         .def("native_stack", &PyCaptureFile::native_stack, nb::arg("node"), nb::arg("max_frames") = nb::none())
         .def("hybrid_stack", &PyCaptureFile::hybrid_stack, nb::arg("python_node"), nb::arg("native_node"),
              nb::arg("max_frames") = nb::none())
-        .def("threads", &PyCaptureFile::threads);
+        .def("threads", &PyCaptureFile::threads, "{thread id: ThreadInfo}.");
 
-    nb::class_<PyCaptureStream>(m, "CaptureStream", "A capture read while it arrives (heapscope live).")
+    nb::class_<PyCaptureStream>(m, "CaptureStream",
+                                "A capture read while it arrives (heapscope live). Rows and stacks as CaptureFile's.")
         .def(nb::init<>())
         .def("feed", &PyCaptureStream::feed, nb::arg("data"))
         .def_prop_ro("ended", &PyCaptureStream::ended)
         .def_prop_ro("damage", &PyCaptureStream::damage)
-        .def_prop_ro("metadata", &PyCaptureStream::metadata)
-        .def_prop_ro("memory", &PyCaptureStream::memory)
-        .def("live", &PyCaptureStream::live, nb::arg("merge_threads") = true)
+        .def_prop_ro("metadata", &PyCaptureStream::metadata, "As CaptureFile.metadata, for the stream so far.")
+        .def_prop_ro("totals", &PyCaptureStream::totals, "ReadTotals of the stream so far.")
+        .def_prop_ro("memory", &PyCaptureStream::memory, "The latest MemoryRecord, or None.")
+        .def("live", &PyCaptureStream::live, nb::arg("merge_threads") = true, "[LocationRow] outstanding now.")
         .def("python_stack", &PyCaptureStream::python_stack, nb::arg("node"), nb::arg("max_frames") = nb::none())
         .def("native_stack", &PyCaptureStream::native_stack, nb::arg("node"), nb::arg("max_frames") = nb::none())
         .def("hybrid_stack", &PyCaptureStream::hybrid_stack, nb::arg("python_node"), nb::arg("native_node"),
              nb::arg("max_frames") = nb::none())
-        .def("threads", &PyCaptureStream::threads);
+        .def("threads", &PyCaptureStream::threads, "{thread id: ThreadInfo}.");
 }

@@ -1,7 +1,6 @@
 // heapscope._heapscope: the extension module. It translates between Python
 // and the engine; the front doors (heapscope.tracemalloc, ...) are Python.
 #include <nanobind/nanobind.h>
-#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 
 #include <string>
@@ -232,17 +231,21 @@ int untrack(nb::handle domain, nb::handle address) {
                             static_cast<uintptr_t>(unsigned_argument(address, "address", 64)));
 }
 
-std::pair<uint64_t, uint64_t> get_traced_memory() {
-    if (!door_tracing()) return {0, 0};
+struct TracedMemory {
     uint64_t current = 0, peak = 0;
-    engine().traced_memory(&current, &peak);
-    return {current, peak};
+};
+
+TracedMemory get_traced_memory() {
+    TracedMemory result;
+    if (door_tracing()) engine().traced_memory(&result.current, &result.peak);
+    return result;
 }
 
 }  // namespace
 
 NB_MODULE(_heapscope, m) {
     m.doc() = "heapscope's C++ engine (internal: use heapscope.tracemalloc and the other front doors)";
+    bindings::bind_results(m);  // first: the other files' results are made of these types
     engine().set_frame_pinner([](FrameKey frame) { pymem::pin_frame_code(frame.code); });
     domains::export_c_api();
 
@@ -254,14 +257,19 @@ NB_MODULE(_heapscope, m) {
     m.def("is_tracing", &door_tracing);
     m.def("clear_traces", &clear_traces);
     m.def("get_traceback_limit", [] { return engine().traceback_limit(); });
+    nb::class_<TracedMemory>(m, "TracedMemory", "current and peak traced bytes (0, 0 when not tracing).")
+        .def_ro("current", &TracedMemory::current)
+        .def_ro("peak", &TracedMemory::peak);
     m.def("get_traced_memory", &get_traced_memory);
     m.def("reset_peak", [] {
         if (door_tracing()) engine().reset_peak();
     });
     m.def("get_tracemalloc_memory", [] { return engine().own_memory(); });
     m.def("get_traces", &get_traces, nb::arg("functions") = false,
-          "Every live block as (domain, size, frames, total_nframe), frames most recent first:\n"
-          "(filename, lineno) tuples, or (filename, lineno, function) with functions=True.");
+          "Every live block as (domain, size, frames, total_nframe[, count when sampling]), frames most\n"
+          "recent first: (filename, lineno) tuples, or (filename, lineno, function) with functions=True.\n"
+          "Tuples by contract: the standard library's raw trace form (tracemalloc._get_traces),\n"
+          "which heapscope.tracemalloc.Snapshot takes as it is.");
     m.def("get_object_traceback", &get_object_traceback, nb::arg("obj"));
     m.def("track", &track, nb::arg("domain"), nb::arg("address"), nb::arg("size"),
           "Record a block of `size` bytes at `address` in the numbered `domain`, with the calling\n"

@@ -8,6 +8,7 @@
 // resource's source both name the program's line, and the call stays cheap.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <algorithm>
 #include <cstring>
@@ -257,10 +258,28 @@ bool is_pools_header(const std::string& file) {
     return file.size() >= kHeader.size() && file.compare(file.size() - kHeader.size(), kHeader.size(), kHeader) == 0;
 }
 
-// Turns sources into Python values, each distinct source once: a tuple
-// (python, native, frames) of frame tuples, innermost first. Python frames
-// are (filename, lineno, function); native and merged frames are
-// (filename, lineno, function, is_native).
+// Where a resource was made (PoolSource), innermost frame first: its
+// Python stack, its native stack (from C/C++), and the two merged.
+struct PoolSource {
+    std::vector<read::NativeFrame> python, native, merged;
+};
+
+// One live resource (ResourceRow). The names are Python objects already:
+// rows of one pool share its name, and rows of one source share its
+// PoolSource (heapscope.pools turns each distinct source into one Source).
+struct ResourceRow {
+    nb::object pool;  // its name
+    uint64_t id, serial, size;
+    nb::object kind;    // str or None
+    double created;     // Unix time, seconds
+    nb::object source;  // PoolSource, or None without detailed profiling
+};
+
+struct PoolTotals {
+    uint64_t count = 0, bytes = 0;
+};
+
+// Turns sources into PoolSource objects, each distinct source once.
 class SourceBuilder {
   public:
     nb::object build(uint32_t id) {
@@ -268,39 +287,28 @@ class SourceBuilder {
         auto found = built_.find(id);
         if (found != built_.end()) return found->second;
         pools::Source source = pools::registry().source(id);
-        nb::list python, native, merged;
+        PoolSource result;
         std::vector<read::PythonFrame> python_frames;
         for (const pools::SourceFrame& frame : source.python) {
-            python.append(nb::make_tuple(frame.filename, frame.lineno, frame.function));
             python_frames.push_back(read::PythonFrame{frame.function, frame.filename, frame.lineno, frame.is_entry});
         }
+        result.python = bindings::shown_frames(python_frames);
         if (!source.native.empty()) {
-            std::vector<read::NativeFrame> native_frames;
             for (uintptr_t ip : source.native) {
                 for (read::NativeFrame& frame : symbolizer().symbolize(ip, 1)) {
                     // The header's inline functions, compiled into the caller,
                     // are heapscope's: the stack starts at the library's code.
-                    if (native_frames.empty() && is_pools_header(frame.file)) continue;
-                    native.append(nb::make_tuple(frame.file, frame.line, frame.function, true));
-                    native_frames.push_back(std::move(frame));
+                    if (result.native.empty() && is_pools_header(frame.file)) continue;
+                    result.native.push_back(std::move(frame));
                 }
             }
             // The hybrid stack: the interpreter's native frames replaced by
             // the Python frames they ran.
-            std::vector<read::NativeFrame> hybrid = read::hybrid_stack(python_frames, native_frames);
-            size_t python_used = 0;
-            for (const read::NativeFrame& frame : hybrid) {
-                bool is_python = python_used < python_frames.size() &&
-                                 frame.function == python_frames[python_used].function &&
-                                 frame.file == python_frames[python_used].file &&
-                                 frame.line == python_frames[python_used].line;
-                if (is_python) ++python_used;
-                merged.append(nb::make_tuple(frame.file, frame.line, frame.function, !is_python));
-            }
+            result.merged = read::hybrid_stack(python_frames, result.native);
         }
-        nb::object result = nb::make_tuple(nb::tuple(python), nb::tuple(native), nb::tuple(merged));
-        built_.emplace(id, result);
-        return result;
+        nb::object built = nb::cast(std::move(result));
+        built_.emplace(id, built);
+        return built;
     }
 
   private:
@@ -315,9 +323,8 @@ class SourceBuilder {
     std::unique_ptr<read::Symbolizer> symbolizer_;
 };
 
-// Every live resource of `pool` (or of every pool, for null), oldest first, as tuples
-// (pool name, id, serial, size, kind or None, created (Unix seconds), source or None).
-nb::list collect(pools::Pool* pool) {
+// Every live resource of `pool` (or of every pool, for null), oldest first.
+std::vector<ResourceRow> collect(pools::Pool* pool) {
     std::vector<pools::ResourceInfo> rows;
     {
         nb::gil_scoped_release unlocked;  // shards may be held by threads waiting for the GIL
@@ -332,7 +339,8 @@ nb::list collect(pools::Pool* pool) {
                                                 : a.pool != b.pool ? a.pool < b.pool : a.serial < b.serial;
         });
     }
-    nb::list result;
+    std::vector<ResourceRow> result;
+    result.reserve(rows.size());
     SourceBuilder sources;
     std::unordered_map<uint32_t, nb::object> kinds;
     std::vector<nb::object> names;
@@ -347,16 +355,16 @@ nb::list collect(pools::Pool* pool) {
                                   : nb::object(bindings::text(pools::registry().kind_name(row.kind)));
             kind = kinds.emplace(row.kind, name).first;
         }
-        result.append(nb::make_tuple(names[row.pool], row.id, row.serial, row.size, kind->second,
-                                     static_cast<double>(row.created_ns) / 1e9, sources.build(row.source)));
+        result.push_back(ResourceRow{names[row.pool], row.id, row.serial, row.size, kind->second,
+                                     static_cast<double>(row.created_ns) / 1e9, sources.build(row.source)});
     }
     return result;
 }
 
-nb::tuple totals(pools::Pool* pool) {
-    uint64_t count = 0, bytes = 0;
-    pool->totals(&count, &bytes);
-    return nb::make_tuple(count, bytes);
+PoolTotals totals(pools::Pool* pool) {
+    PoolTotals result;
+    pool->totals(&result.count, &result.bytes);
+    return result;
 }
 
 void set_detailed(pools::Pool* pool, bool on) {
@@ -458,6 +466,26 @@ void bind_pools(nb::module_& m) {
                    (h.released ? " released>" : ">");
         });
 
+    nb::class_<PoolSource>(m, "PoolSource",
+                           "Where a resource was made, innermost frame first: python, native (registered\n"
+                           "from C/C++) and merged (both; empty without a native stack), as [StackFrame].")
+        .def_ro("python", &PoolSource::python)
+        .def_ro("native", &PoolSource::native)
+        .def_ro("merged", &PoolSource::merged);
+    nb::class_<ResourceRow>(m, "ResourceRow",
+                            "One live resource: pool (name), id, serial, size, kind (or None), created (Unix\n"
+                            "time, seconds), source (PoolSource, or None).")
+        .def_ro("pool", &ResourceRow::pool)
+        .def_ro("id", &ResourceRow::id)
+        .def_ro("serial", &ResourceRow::serial)
+        .def_ro("size", &ResourceRow::size)
+        .def_ro("kind", &ResourceRow::kind)
+        .def_ro("created", &ResourceRow::created)
+        .def_ro("source", &ResourceRow::source);
+    nb::class_<PoolTotals>(m, "PoolTotals", "The live resources of a pool: count, and their bytes.")
+        .def_ro("count", &PoolTotals::count)
+        .def_ro("bytes", &PoolTotals::bytes);
+
     nb::class_<PyPool>(m, "_Pool", "The engine side of heapscope.pools.Pool.")
         .def("__init__", [](PyPool* self, nb::handle name) { new (self) PyPool{pool_argument(name)}; },
              nb::arg("name").none())
@@ -494,7 +522,7 @@ void bind_pools(nb::module_& m) {
         .def("_del_hook", [](PyPool& p, nb::handle original) { return class_del_hook(p, nb::borrow(original)); },
              nb::arg("original").none());
 
-    m.def("_pools_collect", [] { return collect(nullptr); });
+    m.def("_pools_collect", [] { return collect(nullptr); }, "[ResourceRow] of every pool, oldest first.");
     m.def("_pools_set_detailed", [](bool on) { set_detailed(nullptr, on); });
     m.def("_pools_detailed", [] { return pools::registry().detailed_by_default(); });
     m.def("_pools_names", [] {

@@ -2,10 +2,12 @@
 // passes heapscope.heapprof makes over a capture (its digest, and the size
 // distribution of gatherStats), with the GIL released during the pass and
 // the same progress and Ctrl-C handling as the capture reader's passes.
-// Results are plain tuples, lists and dicts; heapscope.heapprof names them.
+// Results are dicts of the named rows (TimelineSnapshot here, StackTotal,
+// StackFrame and SizeBucket from results.cpp).
 #include <Python.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <cmath>
 #include <cstdint>
@@ -50,8 +52,12 @@ std::string fs_path(const nb::object& path) {
     return nb::cast<std::string>(nb::module_::import_("os").attr("fsdecode")(path));
 }
 
-nb::object damage_or_none(const std::string& damage) {
-    return damage.empty() ? nb::none() : nb::object(text(damage));
+// A snapshot's kept stacks as StackTotal rows (a Python stack: no native node).
+std::vector<analysis::StackTotal> kept_stacks(const analysis::TimelineSnapshot& snapshot) {
+    std::vector<analysis::StackTotal> result;
+    result.reserve(snapshot.stacks.size());
+    for (const auto& [node, bytes] : snapshot.stacks) result.push_back(analysis::StackTotal{node, 0, bytes});
+    return result;
 }
 
 nb::dict capture_timeline(nb::object path_object, uint64_t interval_ms, double precision, nb::object progress) {
@@ -79,24 +85,12 @@ nb::dict capture_timeline(nb::object path_object, uint64_t interval_ms, double p
     }
     if (!timeline.end.ok()) raise_for(p, timeline.end);
 
-    nb::list snapshots;
-    for (const analysis::TimelineSnapshot& s : timeline.snapshots) {
-        nb::list kept;
-        for (const auto& [node, bytes] : s.stacks) kept.append(nb::make_tuple(node, bytes));
-        snapshots.append(nb::make_tuple(s.moment_ms, s.record_ms, kept, s.other, s.total));
-    }
     nb::dict frames;
-    for (const auto& [node, stack] : stacks) {
-        nb::list list;
-        for (const read::PythonFrame& f : stack) list.append(nb::make_tuple(text(f.function), text(f.file), f.line));
-        frames[nb::int_(node)] = list;
-    }
-    nb::dict meta;
-    for (const auto& [key, value] : metadata) meta[text(key)] = text(value);
+    for (const auto& [node, stack] : stacks) frames[nb::int_(node)] = nb::cast(shown_frames(stack));
     nb::dict result;
-    result["snapshots"] = snapshots;
+    result["snapshots"] = nb::cast(std::move(timeline.snapshots));
     result["stacks"] = frames;
-    result["metadata"] = meta;
+    result["metadata"] = metadata_dict(metadata, &reader->header());
     result["records"] = timeline.records;
     result["last_record_ms"] = timeline.last_record_ms;
     result["complete"] = timeline.end.complete;
@@ -116,10 +110,8 @@ nb::dict capture_size_histogram(nb::object path_object, nb::object progress) {
         if (summary.end.ok()) buckets = analysis::size_histogram(summary);
     }
     if (!summary.end.ok()) raise_for(p, summary.end);
-    nb::list histogram;
-    for (const analysis::SizeBucket& b : buckets) histogram.append(nb::make_tuple(b.low, b.high, b.count, b.bytes));
     nb::dict result;
-    result["histogram"] = histogram;
+    result["histogram"] = nb::cast(std::move(buckets));
     result["total_allocations"] = summary.total_allocations;
     result["total_bytes"] = summary.total_bytes;
     result["complete"] = summary.end.complete;
@@ -130,13 +122,23 @@ nb::dict capture_size_histogram(nb::object path_object, nb::object progress) {
 }  // namespace
 
 void bind_timeline(nb::module_& m) {
+    nb::class_<analysis::TimelineSnapshot>(m, "TimelineSnapshot",
+                                           "The live heap at one moment: moment_ms, record_ms (the memory record it was\n"
+                                           "taken at), stacks ([StackTotal]: python_node and bytes, largest first),\n"
+                                           "other (bytes of the small stacks merged) and total (every live byte).")
+        .def_ro("moment_ms", &analysis::TimelineSnapshot::moment_ms)
+        .def_ro("record_ms", &analysis::TimelineSnapshot::record_ms)
+        .def_prop_ro("stacks", &kept_stacks)
+        .def_ro("other", &analysis::TimelineSnapshot::other)
+        .def_ro("total", &analysis::TimelineSnapshot::total);
     m.def("capture_timeline", &capture_timeline, nb::arg("path"), nb::arg("interval_ms"), nb::arg("precision"),
           nb::arg("progress") = nb::none(),
-          "The live heap by Python stack every interval_ms (heapscope.heapprof's digest), in one pass.\n"
-          "snapshots: (moment_ms, record_ms, [(python_node, bytes)] largest first, other_bytes, total_bytes);\n"
-          "stacks: {python_node: [(function, filename, lineno)] innermost first}.");
+          "The live heap by Python stack every interval_ms (heapscope.heapprof's digest), in one pass:\n"
+          "{snapshots: [TimelineSnapshot], stacks: {python_node: [StackFrame] innermost first},\n"
+          "metadata, records, last_record_ms, complete, damage}.");
     m.def("capture_size_histogram", &capture_size_histogram, nb::arg("path"), nb::arg("progress") = nb::none(),
-          "Allocations by size (log2 buckets): [(low, high, count, bytes)], every allocation counted.");
+          "Allocations by size (log2 buckets), every allocation counted: {histogram: [SizeBucket],\n"
+          "total_allocations, total_bytes, complete, damage}.");
 }
 
 }  // namespace heapscope::bindings

@@ -52,8 +52,8 @@ class Frame(namedtuple("Frame", "filename lineno function is_native")):
         return f'  File "{self.filename}", line {self.lineno}, in {self.function}'
 
 
-def _frames(raw, native):
-    return tuple(Frame(*frame) if native else Frame(frame[0], frame[1], frame[2], False) for frame in raw)
+def _frames(stack):
+    return tuple(Frame(frame.filename, frame.lineno, frame.function, frame.is_native) for frame in stack)
 
 
 class Source:
@@ -74,9 +74,8 @@ class Source:
 
     @classmethod
     def _from_raw(cls, raw):
-        python, native, merged = raw
-        python = _frames(python, False)
-        return cls(python, _frames(native, True), _frames(merged, True) if native else python)
+        python = _frames(raw.python)
+        return cls(python, _frames(raw.native), _frames(raw.merged) if raw.native else python)
 
     def __iter__(self):
         return iter(self.frames)
@@ -153,14 +152,14 @@ class Snapshot:
     def _from_rows(cls, rows):
         sources = {}
         resources = []
-        for pool_name, resource_id, serial, size, kind, created, raw_source in rows:
+        for row in rows:
             source = None
-            if raw_source is not None:
-                # The engine hands out one tuple per distinct source.
-                source = sources.get(id(raw_source))
+            if row.source is not None:
+                # The engine hands out one PoolSource per distinct source.
+                source = sources.get(id(row.source))
                 if source is None:
-                    source = sources[id(raw_source)] = Source._from_raw(raw_source)
-            resources.append(Resource(pool_name, resource_id, serial, size, kind, created, source))
+                    source = sources[id(row.source)] = Source._from_raw(row.source)
+            resources.append(Resource(row.pool, row.id, row.serial, row.size, row.kind, row.created, source))
         return cls(resources)
 
     def by_pool(self):
@@ -270,12 +269,12 @@ class Pool(_heapscope._Pool):
     @property
     def count(self):
         """The number of live resources (exact at the moment it is read)."""
-        return self._totals()[0]
+        return self._totals().count
 
     @property
     def total_size(self):
         """The bytes of the live resources."""
-        return self._totals()[1]
+        return self._totals().bytes
 
     def make_snapshot(self):
         """A Snapshot of this pool's live resources."""

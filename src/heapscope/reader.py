@@ -22,12 +22,15 @@ Differences from memray, all deliberate:
 """
 
 import collections
+import dataclasses
 import datetime
 import enum
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from heapscope import _heapscope
 from heapscope.reports.progress import ProgressBar
 from heapscope.tracker import FileFormat
 
@@ -39,32 +42,16 @@ class CaptureFileError(ValueError):
     """The file is not a heapscope capture, or is too damaged to read."""
 
 
-class AllocatorType(enum.IntEnum):
-    """The allocation function behind a record (memray's names and values)."""
-
-    PYMALLOC_FREE = 1
-    PYMALLOC_MALLOC = 2
-    PYMALLOC_CALLOC = 3
-    PYMALLOC_REALLOC = 4
-    FREE = 5
-    MALLOC = 6
-    REALLOC = 7
-    CALLOC = 8
-    POSIX_MEMALIGN = 9
-    ALIGNED_ALLOC = 10
-    MEMALIGN = 11
-    VALLOC = 12
-    PVALLOC = 13
-    MMAP = 14
-    MUNMAP = 15
-    # heapscope's own, beyond memray's: blocks reported through a custom
-    # domain (heapscope_track, heapscope.track, PyTraceMalloc_Track).
-    TRACK = 16
-    UNTRACK = 17
-
-
-_DEALLOCATORS = frozenset({AllocatorType.FREE, AllocatorType.MUNMAP, AllocatorType.PYMALLOC_FREE,
-                           AllocatorType.UNTRACK})
+# The engine's allocator table (native/src/model/allocator.h) is the one
+# list: memray's names and values, then heapscope's own (TRACK, UNTRACK:
+# blocks reported through a custom domain). Results cross the binding with
+# these public values already.
+_ALLOCATOR_TABLE = sorted(_heapscope.allocator_table(), key=lambda entry: entry.public_value)
+AllocatorType = enum.IntEnum("AllocatorType", [(entry.name, entry.public_value) for entry in _ALLOCATOR_TABLE],
+                             module=__name__, qualname="AllocatorType")
+AllocatorType.__doc__ = "The allocation function behind a record (memray's names and values)."
+_ALLOCATOR_OF = {kind.value: kind for kind in AllocatorType}
+_DEALLOCATORS = frozenset(AllocatorType(entry.public_value) for entry in _ALLOCATOR_TABLE if entry.is_deallocator)
 
 MemorySnapshot = collections.namedtuple("MemorySnapshot", "time rss heap")
 MemorySnapshot.__doc__ = "Memory at one moment: time (datetime), rss and heap (bytes)."
@@ -245,6 +232,115 @@ def program_frame_count(stack, is_internal, launcher):
     return kept
 
 
+def frame_tuples(frames):
+    """The engine's StackFrame rows as memray's (function, filename, lineno) tuples."""
+    return [(frame.function, frame.filename, frame.lineno) for frame in frames]
+
+
+class _WholeCapture:
+    """What only a pass over the whole capture tells: its ReadTotals, its
+    metadata with the entries written after the start (end_time, pools made
+    during the run), its memory records and threads. Read the first time it
+    is asked for (the engine keeps that pass, the summary, for the reports),
+    with the progress bar; holds the native file until then, so that the
+    metadata of a reader closed meanwhile can still be completed."""
+
+    def __init__(self, file, bar):
+        self._file = file
+        self._bar = bar
+        self.totals = self.metadata = self.memory = self.threads = None
+
+    def read(self):
+        if self._file is None:
+            return self
+        file = self._file
+        self._bar.restart("Reading capture")
+        with self._bar as progress:
+            self.totals = file.totals(progress=progress)
+        self.metadata = dict(file.metadata)
+        self.memory = file.memory_snapshots()
+        self.threads = file.threads()
+        self._file = self._bar = None
+        return self
+
+
+# The Metadata fields that need the whole capture read.
+_PASS_FIELDS = ("end_time", "total_allocations", "total_frames", "peak_memory", "main_thread_id", "complete",
+                "damage")
+
+
+def _pass_fields(whole, start, time_base):
+    """The _PASS_FIELDS of a capture's Metadata, from *whole* (a _WholeCapture)."""
+    whole.read()
+    raw = whole.metadata
+    last_record = time_base + (whole.memory[-1].time_ms / 1000 if whole.memory else 0)
+    # The end: when the Tracker stopped, or its last record if that is
+    # later (the stop writes one) or if the run never stopped its capture.
+    end = max(_to_float(raw.get("end_time"), start) if "end_time" in raw else start, last_record)
+    main_native = _to_int(raw.get("main_thread_native_id"))
+    main_thread = 0
+    if main_native:
+        for thread, info in whole.threads.items():
+            if info.os_tid == main_native:
+                main_thread = thread
+                break
+    totals = whole.totals
+    return {"end_time": _datetime(end), "total_allocations": totals.total_allocations,
+            "total_frames": totals.total_frames, "peak_memory": totals.peak_memory, "main_thread_id": main_thread,
+            "complete": totals.complete, "damage": totals.damage}
+
+
+def _deferred_field(name):
+    def get(self):
+        values = self.__dict__
+        if name not in values:
+            values.update(values["_pass_fields"]())
+            del values["_pass_fields"]
+        return values[name]
+
+    def set(self, value):
+        self.__dict__[name] = value
+
+    return property(get, set)
+
+
+class _CaptureMetadata(Metadata):
+    """A FileReader's Metadata. The fields a capture states at its start are
+    set at once; the _PASS_FIELDS are computed, by one pass over the file,
+    the first time one of them is read. Otherwise a Metadata: equal to one
+    with the same values, and shown, copied and pickled as one."""
+
+    @classmethod
+    def _deferred(cls, pass_fields, **known):
+        self = cls.__new__(cls)
+        self.__dict__.update(known, _pass_fields=pass_fields)
+        return self
+
+    def _values(self):
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(Metadata))
+
+    def _plain(self):
+        return Metadata(*self._values())
+
+    def __eq__(self, other):
+        if not isinstance(other, Metadata):
+            return NotImplemented
+        return self._plain() == (other._plain() if isinstance(other, _CaptureMetadata) else other)
+
+    __hash__ = None  # as Metadata's (a mutable dataclass)
+
+    def __repr__(self):
+        return repr(self._plain())
+
+    def __reduce__(self):
+        return (Metadata, self._values())
+
+
+for _name in _PASS_FIELDS:
+    setattr(_CaptureMetadata, _name, _deferred_field(_name))
+del _name
+
+
 class FileReader:
     """Reads a capture file.
 
@@ -258,9 +354,6 @@ class FileReader:
     """
 
     def __init__(self, file_name, *, report_progress=False):
-        from heapscope import _heapscope
-
-        self._native = _heapscope
         self._path = os.fspath(file_name)
         self._report_progress = bool(report_progress)
         # One bar for every pass; the engine also uses it for the passes a
@@ -278,17 +371,15 @@ class FileReader:
                 if not message.startswith(self._path):
                     message = f"{self._path}: {message}"
                 raise CaptureFileError(message) from None
-            raw = dict(self._file.metadata)  # the summary pass, with the bar
+        raw = dict(self._file.metadata)  # what the capture wrote at its start: no pass over it
         self._python_stacks = {}
         self._native_stacks = {}
         self._hybrid_stacks = {}
-        self._allocators = {}
-        self._threads = None
         self._closed = False
-        self._raw_metadata = raw
         package = raw.get("heapscope_package", "")
         self._internal_prefix = package + os.sep if package else None
         self._launcher = raw.get("heapscope_launcher") or None
+        self._whole = _WholeCapture(self._file, self._bar)
         self._metadata = self._build_metadata(raw)
 
     # -- plumbing -----------------------------------------------------------------------------------------------
@@ -317,38 +408,33 @@ class FileReader:
         return False
 
     def _allocator(self, value):
-        kind = self._allocators.get(value)
+        kind = _ALLOCATOR_OF.get(value)
         if kind is None:
-            name = self._native.allocator_name(value)
-            try:
-                kind = self._allocators[value] = AllocatorType[name]
-            except KeyError:
-                raise CaptureFileError(f"{self._path}: unknown allocator {name} ({value})") from None
+            raise CaptureFileError(f"{self._path}: unknown allocator ({value})")
         return kind
 
     def _thread_name(self, tid):
-        if self._threads is None:
-            self._threads = self._file.threads()
-        return self._threads.get(tid, (0, ""))[1]
+        info = self._whole.read().threads.get(tid)  # threads are announced all along the capture
+        return info.name if info is not None else ""
 
     def _is_internal(self, filename):
         return is_launch_frame(filename, self._internal_prefix)
 
     def _full_python_stack(self, node):
-        return self._file.python_stack(node) if node else []
+        return frame_tuples(self._file.python_stack(node)) if node else []
 
     def _python_stack(self, node):
         stack = self._python_stacks.get(node)
         if stack is None:
             full = self._full_python_stack(node)
             kept = program_frame_count(full, self._is_internal, self._launcher)
-            stack = self._python_stacks[node] = [tuple(frame) for frame in full[:kept]]
+            stack = self._python_stacks[node] = full[:kept]
         return stack
 
     def _native_stack(self, node):
         stack = self._native_stacks.get(node)
         if stack is None:
-            stack = [tuple(frame) for frame in self._file.native_stack(node)] if node else []
+            stack = frame_tuples(self._file.native_stack(node)) if node else []
             self._native_stacks[node] = stack
         return stack
 
@@ -360,7 +446,7 @@ class FileReader:
         if not native_node:
             stack = self._python_stack(python_node)
         else:
-            stack = [tuple(frame) for frame in self._file.hybrid_stack(python_node, native_node)]
+            stack = frame_tuples(self._file.hybrid_stack(python_node, native_node))
             full = self._full_python_stack(python_node)
             kept = len(self._python_stack(python_node))
             if kept < len(full):
@@ -369,7 +455,7 @@ class FileReader:
                 # interpreter's start-up), or before the first Python frame.
                 seen = 0
                 for index, frame in enumerate(stack):
-                    if seen < len(full) and frame == tuple(full[seen]):
+                    if seen < len(full) and frame == full[seen]:
                         if seen == kept:
                             stack = stack[:index]
                             break
@@ -402,42 +488,26 @@ class FileReader:
         return ("<unknown>", "<unknown>", 0)
 
     def _build_metadata(self, raw):
+        """The Metadata from what the capture wrote at its start; the fields
+        that need the whole capture read (_PASS_FIELDS) follow when first read."""
         start = _to_float(raw.get("start_time"))
         # Memory records count from the engine's own start, a moment after
         # the Tracker's start_time.
         engine_start_ms = _to_int(raw.get("capture_start_unix_ms"))
         self._time_base = engine_start_ms / 1000 if engine_start_ms else start
-        snapshots = self._file.memory_snapshots()
-        last_record = self._time_base + (snapshots[-1][0] / 1000 if snapshots else 0)
-        # The end: when the Tracker stopped, or its last record if that is
-        # later (the stop writes one) or if the run never stopped its capture.
-        end = max(_to_float(raw.get("end_time"), start) if "end_time" in raw else start, last_record)
-        main_native = _to_int(raw.get("main_thread_native_id"))
-        main_thread = 0
-        if main_native:
-            for thread, (os_tid, _name) in self._file.threads().items():
-                if os_tid == main_native:
-                    main_thread = thread
-                    break
         try:
             file_format = FileFormat[str(raw.get("file_format", self._file.file_format))]
         except KeyError:
             file_format = FileFormat.ALL_ALLOCATIONS
-        return Metadata(
+        return _CaptureMetadata._deferred(
+            functools.partial(_pass_fields, self._whole, start, self._time_base),
             start_time=_datetime(start),
-            end_time=_datetime(end),
-            total_allocations=_to_int(raw.get("total_allocations")),
-            total_frames=_to_int(raw.get("total_frames")),
-            peak_memory=_to_int(raw.get("peak_memory")),
             command_line=str(raw.get("command_line", "")),
             pid=_to_int(raw.get("pid")),
-            main_thread_id=main_thread,
             python_allocator=str(raw.get("python_allocator", "unknown")),
             has_native_traces=bool(raw.get("has_native_traces", self._file.native_traces)),
             trace_python_allocators=bool(self._file.trace_python_allocators),
             file_format=file_format,
-            complete=bool(raw.get("complete", False)),
-            damage=self._file.damage,
             python_version=str(raw.get("python_version", "")),
             memory_interval_ms=_to_int(raw.get("memory_interval_ms")),
             sampling=str(raw.get("sampling", "exact")),
@@ -447,6 +517,10 @@ class FileReader:
 
     @property
     def metadata(self):
+        """The capture's Metadata. What the capture wrote at its start is read
+        when the reader is made; the totals (total_allocations, peak_memory,
+        end_time, complete, ...) take a pass over the whole file, made when
+        the first of them is read (once: the reports share it)."""
         return self._metadata
 
     @property
@@ -462,7 +536,8 @@ class FileReader:
         """{domain: name} of the resource pools (heapscope.pools) named in the
         capture: each pool's resources are blocks in its own domain."""
         names = {}
-        for key, value in self._raw_metadata.items():
+        # Pools made during the run are named where they were made: the whole capture is read.
+        for key, value in self._whole.read().metadata.items():
             if key.startswith("pool."):
                 try:
                     names[int(key[5:])] = str(value)
@@ -472,8 +547,9 @@ class FileReader:
 
     def _location_records(self, rows):
         allocator = self._allocator
-        return [AllocationRecord(self, thread, 0, size, allocator(kind), count, domain, python_node, native_node)
-                for thread, kind, python_node, native_node, domain, count, size in rows]
+        return [AllocationRecord(self, row.thread, 0, row.size, allocator(row.allocator), row.count, row.domain,
+                                 row.python_node, row.native_node)
+                for row in rows]
 
     def get_high_watermark_allocation_records(self, merge_threads=True):
         """Per location (stack, allocator, thread unless merged): the blocks
@@ -515,10 +591,9 @@ class FileReader:
         allocator = self._allocator
         progress = self._progress("Reading allocations")
         try:
-            for thread, address, size, kind, python_node, native_node, domain, count in self._file.records(
-                    progress=progress):
-                yield AllocationRecord(self, thread, address, size, allocator(kind), count, domain, python_node,
-                                       native_node)
+            for event in self._file.records(progress=progress):
+                yield AllocationRecord(self, event.thread, event.address, event.size, allocator(event.allocator),
+                                       event.count, event.domain, event.python_node, event.native_node)
         finally:
             progress.close()
 
@@ -527,8 +602,8 @@ class FileReader:
         [MemorySnapshot(time: datetime, rss, heap)]."""
         self._ensure_open()
         base = _datetime(self._time_base)
-        return [MemorySnapshot(base + datetime.timedelta(milliseconds=time_ms), rss, heap)
-                for time_ms, rss, heap in self._file.memory_snapshots()]
+        return [MemorySnapshot(base + datetime.timedelta(milliseconds=record.time_ms), record.rss, record.heap)
+                for record in self._file.memory_snapshots()]
 
     def snapshot_at(self, t):
         """The heap as it stood at *t* (seconds since the capture started, or a
@@ -554,12 +629,13 @@ class FileReader:
             raise ValueError(f"t must not be before the capture started ({seconds:.3f} s)")
         # The engine's records count from its own start, a moment after start_time.
         engine_ms = max(int((start.timestamp() + seconds - self._time_base) * 1000), 0)
-        blocks, used_ms = self._file.blocks_at(engine_ms)
+        live = self._file.blocks_at(engine_ms)
         frames_of = {}
         traces = []
         deepest = 1
         sampled = self._metadata.sampled
-        for domain, size, python_node, native_node, _thread, _allocator, count in blocks:
+        for block in live.blocks:
+            python_node = block.python_node
             entry = frames_of.get(python_node)
             if entry is None:
                 if self.is_heapscope_own(python_node):
@@ -573,9 +649,10 @@ class FileReader:
                 continue
             # A sampled block stands for `count` blocks (the fifth item of a
             # sampled trace, as heapscope.tracemalloc makes them).
-            traces.append((domain, size, entry[0], entry[1], count) if sampled else (domain, size, entry[0], entry[1]))
+            traces.append((block.domain, block.size, entry[0], entry[1], block.count) if sampled
+                          else (block.domain, block.size, entry[0], entry[1]))
         snapshot = Snapshot(traces, deepest)
-        snapshot.time = _datetime(self._time_base) + datetime.timedelta(milliseconds=used_ms)
+        snapshot.time = _datetime(self._time_base) + datetime.timedelta(milliseconds=live.used_ms)
         return snapshot
 
     def stats(self, top=5):
@@ -592,17 +669,15 @@ class FileReader:
             raw = self._file.stats(top=1 << 30, progress=progress)
         by_bytes = collections.Counter()
         by_count = collections.Counter()
-        for python_node, native_node, size in raw["top_by_bytes"]:
-            if not self.is_heapscope_own(python_node):
-                by_bytes[self.location(python_node, native_node)] += size
-        for python_node, native_node, count in raw["top_by_count"]:
-            if not self.is_heapscope_own(python_node):
-                by_count[self.location(python_node, native_node)] += count
+        for counter, stacks in ((by_bytes, raw["top_by_bytes"]), (by_count, raw["top_by_count"])):
+            for stack in stacks:
+                if not self.is_heapscope_own(stack.python_node):
+                    counter[self.location(stack.python_node, stack.native_node)] += stack.value
         return CaptureStats(
             total_allocations=raw["total_allocations"],
             total_bytes=raw["total_bytes"],
             peak_memory=raw["peak_memory"],
-            histogram=[tuple(bucket) for bucket in raw["histogram"]],
+            histogram=[(bucket.low, bucket.high, bucket.count) for bucket in raw["histogram"]],
             allocators=dict(raw["allocators"]),
             top_locations_by_bytes=_ranked(by_bytes, top),
             top_locations_by_count=_ranked(by_count, top),
@@ -611,9 +686,7 @@ class FileReader:
     def threads(self):
         """{tid: (os thread id, name)} for every thread seen."""
         self._ensure_open()
-        if self._threads is None:
-            self._threads = self._file.threads()
-        return dict(self._threads)
+        return {tid: (info.os_tid, info.name) for tid, info in self._whole.read().threads.items()}
 
 
 def _ranked(counter, top):

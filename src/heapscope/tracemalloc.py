@@ -134,7 +134,8 @@ def get_traceback_limit():
 def get_traced_memory():
     """Return ``(current, peak)``: the current and peak size in bytes of
     the traced memory blocks."""
-    return _native().get_traced_memory()
+    memory = _native().get_traced_memory()
+    return (memory.current, memory.peak)
 
 
 def reset_peak():

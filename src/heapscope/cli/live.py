@@ -61,11 +61,11 @@ class LiveView:
                 package = metadata.get("heapscope_package", "")
                 self._prefix = package + os.sep if package else ""
                 self._launcher = metadata.get("heapscope_launcher") or None
-            from heapscope.reader import program_frame_count
+            from heapscope.reader import frame_tuples, program_frame_count
 
-            stack = self.stream.python_stack(python_node) if python_node else []
+            stack = frame_tuples(self.stream.python_stack(python_node)) if python_node else []
             kept = program_frame_count(stack, self._is_internal, self._launcher)
-            location = tuple(stack[0]) if kept else ("<unknown>", "<unknown>", 0)
+            location = stack[0] if kept else ("<unknown>", "<unknown>", 0)
             self._stacks[python_node] = location
         return location
 
@@ -75,12 +75,11 @@ class LiveView:
 
     def render(self, rows_shown, elapsed, state):
         groups = {}
-        for _thread, _allocator, python_node, _native_node, _domain, count, size in self.stream.live(
-                merge_threads=True):
-            location = self._location(python_node)
+        for row in self.stream.live(merge_threads=True):
+            location = self._location(row.python_node)
             entry = groups.setdefault(location, [0, 0])
-            entry[0] += size
-            entry[1] += count
+            entry[0] += row.size
+            entry[1] += row.count
         rows = sorted(groups.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
         total = sum(size for size, _ in groups.values())
         metadata = dict(self.stream.metadata)
@@ -88,7 +87,7 @@ class LiveView:
         lines = [f"heapscope live: {safe_text(metadata.get('command_line', '?'))} "
                  f"(pid {safe_text(metadata.get('pid', '?'))}) -- {state}",
                  f"  {elapsed:.1f} s; live {format_bytes(total)} in {sum(c for _, c in groups.values())} blocks"
-                 + (f"; heap {format_bytes(memory[2])}, resident {format_bytes(memory[1])}" if memory else ""),
+                 + (f"; heap {format_bytes(memory.heap)}, resident {format_bytes(memory.rss)}" if memory else ""),
                  ""]
         cells = []
         for (function, filename, lineno), (size, count) in rows[:rows_shown]:

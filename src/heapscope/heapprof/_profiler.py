@@ -163,8 +163,10 @@ def _print_stats(path, stream=None):
 
     stream = stream if stream is not None else sys.stderr
     stats = _heapscope.capture_size_histogram(path)
-    rows = [(f"{low} - {high}", count, size, f"{100 * size / stats['total_bytes']:.1f}%" if stats["total_bytes"] else "-")
-            for low, high, count, size in stats["histogram"] if count]
+    total = stats["total_bytes"]
+    rows = [(f"{bucket.low} - {bucket.high}", bucket.count, bucket.bytes,
+             f"{100 * bucket.bytes / total:.1f}%" if total else "-")
+            for bucket in stats["histogram"] if bucket.count]
     lines = ["-" * 43, "HEAP USAGE SUMMARY (allocations by size, bytes)",
              table(["Size", "Count", "Bytes", "Of bytes"], rows, align=["<", ">", ">", ">"]),
              f"{stats['total_allocations']} allocations, {stats['total_bytes']} bytes in all"]

@@ -20,7 +20,7 @@ import warnings
 from typing import Dict, List, NamedTuple, Optional, TextIO, Tuple
 
 from heapscope.heapprof._files import DamagedDigest, HeapprofFileError, read_digest, read_metadata, write_digest
-from heapscope.reader import is_launch_frame, program_frame_count
+from heapscope.reader import frame_tuples, is_launch_frame, program_frame_count
 from heapscope.reports.progress import ProgressBar
 
 OTHER_TRACE = 0
@@ -112,7 +112,7 @@ def build_digest(data_path, interval_ms, time_interval, precision, fallback_star
     # cut off, so stacks that differ only there are one).
     index_of_key, index_of_node, traces = {}, {}, []
     for node, stack in raw["stacks"].items():
-        frames = [(frame.function, frame.filename, frame.lineno) for frame in stack]
+        frames = frame_tuples(stack)
         kept = program_frame_count(frames, is_internal, launcher)
         shown = frames[:kept] or frames  # heapscope's own start-up blocks keep their frames
         index_of_node[node] = tuple(reversed(shown))

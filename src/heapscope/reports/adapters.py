@@ -119,15 +119,15 @@ def temporal_profile_from_capture(reader, *, native=False, merge_threads=True, p
     stack_index = {}
     stacks = []
     snapshots = []
-    for moment_ms, _record_ms, kept, _other, total in digest["snapshots"]:
+    for snapshot in digest["snapshots"]:
         per_stack = {}
-        for node, size in kept:
-            index = stack_index.get(node)
+        for kept in snapshot.stacks:
+            index = stack_index.get(kept.python_node)
             if index is None:
-                index = stack_index[node] = len(stacks)
-                stacks.append(_frames_of(reader._python_stack(node), False))
-            per_stack[index] = (size, 0)  # the digest counts bytes only
-        snapshots.append(TemporalSnapshot(moment_ms / 1000, total, per_stack))
+                index = stack_index[kept.python_node] = len(stacks)
+                stacks.append(_frames_of(reader._python_stack(kept.python_node), False))
+            per_stack[index] = (kept.value, 0)  # the digest counts bytes only
+        snapshots.append(TemporalSnapshot(snapshot.moment_ms / 1000, snapshot.total, per_stack))
     profile.temporal_stacks = stacks
     profile.temporal = snapshots
     return profile
