@@ -17,3 +17,11 @@ heapscope summary "$capture"
 echo
 echo "\$ heapscope tree --leaks $capture"
 heapscope tree --leaks "$capture"
+# The picture: an interactive flame graph of the peak, with memory over time
+# above it (one HTML file that works offline: open it in any browser).
+page="${TMPDIR:-/tmp}/heapscope-demo-flamegraph.html"
+echo
+echo "\$ heapscope flamegraph --temporal --force -o $page $capture"
+heapscope flamegraph --temporal --force -o "$page" "$capture"
+echo
+echo "Open the flame graph in a browser:  file://$page"

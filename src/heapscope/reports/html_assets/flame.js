@@ -236,7 +236,7 @@ Flame.prototype.describe = function (node) {
     rows.push(["blocks", fmtInt(v.beforeBlocks[node]) + " \u2192 " + fmtInt(v.blocks[node])]);
   } else {
     rows.push(["bytes", fmtBytes(v.bytes[node]) + " (" + fmtInt(v.bytes[node]) + " B)"]);
-    rows.push(["blocks", fmtInt(v.blocks[node])]);
+    if (!v.blocksUnknown) rows.push(["blocks", fmtInt(v.blocks[node])]);
     rows.push(["share", fmtPct(v.bytes[node], total) + " of " + fmtBytes(total)]);
     if (node > 0 && v.selfBytes[node]) rows.push(["own", fmtBytes(v.selfBytes[node]) + " allocated in this frame itself"]);
   }

@@ -126,6 +126,8 @@ function rebuild(keepZoom) {
   var set = state.moment >= 0 ? temporal.samplesAt(state.moment) : data.samples;
   var view = buildView(data, set, { threads: state.moment >= 0 ? "merged" : state.threads, hide: state.hide,
                                     inverted: state.inverted });
+  // The heap at a moment comes from the capture's digest, which counts bytes only.
+  view.blocksUnknown = state.moment >= 0;
   flame.setView(view, keepZoom);
   onFlameChange();
 }
