@@ -79,6 +79,10 @@ CELLS = [
     "%%heapscope_top\n"
     "x = (",
     # 11
+    "%%heapscope_flamegraph\n"
+    "import asyncio\n"
+    "await asyncio.sleep(0)",
+    # 12
     "print('still running')",
 ]
 
@@ -231,7 +235,10 @@ def test_flamegraph_options(notebook):
 
     syntax = [output for output in outputs(notebook, 10) if output.output_type == "error"]
     assert syntax and syntax[0].ename == "SyntaxError"
-    assert text_of(outputs(notebook, 11)) == "still running\n"
+    # A cell with top-level await cannot run nested in a running kernel: refused, not run.
+    assert "UsageError: heapscope cannot profile a cell with top-level await" in text_of(outputs(notebook, 11),
+                                                                                        "stderr")
+    assert text_of(outputs(notebook, 12)) == "still running\n"
 
 
 def test_a_failing_cell_stops_the_notebook(tmp_path):

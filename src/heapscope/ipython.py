@@ -174,6 +174,7 @@ class HeapscopeMagics(Magics):
         from heapscope.tracker import Tracker
 
         shell = self.shell
+        _refuse_top_level_await(shell, cell)
         outcome = _Outcome()
 
         def hold_traceback(*args, **kwargs):
@@ -343,6 +344,26 @@ class _ParserProxy:
 
     def error(self, message):
         raise UsageError(f"{self.prog}: {message}")
+
+
+def _refuse_top_level_await(shell, cell):
+    """A cell with top-level ``await`` cannot run inside another cell while
+    the kernel's event loop runs it (IPython would fail with "This event
+    loop is already running"): refused before anything runs."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # no loop running (a terminal IPython): IPython runs the cell in one of its own
+    try:
+        is_async = shell.should_run_async(cell, transformed_cell=shell.transform_cell(cell),
+                                          preprocessing_exc_tuple=None)
+    except Exception:  # an IPython without this method, or a cell it cannot read: run_cell will say
+        return
+    if is_async:
+        raise UsageError("heapscope cannot profile a cell with top-level await: IPython cannot run it inside "
+                         "another cell while the kernel's event loop is running (the cell was not run)")
 
 
 def _raise_held(outcome):
