@@ -33,6 +33,8 @@ import tempfile
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 
+from heapscope.tracker import _remove_quietly as _remove
+
 __all__ = ["load_ipython_extension", "HeapscopeMagics", "RESULTS_DIR"]
 
 RESULTS_DIR = "heapscope-results"
@@ -58,16 +60,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def flamegraph_parser():
-    from heapscope.cli._capture import add_view_arguments
+    from heapscope.cli._capture import add_page_arguments, add_view_arguments
 
     parser = _Parser(prog="%%heapscope_flamegraph",
                      description="Profile the cell and show the flame graph of the memory it held at its peak.")
     add_view_arguments(parser)
-    parser.add_argument("--temporal", action="store_true",
-                        help="memory over time above the flame graph, with the heap at any moment")
-    parser.add_argument("--inverted", action="store_true",
-                        help="the allocating functions at the root, their callers above them")
-    parser.add_argument("--split-threads", action="store_true", help="start with one thread shown at a time")
+    add_page_arguments(parser)
     parser.add_argument("--native", action="store_true", help="record and show native (C/C++) frames too")
     parser.add_argument("--trace-python-allocators", action="store_true",
                         help="record every block of Python's own allocator (pymalloc), not only its arenas")
@@ -413,13 +411,6 @@ def _results_directory():
     os.makedirs(RESULTS_DIR, exist_ok=True)
     directory = tempfile.mkdtemp(dir=RESULTS_DIR)
     return os.path.relpath(directory) if os.path.isabs(directory) else directory
-
-
-def _remove(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _remove_directory(path):

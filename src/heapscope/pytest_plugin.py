@@ -272,23 +272,21 @@ class Manager:
 
     # -- where files go -------------------------------------------------------------------------------------
 
-    def _capture_path(self, test_id):
+    def _directory(self, attribute, prefix):
+        """The bin path, or a temporary directory made on first use."""
         if self.bin_path is not None:
-            directory = self.bin_path
-        else:
-            if self._capture_dir is None:
-                self._capture_dir = tempfile.mkdtemp(prefix="heapscope-pytest-captures-")
-            directory = self._capture_dir
-        return os.path.join(directory, capture_stem(test_id) + ".hscap")
+            return self.bin_path
+        if getattr(self, attribute) is None:
+            setattr(self, attribute, tempfile.mkdtemp(prefix=prefix))
+        return getattr(self, attribute)
+
+    def _capture_path(self, test_id):
+        return os.path.join(self._directory("_capture_dir", "heapscope-pytest-captures-"),
+                            capture_stem(test_id) + ".hscap")
 
     def _report_path(self, capture_path, view):
         stem = os.path.basename(capture_path)[:-len(".hscap")]
-        if self.bin_path is not None:
-            directory = self.bin_path
-        else:
-            if self._report_dir is None:
-                self._report_dir = tempfile.mkdtemp(prefix="heapscope-pytest-")
-            directory = self._report_dir
+        directory = self._directory("_report_dir", "heapscope-pytest-")
         self.report_dirs.add(directory)
         return os.path.join(directory, f"{stem}.{view}.html")
 
@@ -352,7 +350,9 @@ class Manager:
             self._examine(item, run, report)
         finally:
             if self.bin_path is None:
-                _remove(run.path)
+                from heapscope.tracker import _remove_quietly
+
+                _remove_quietly(run.path)
         return report
 
     def _examine(self, item, run, report):
@@ -569,13 +569,6 @@ def _describe(frame, rootpath):
     except ValueError:
         pass
     return describe_frame((function, filename, lineno))
-
-
-def _remove(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def summary_lines(results, most):

@@ -150,6 +150,16 @@ def add_view_arguments(parser):
                              "block's allocation and its free (default: 1; 0: freed before the next one)")
 
 
+def add_page_arguments(parser):
+    """--temporal, --inverted and --split-threads: how a flame graph page
+    starts (``heapscope flamegraph``, ``%%heapscope_flamegraph``)."""
+    parser.add_argument("--temporal", action="store_true",
+                        help="memory over time above the flame graph, with the heap at any moment")
+    parser.add_argument("--inverted", action="store_true",
+                        help="the allocating functions at the root, their callers above them")
+    parser.add_argument("--split-threads", action="store_true", help="start with one thread shown at a time")
+
+
 def view_of(parser, options):
     """("peak" | "leaks" | "temporary", threshold) from add_view_arguments' options."""
     threshold = options.temporary_allocation_threshold

@@ -1,7 +1,7 @@
 """``heapscope flamegraph FILE``: an HTML flame graph of a capture (memray's command and options)."""
 
-from heapscope.cli._capture import (add_file_argument, add_output_arguments, add_view_arguments, finish, guarded,
-                                    open_capture, output_path, view_of, wrote)
+from heapscope.cli._capture import (add_file_argument, add_output_arguments, add_page_arguments, add_view_arguments,
+                                    finish, guarded, open_capture, output_path, view_of, wrote)
 
 
 def register(commands):
@@ -16,11 +16,7 @@ def register(commands):
     add_file_argument(parser)
     add_output_arguments(parser, "page")
     add_view_arguments(parser)
-    parser.add_argument("--temporal", action="store_true",
-                        help="memory over time above the flame graph, with the heap at any moment")
-    parser.add_argument("--inverted", action="store_true",
-                        help="the allocating functions at the root, their callers above them")
-    parser.add_argument("--split-threads", action="store_true", help="start with one thread shown at a time")
+    add_page_arguments(parser)
     parser.add_argument("--native", action="store_true",
                         help="native frames too (captures made with --native; on by default when present)")
     parser.set_defaults(handler=guarded(run))
