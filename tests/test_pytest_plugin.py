@@ -247,6 +247,12 @@ def test_markers_pass_under_and_fail_over_their_limits(pytester):
     # The markers work without --heapscope, as pytest-memray's do without --memray; no report then.
     assert "heapscope report" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*MEMORY PROBLEMS*test_memory_over*"])
+    # junit XML names the failure and its flame graph.
+    case = next(case for case in ET.parse(pytester.path / "out.xml").iter("testcase")
+                if case.get("name") == "test_memory_over")
+    properties = {prop.get("name"): prop.get("value") for prop in case.iter("property")}
+    assert properties["heapscope_problem"].startswith("Test was limited to 8.0 MiB but allocated 8.1 MiB")
+    assert os.path.isfile(properties["heapscope_flamegraph"])
 
 
 @pytest.mark.skipif(not HAVE_PYTEST_MEMRAY, reason="needs pytest-memray (pip install .[test])")

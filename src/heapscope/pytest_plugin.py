@@ -384,7 +384,7 @@ class Manager:
                     elif not problems:
                         self.baseline.record(item.nodeid, result.peak)
             if problems:
-                self._fail(report, facts, problems, result)
+                self._fail(item, report, facts, problems, result)
             self.results[item.nodeid] = result
         finally:
             facts.close()
@@ -396,11 +396,12 @@ class Manager:
         size, frame = top
         return [size, _describe(frame, self.config.rootpath)]
 
-    def _fail(self, report, facts, problems, result):
+    def _fail(self, item, report, facts, problems, result):
         from heapscope.pytest_limits import stacks_text
 
         lines = []
         pages = {}
+        properties = []
         for problem in problems:
             if problem.view not in pages:
                 pages[problem.view] = self._flamegraph(facts, problem, result.test)
@@ -413,10 +414,13 @@ class Manager:
             what = "the peak" if view == "peak" else "the memory still held at the end"
             lines.append(f"Flame graph of {what}: {page}")
             result.flamegraphs.append(page)
-            report.user_properties.append((_FLAMEGRAPH_PROPERTY, page))
+            properties.append((_FLAMEGRAPH_PROPERTY, page))
         report.outcome = "failed"
         report.longrepr = "\n".join(lines)
-        report.user_properties.append((_PROBLEM_PROPERTY, problems[0].headline))
+        properties.append((_PROBLEM_PROPERTY, problems[0].headline))
+        # The call report's status letter reads them; junit XML, the item's (its teardown report's).
+        report.user_properties.extend(properties)
+        item.user_properties.extend(properties)
 
     def _flamegraph(self, facts, problem, test_id):
         from heapscope.reports import adapters, presenters
