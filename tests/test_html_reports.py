@@ -505,4 +505,4 @@ def test_screenshots_of_real_captures(tmp_path):
     for kind in KINDS:
         image = Image.open(tmp_path / f"{kind}.png").convert("RGB")
         assert image.size == (1280, 1100)
-        assert len(set(image.resize((64, 64)).getdata())) > 50, kind  # a picture, not a blank page
+        assert len(image.resize((64, 64)).getcolors(64 * 64)) > 50, kind  # a picture, not a blank page
