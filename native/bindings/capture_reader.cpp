@@ -29,7 +29,7 @@
 #include "analysis/capture_stream.h"
 #include "model/allocator.h"
 #include "model/location.h"
-#include "sink/capture_sink.h"
+#include "model/allocator.h"
 
 namespace nb = nanobind;
 using namespace heapscope;

@@ -93,7 +93,7 @@ struct MemoryRecord {
 // follows it (up to the next checkpoint) updates one location; a location not
 // repeated keeps its last written state. A location's bytes at the high-water
 // mark are `current` if its `epoch` < the checkpoint's `peak_epoch`, else `at_peak`
-// (see analysis/high_water_mark.h for why).
+// (see model/high_water_mark.h for why).
 struct CheckpointRecord {
     uint64_t time_ms;
     uint64_t peak_epoch;   // times the heap reached a new maximum
