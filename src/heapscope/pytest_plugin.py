@@ -348,6 +348,13 @@ class Manager:
             return report
         try:
             self._examine(item, run, report)
+        except Exception as error:  # a capture heapscope cannot read: said, never an INTERNALERROR
+            message = f"heapscope could not read this test's capture {run.path}: {type(error).__name__}: {error}"
+            if report.passed and (run.markers or self.baseline is not None):
+                report.outcome = "failed"
+                report.longrepr = message
+            else:
+                item.warn(pytest.PytestWarning(message))
         finally:
             if self.bin_path is None:
                 from heapscope.tracker import _remove_quietly
