@@ -8,7 +8,7 @@ import time
 
 from heapscope.cli._capture import CommandError, guarded
 from heapscope.cli._program import port_number, positive_int
-from heapscope.reports.text import format_bytes, safe_text, table
+from heapscope.reports.text import format_bytes, safe_text
 
 _CONNECT_TIMEOUT_S = 2.0  # the tracked process may still be starting to listen
 _CLEAR = "\x1b[H\x1b[2J"
@@ -45,7 +45,8 @@ def _connect(address, port):
 
 
 class LiveView:
-    """Turns a CaptureStream's live blocks into a table by location."""
+    """Turns a CaptureStream's live blocks into a report-model Profile, and
+    that into the table of the locations holding the most."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -53,51 +54,44 @@ class LiveView:
         self._prefix = None
         self._launcher = None
 
-    def _location(self, python_node):
-        location = self._stacks.get(python_node)
-        if location is None:
+    def _stack(self, python_node):
+        """The program's frames (heapscope's launch frames cut), outermost first."""
+        stack = self._stacks.get(python_node)
+        if stack is None:
+            from heapscope.reader import frame_tuples, is_launch_frame, program_frame_count
+            from heapscope.reports.model import UNKNOWN_FRAME, Frame
+
             if self._prefix is None:
                 metadata = dict(self.stream.metadata)
                 package = metadata.get("heapscope_package", "")
-                self._prefix = package + os.sep if package else ""
+                self._prefix = package + os.sep if package else None
                 self._launcher = metadata.get("heapscope_launcher") or None
-            from heapscope.reader import frame_tuples, program_frame_count
+            frames = frame_tuples(self.stream.python_stack(python_node)) if python_node else []
+            kept = program_frame_count(frames, lambda name: is_launch_frame(name, self._prefix), self._launcher)
+            stack = tuple(Frame(*frame) for frame in reversed(frames[:kept])) or (UNKNOWN_FRAME,)
+            self._stacks[python_node] = stack
+        return stack
 
-            stack = frame_tuples(self.stream.python_stack(python_node)) if python_node else []
-            kept = program_frame_count(stack, self._is_internal, self._launcher)
-            location = stack[0] if kept else ("<unknown>", "<unknown>", 0)
-            self._stacks[python_node] = location
-        return location
+    def profile(self):
+        from heapscope.reports.model import Profile, Sample
 
-    def _is_internal(self, filename):
-        return bool(self._prefix) and (filename.startswith(self._prefix) or filename == "<frozen runpy>"
-                                       or os.path.basename(filename) == "runpy.py")
+        samples = [Sample(self._stack(row.python_node), row.size, row.count)
+                   for row in self.stream.live(merge_threads=True)]
+        return Profile("Live memory", samples)
 
     def render(self, rows_shown, elapsed, state):
-        groups = {}
-        for row in self.stream.live(merge_threads=True):
-            location = self._location(row.python_node)
-            entry = groups.setdefault(location, [0, 0])
-            entry[0] += row.size
-            entry[1] += row.count
-        rows = sorted(groups.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
-        total = sum(size for size, _ in groups.values())
+        from heapscope.reports.capture_text import location_table
+
+        rows = self.profile().locations()
+        total = sum(row.bytes for row in rows)
         metadata = dict(self.stream.metadata)
         memory = self.stream.memory
         lines = [f"heapscope live: {safe_text(metadata.get('command_line', '?'))} "
                  f"(pid {safe_text(metadata.get('pid', '?'))}) -- {state}",
-                 f"  {elapsed:.1f} s; live {format_bytes(total)} in {sum(c for _, c in groups.values())} blocks"
+                 f"  {elapsed:.1f} s; live {format_bytes(total)} in {sum(row.blocks for row in rows)} blocks"
                  + (f"; heap {format_bytes(memory.heap)}, resident {format_bytes(memory.rss)}" if memory else ""),
                  ""]
-        cells = []
-        for (function, filename, lineno), (size, count) in rows[:rows_shown]:
-            share = 100 * size / total if total else 0.0
-            cells.append([safe_text(function), f"{safe_text(filename)}:{lineno}", format_bytes(size),
-                          f"{share:.1f}%", count])
-        lines.append(table(["function", "location", "size", "share", "blocks"], cells, ["<", "<", ">", ">", ">"])
-                     if cells else "  (no live memory)")
-        if len(rows) > rows_shown:
-            lines.append(f"  ... and {len(rows) - rows_shown} more locations")
+        lines += location_table(rows, rows_shown) if rows else ["  (no live memory)"]
         return "\n".join(lines)
 
 

@@ -79,6 +79,25 @@ def pool_lines(profile):
             f"{count} resources" for domain, (size, count) in sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))]
 
 
+def location_table(rows, rows_shown):
+    """Lines of the table of *rows* (the model's LocationRows, largest first):
+    function, location, size, share and blocks, then how many more."""
+    total_bytes = sum(row.bytes for row in rows)
+    if not rows:
+        return ["  (nothing)"]
+    cells = []
+    for row in rows[:rows_shown]:
+        function, where = describe_location(row.frame)
+        share = 100 * row.bytes / total_bytes if total_bytes else 0.0
+        cells.append([function, where, format_bytes(row.bytes), f"{share:.1f}%", row.blocks])
+    lines = [table(["function", "location", "size", "share", "blocks"], cells, ["<", "<", ">", ">", ">"])]
+    rest = rows[rows_shown:]
+    if rest:
+        lines.append(f"\n  ... and {len(rest)} more locations, holding "
+                     f"{format_bytes(sum(row.bytes for row in rest))}")
+    return lines
+
+
 def summary_report(reader, profile, rows_shown, what):
     """The summary: header, then the top locations of *profile* (a
     report-model Profile made from *reader*) as a table. *what* names the
@@ -90,20 +109,7 @@ def summary_report(reader, profile, rows_shown, what):
     lines.append(f"  shown     {what}: {format_bytes(total_bytes)} in {total_count} blocks")
     lines += pool_lines(profile)
     lines.append("")
-    if not rows:
-        lines.append("  (nothing)")
-        return "\n".join(lines)
-    shown = rows[:rows_shown]
-    cells = []
-    for row in shown:
-        function, where = describe_location(row.frame)
-        share = 100 * row.bytes / total_bytes if total_bytes else 0.0
-        cells.append([function, where, format_bytes(row.bytes), f"{share:.1f}%", row.blocks])
-    lines.append(table(["function", "location", "size", "share", "blocks"], cells, ["<", "<", ">", ">", ">"]))
-    rest = rows[rows_shown:]
-    if rest:
-        lines.append(f"\n  ... and {len(rest)} more locations, holding "
-                     f"{format_bytes(sum(row.bytes for row in rest))}")
+    lines += location_table(rows, rows_shown)
     return "\n".join(lines)
 
 

@@ -27,16 +27,13 @@ class Presenter:
 
 
 def _table(profile, rows=10):
-    from heapscope.reports.text import format_bytes, safe_text, table
+    from heapscope.reports.capture_text import location_table
+    from heapscope.reports.text import format_bytes
 
     locations = profile.locations()
-    total = sum(row.bytes for row in locations)
-    cells = [[safe_text(row.frame.function), f"{safe_text(row.frame.filename)}:{row.frame.lineno}",
-              format_bytes(row.bytes), f"{100 * row.bytes / total if total else 0:.1f}%", row.blocks]
-             for row in locations[:rows]]
-    head = f"{profile.title}: {format_bytes(total)} in {sum(row.blocks for row in locations)} blocks"
-    return head + "\n" + table(["function", "location", "size", "share", "blocks"], cells,
-                               ["<", "<", ">", ">", ">"])
+    head = (f"{profile.title}: {format_bytes(sum(row.bytes for row in locations))} in "
+            f"{sum(row.blocks for row in locations)} blocks")
+    return "\n".join([head] + location_table(locations, rows))
 
 
 def _json(profile):
