@@ -138,6 +138,16 @@ def test_capture_adapter_gives_exact_bytes_at_their_lines(captures):
         for index, (size, _blocks) in highest.samples.items():
             by_function[temporal.temporal_stacks[index][-1].function] = size
         assert by_function["f"] == 3 * 1_000_001 and by_function["g"] == 250_001
+        # From Python, as the page's drag does: the highest heap within a window.
+        from heapscope.reports.adapters import profile_at_moment
+
+        window = profile_at_moment(temporal, 0.0, temporal.timeline.times[-1])
+        rows = {row.frame.function: row.bytes for row in window.locations()}
+        assert rows["f"] == 3 * 1_000_001 and rows["g"] == 250_001
+        early = profile_at_moment(temporal, temporal.temporal[0].time)
+        assert sum(s.bytes for s in early.samples if s.stack[-1].function == "f") <= 1_000_001
+        with pytest.raises(ValueError, match="no moment"):
+            profile_at_moment(temporal, 1e6, 2e6)
 
 
 def test_diff_prints_the_growth_and_gates_on_it(captures, tmp_path):

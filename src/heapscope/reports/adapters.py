@@ -17,7 +17,8 @@ import os
 
 from heapscope.reports.model import UNKNOWN_FRAME, Frame, Profile, Sample, TemporalSnapshot, Timeline, diff_profiles
 
-__all__ = ["CAPTURE_VIEWS", "profile_from_capture", "temporal_profile_from_capture", "profile_from_snapshot",
+__all__ = ["CAPTURE_VIEWS", "profile_from_capture", "temporal_profile_from_capture", "profile_at_moment",
+           "profile_from_snapshot",
            "profile_from_snapshot_diff", "profile_from_pools_snapshot", "profile_from_pools_diff", "load_profile"]
 
 # What a capture's flame graph, table or export can show.
@@ -131,6 +132,30 @@ def temporal_profile_from_capture(reader, *, native=False, merge_threads=True, p
     profile.temporal_stacks = stacks
     profile.temporal = snapshots
     return profile
+
+
+def profile_at_moment(temporal, start, end=None):
+    """From a temporal Profile (temporal_profile_from_capture): the heap at
+    the moment nearest *start* (seconds since the capture started) or, with
+    *end*, at the moment of highest heap within [start, end] -- the flame
+    graph page's click and drag, from Python. Bytes only (the digest counts
+    no blocks). ValueError if the profile has no moments, or none in the window."""
+    moments = temporal.temporal
+    if not moments:
+        raise ValueError("the profile holds no heap over time (make it with temporal_profile_from_capture)")
+    if end is None:
+        chosen = min(moments, key=lambda moment: abs(moment.time - start))
+        title = f"The heap at {chosen.time:.3f} s"
+    else:
+        inside = [moment for moment in moments if start <= moment.time <= end]
+        if not inside:
+            raise ValueError(f"no moment of the capture lies within {start:g} s - {end:g} s")
+        chosen = max(inside, key=lambda moment: moment.heap)
+        title = f"The heap at {chosen.time:.3f} s, the highest within {start:g} s - {end:g} s"
+    samples = [Sample(temporal.temporal_stacks[index], size, blocks)
+               for index, (size, blocks) in chosen.samples.items() if size]
+    return Profile(title=title, samples=samples, source=temporal.source, header=list(temporal.header),
+                   sampled=temporal.sampled)
 
 
 def _tracemalloc_stack(frames):
