@@ -60,7 +60,8 @@ std::vector<analysis::StackTotal> kept_stacks(const analysis::TimelineSnapshot& 
     return result;
 }
 
-nb::dict capture_timeline(nb::object path_object, uint64_t interval_ms, double precision, nb::object progress) {
+nb::dict capture_timeline(nb::object path_object, uint64_t interval_ms, double precision, nb::object progress,
+                          size_t max_stacks) {
     if (interval_ms == 0) throw nb::value_error("interval_ms must be at least 1");
     if (!(precision >= 0.0 && precision < 1.0)) throw nb::value_error("precision must be in [0, 1)");
     const std::string path = fs_path(path_object);
@@ -72,7 +73,8 @@ nb::dict capture_timeline(nb::object path_object, uint64_t interval_ms, double p
     std::vector<std::pair<std::string, std::string>> metadata;
     {
         nb::gil_scoped_release release;
-        timeline = analysis::timeline(*reader, analysis::TimelineOptions{interval_ms, precision}, p.callback());
+        timeline =
+            analysis::timeline(*reader, analysis::TimelineOptions{interval_ms, precision, max_stacks}, p.callback());
         if (timeline.end.ok()) {
             for (const analysis::TimelineSnapshot& s : timeline.snapshots) {
                 for (const auto& [node, bytes] : s.stacks) {
@@ -132,8 +134,9 @@ void bind_timeline(nb::module_& m) {
         .def_ro("other", &analysis::TimelineSnapshot::other)
         .def_ro("total", &analysis::TimelineSnapshot::total);
     m.def("capture_timeline", &capture_timeline, nb::arg("path"), nb::arg("interval_ms"), nb::arg("precision"),
-          nb::arg("progress") = nb::none(),
-          "The live heap by Python stack every interval_ms (heapscope.heapprof's digest), in one pass:\n"
+          nb::arg("progress") = nb::none(), nb::arg("max_stacks") = 0,
+          "The live heap by Python stack every interval_ms (heapscope.heapprof's digest), in one pass\n"
+          "(at most max_stacks stacks a moment when > 0, the rest merged into `other`):\n"
           "{snapshots: [TimelineSnapshot], stacks: {python_node: [StackFrame] innermost first},\n"
           "metadata, records, last_record_ms, complete, damage}.");
     m.def("capture_size_histogram", &capture_size_histogram, nb::arg("path"), nb::arg("progress") = nb::none(),

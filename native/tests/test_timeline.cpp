@@ -451,4 +451,16 @@ TEST(Timeline, ProgressCanCancel) {
     std::remove(path.c_str());
 }
 
+TEST(Timeline, KeepLargestMovesTheSmallestIntoOther) {
+    std::vector<std::pair<uint32_t, uint64_t>> stacks{{3, 50}, {1, 40}, {2, 40}, {7, 5}};
+    uint64_t other = 10;
+    keep_largest_stacks(&stacks, 2, &other);
+    EXPECT_EQ(stacks, (std::vector<std::pair<uint32_t, uint64_t>>{{3, 50}, {1, 40}}));
+    EXPECT_EQ(other, 55u);
+    keep_largest_stacks(&stacks, 0, &other);  // 0: no limit
+    keep_largest_stacks(&stacks, 5, &other);
+    EXPECT_EQ(stacks.size(), 2u);
+    EXPECT_EQ(other, 55u);
+}
+
 }  // namespace

@@ -85,6 +85,12 @@ void merge_small_stacks(std::vector<std::pair<uint32_t, uint64_t>>* stacks, doub
     *other += merged;
 }
 
+void keep_largest_stacks(std::vector<std::pair<uint32_t, uint64_t>>* stacks, size_t max_stacks, uint64_t* other) {
+    if (max_stacks == 0 || stacks->size() <= max_stacks) return;
+    for (size_t i = max_stacks; i < stacks->size(); ++i) *other += (*stacks)[i].second;  // sorted largest first
+    stacks->resize(max_stacks);
+}
+
 Timeline timeline(read::CaptureReader& reader, const TimelineOptions& options, const read::Progress& progress) {
     Timeline result;
     auto cursor = reader.start_pass(progress, true, &result.end.error);
@@ -112,6 +118,7 @@ Timeline timeline(read::CaptureReader& reader, const TimelineOptions& options, c
                 snapshot.stacks = bytes_by_stack(heap, &names);
                 for (const auto& [node, bytes] : snapshot.stacks) snapshot.total += bytes;
                 merge_small_stacks(&snapshot.stacks, options.precision, &snapshot.other);
+                keep_largest_stacks(&snapshot.stacks, options.max_stacks, &snapshot.other);
                 while (next_moment <= time) {
                     snapshot.moment_ms = next_moment;
                     result.snapshots.push_back(snapshot);

@@ -19,6 +19,7 @@
 // locations seen so far. Never calls Python.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -31,6 +32,10 @@ namespace heapscope::analysis {
 struct TimelineOptions {
     uint64_t interval_ms = 60000;  // > 0
     double precision = 0.01;       // in [0, 1)
+    // At most this many stacks kept per moment, the largest; the rest go into
+    // `other` too (0: no limit). Bounds a temporal page for a program with
+    // thousands of small stacks, where `precision` alone keeps them all.
+    size_t max_stacks = 0;
 };
 
 struct TimelineSnapshot {
@@ -58,5 +63,7 @@ Timeline timeline(read::CaptureReader& reader, const TimelineOptions& options, c
 // into `*other`; sorts what is left largest first (ties: smaller node first).
 // Ties at the cut are broken the same way, so the result is deterministic.
 void merge_small_stacks(std::vector<std::pair<uint32_t, uint64_t>>* stacks, double precision, uint64_t* other);
+// Then, if more than `max_stacks` (> 0) are left, moves the smallest into `*other`.
+void keep_largest_stacks(std::vector<std::pair<uint32_t, uint64_t>>* stacks, size_t max_stacks, uint64_t* other);
 
 }  // namespace heapscope::analysis

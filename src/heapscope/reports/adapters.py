@@ -30,10 +30,13 @@ CAPTURE_VIEWS = {
 
 
 def _frames_of(stack, native):
-    """Model frames, outermost first, from a reader's innermost-first stack."""
+    """Model frames, outermost first, from a reader's innermost-first stack
+    of (function, filename, lineno)."""
     if not stack:
         return (UNKNOWN_FRAME,)
-    return tuple(Frame(str(function), str(filename), int(lineno or 0), native and not _is_python_frame(filename))
+    if not native:
+        return tuple(Frame(function, filename, lineno) for function, filename, lineno in reversed(stack))
+    return tuple(Frame(function, filename, lineno, not _is_python_frame(filename))
                  for function, filename, lineno in reversed(stack))
 
 
@@ -100,6 +103,13 @@ def _timeline(reader):
 # A temporal page holds at most this many moments: a long run is shown at a
 # coarser interval than its memory records, which keeps the page small.
 MAX_TEMPORAL_MOMENTS = 600
+# At each moment, the smallest stacks that together hold at most this share
+# of the heap are shown as one frame (their bytes still count): a page of a
+# long run stays small and quick, and totals stay exact.
+TEMPORAL_PRECISION = 0.001
+# ... and at most this many stacks a moment, the largest (the rest merged too).
+MAX_TEMPORAL_STACKS = 300
+SMALL_STACKS_FRAME = Frame("(smaller stacks, merged)", "", 0)
 
 
 def temporal_profile_from_capture(reader, *, native=False, merge_threads=True, progress=None):
@@ -116,12 +126,13 @@ def temporal_profile_from_capture(reader, *, native=False, merge_threads=True, p
         return profile  # no events to replay: the peak and the timeline only
     duration_ms = max(int(timeline.times[-1] * 1000), 1)
     interval_ms = max(reader.metadata.memory_interval_ms or 10, -(-duration_ms // MAX_TEMPORAL_MOMENTS))
-    digest = _heapscope.capture_timeline(reader.path, interval_ms, 0.0, progress)
+    digest = _heapscope.capture_timeline(reader.path, interval_ms, TEMPORAL_PRECISION, progress,
+                                         max_stacks=MAX_TEMPORAL_STACKS)
     stack_index = {}
-    stacks = []
+    stacks = [(SMALL_STACKS_FRAME,)]
     snapshots = []
     for snapshot in digest["snapshots"]:
-        per_stack = {}
+        per_stack = {0: (snapshot.other, 0)} if snapshot.other else {}
         for kept in snapshot.stacks:
             index = stack_index.get(kept.python_node)
             if index is None:

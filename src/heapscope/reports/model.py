@@ -19,15 +19,15 @@ A difference of two profiles is a Profile whose samples carry
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 __all__ = ["Frame", "Sample", "Profile", "CallNode", "LocationRow", "Timeline", "TemporalSnapshot",
            "UNKNOWN_FRAME", "diff_profiles", "is_import_machinery"]
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One frame: a Python function at a line, or a native function."""
+class Frame(NamedTuple):
+    """One frame: a Python function at a line, or a native function. A tuple,
+    so that hashing and comparing the frames of large profiles is C's work."""
 
     function: str
     filename: str

@@ -51,6 +51,9 @@ class _Interner:
         self.frame_rows = []
         self.nodes = {}  # (parent, frame id) -> node id
         self.node_pairs = [-1, -1]
+        # Adapters share one tuple between the samples of a stack: its
+        # node is found once (the profile keeps every stack alive meanwhile).
+        self.stack_nodes = {}
 
     def frame(self, frame):
         index = self.frames.get(frame)
@@ -61,14 +64,20 @@ class _Interner:
         return index
 
     def node(self, stack):
+        known = self.stack_nodes.get(id(stack))
+        if known is not None:
+            return known
         node = 0
-        for frame in stack:
-            key = (node, self.frame(frame))
-            child = self.nodes.get(key)
+        nodes, frames, frame = self.nodes, self.frames, self.frame
+        for item in stack:
+            index = frames.get(item)
+            key = (node, frame(item) if index is None else index)
+            child = nodes.get(key)
             if child is None:
-                child = self.nodes[key] = len(self.node_pairs) // 2
-                self.node_pairs += [node, key[1]]
+                child = nodes[key] = len(self.node_pairs) // 2
+                self.node_pairs += key
             node = child
+        self.stack_nodes[id(stack)] = node
         return node
 
 
