@@ -285,6 +285,7 @@ class Reader:
 
     def samplingRate(self) -> Dict[int, float]:
         """The samplingRate given to start(): {size upper bound: probability}."""
+        self._check_open()
         return dict(self._hpm["sampling_rate"])
 
     def snapshotInterval(self) -> float:
@@ -465,6 +466,7 @@ class Reader:
 
     def samplingApplied(self) -> str:
         """How the capture was sampled: "exact", or the engine's description of its sampling."""
+        self._check_open()
         if self._digest is not None:
             return str(self._digest["sampling"])
         return str(self._hpm.get("sampling_applied", "exact"))
