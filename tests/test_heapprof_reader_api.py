@@ -261,7 +261,8 @@ def test_time_plot_pyplot_draws_three_panels(digest, monkeypatch):
         total, raw, share = shown[0].axes
         assert list(total.lines[0].get_ydata()) == [t / 1024 for t in plot.totalUsage]
         assert list(raw.lines[0].get_ydata()) == [v / 1024 for v in plot.lines[0]]
-        assert list(share.lines[0].get_ydata()) == [v / t for v, t in zip(plot.lines[0], plot.totalUsage)]
+        assert list(share.lines[0].get_ydata()) == [v / t if t else 0.0  # the heap may be empty at 0 s
+                                                    for v, t in zip(plot.lines[0], plot.totalUsage)]
         assert raw.get_legend().get_texts()[0].get_text() == "leaf"
         reader.timePlot().pyplot()
         assert len(shown[1].axes) == 1
@@ -282,8 +283,15 @@ def test_time_plot_png_through_the_reports_presenter(digest, tmp_path):
         assert _png_size((tmp_path / "lines.png").read_bytes()) == (1000, 800)
         reader.writeTimePlot(str(tmp_path / "total.png"), top=0)
         assert _png_size((tmp_path / "total.png").read_bytes()) == (1000, 500)
-        # The same presenter on a capture that is not heapprof's: its heap over time by stack.
         from heapscope import reports
+
+        whole = reports.profile(reader)  # the whole run as a Profile: every snapshot a moment, the peak as samples
+        assert [moment.time for moment in whole.temporal] == [s.relativeTime for s in reader.snapshots()]
+        assert [moment.heap for moment in whole.temporal] == [s.totalUsage() for s in reader.snapshots()]
+        assert whole.total_bytes == max(s.totalUsage() for s in reader.snapshots())
+        reports.write_report(reader, tmp_path / "reader.png")
+        assert _png_size((tmp_path / "reader.png").read_bytes()) == (1000, 800)
+        # The same presenter on a capture that is not heapprof's: its heap over time by stack.
 
         with heapscope.FileReader(digest[0] + ".hpd") as capture:
             reports.write_report(capture, tmp_path / "capture.png")

@@ -238,6 +238,7 @@ class Reader:
         self._digest = None
         self._snapshots: List[Snapshot] = []
         self._traces: Dict[int, HeapTrace] = {}
+        self._raw: Dict[int, Tuple[RawTraceLine, ...]] = {}
 
     def _check_open(self):
         if self._closed:
@@ -318,8 +319,20 @@ class Reader:
 
     def rawTrace(self, traceindex: int) -> Optional[RawTrace]:
         """Like trace(), without the source text (so cheaper)."""
-        frames = self._frames(traceindex)
-        return None if frames is None else [RawTraceLine(filename, lineno) for _function, filename, lineno in frames]
+        raw = self._raw_trace(traceindex)
+        return None if raw is None else list(raw)
+
+    def _raw_trace(self, traceindex):
+        """rawTrace as a tuple, made once per index (flow graphs and time plots ask for every trace of every
+        snapshot)."""
+        raw = self._raw.get(traceindex) if type(traceindex) is int else None
+        if raw is None:
+            frames = self._frames(traceindex)
+            if frames is None:
+                return None
+            raw = self._raw[int(traceindex)] = tuple(RawTraceLine(filename, lineno)
+                                                     for _function, filename, lineno in frames)
+        return raw
 
     def snapshots(self) -> Sequence[Snapshot]:
         """Every snapshot, at relativeTime 0, snapshotInterval(), 2 x snapshotInterval(), ..."""
@@ -358,7 +371,7 @@ class Reader:
         from heapscope.reports.timeplot import usage_at_lines
 
         lines = tuple(RawTraceLine.parse(line) for line in lines)
-        return usage_at_lines(((self.rawTrace(index), size) for index, size in snapshot.usage.items()), lines,
+        return usage_at_lines(((self._raw_trace(index), size) for index, size in snapshot.usage.items()), lines,
                               bool(cumulative))
 
     # -- time plots ------------------------------------------------------------------------------------------------
@@ -402,7 +415,7 @@ class Reader:
         bytes, and the bytes along each call (see FlowGraph)."""
         from heapscope.reports.flowgraph import flow_graph
 
-        return FlowGraph(*flow_graph((self.rawTrace(index), size) for index, size in snapshot.usage.items()))
+        return FlowGraph(*flow_graph((self._raw_trace(index), size) for index, size in snapshot.usage.items()))
 
     def flowGraphAt(self, relativeTime: float) -> FlowGraph:
         return self.flowGraph(self.snapshotAt(relativeTime))
