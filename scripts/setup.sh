@@ -18,10 +18,12 @@ compgen -G "/usr/include/*/libunwind.h" >/dev/null || [ -f /usr/include/libunwin
   || need_apt+=(python3-dev)
 "$python" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 # The test extras: the export tests check pprof files with `go tool pprof` and
-# collapsed stacks with flamegraph.pl (perl); installed only as root, else those tests skip.
+# collapsed stacks with flamegraph.pl (perl), the flow graph tests draw dot files
+# with Graphviz; installed only as root, else those tests skip.
 if [[ "${HEAPSCOPE_PIP_TARGET:-.}" == *"[test]"* ]] && [ "$(id -u)" = 0 ]; then
   command -v go >/dev/null || need_apt+=(golang-go)
   command -v perl >/dev/null || need_apt+=(perl)
+  command -v dot >/dev/null || need_apt+=(graphviz)
 fi
 # The HTML report tests drive Debian's chromium through playwright (never
 # `playwright install`: it downloads a browser of its own); DejaVu gives the

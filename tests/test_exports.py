@@ -553,17 +553,17 @@ def test_bad_format_and_unwritable_paths_are_clear_errors(tmp_path):
 # -- heapprof's collapsed stacks through this writer ------------------------------------------------------------
 
 def test_heapprof_snapshot_profile_and_its_collapsed_stacks():
-    from heapscope.heapprof import OTHER_TRACE, Snapshot, TraceLine
+    from heapscope.heapprof import OTHER_TRACE, Snapshot
     from heapscope.reports.adapters_heapprof import (HEAPPROF_COLLAPSED, NO_PYTHON_FRAME, OTHER_FRAME,
                                                      profile_from_heapprof_snapshot)
 
-    traces = {1: [TraceLine("app.py", 1, "", "main"), TraceLine("a;b%.py", 7, "", "f")],
-              2: [TraceLine("app.py", 1, "", "main")], 3: [], 4: [TraceLine("app.py", 9, "", "g")]}
+    traces = {1: [("main", "app.py", 1), ("f", "a;b%.py", 7)], 2: [("main", "app.py", 1)], 3: [],
+              4: [("g", "app.py", 9)]}
 
     class Reader:  # what the adapter uses of heapprof.Reader
         filebase = "/tmp/run"
 
-        def trace(self, index):
+        def _frames(self, index):
             return traces.get(index) if index != OTHER_TRACE else None
 
         def samplingApplied(self):

@@ -149,10 +149,13 @@ def test_snapshots_follow_the_programs_own_log(growth):
 def test_traces_name_the_frames_outermost_first(growth):
     base, script, lines, _log = growth
     reader = heapprof.read(base)
-    trace = reader.trace(_alloc_trace(reader, script, lines))
-    assert [(line.filename, line.lineno, line.function) for line in trace] == [
-        (str(script), lines["call"], "<module>"), (str(script), lines["alloc"], "grow")]
+    index = _alloc_trace(reader, script, lines)
+    trace = reader.trace(index)
+    assert [(line.filename, line.lineno) for line in trace] == [(str(script), lines["call"]),
+                                                                (str(script), lines["alloc"])]
     assert trace[-1].fileline == "hs_alloc.malloc(slot, 1 << 20)    # @alloc"
+    assert reader.rawTrace(index) == [heapprof.RawTraceLine(line.filename, line.lineno) for line in trace]
+    assert [function for function, _, _ in reader._frames(index)] == ["<module>", "grow"]  # the reports' names
     assert reader.trace(heapprof.OTHER_TRACE) is None
     assert reader.trace(10 ** 6) is None
     with pytest.raises(TypeError):
@@ -167,12 +170,9 @@ def test_times_and_the_total_usage_curve(growth):
     assert abs(reader.initialTime() - metadata["start_time"]) < 5  # the engine starts just after the .hpm is written
     assert reader.elapsedTime() == snapshots[-1].relativeTime
     assert reader.finalTime() == reader.initialTime() + reader.elapsedTime()
-    times, values = reader.plotTotalUsage(1 << 10)
-    assert times == [s.relativeTime for s in snapshots]
-    assert values == [s.totalUsage() / 1024 for s in snapshots]
-    assert reader.plotTotalUsage()[1] == [s.totalUsage() / MIB for s in snapshots]
-    with pytest.raises(ValueError):
-        reader.plotTotalUsage(0)
+    plot = reader.timePlot()
+    assert plot.times == [s.relativeTime for s in snapshots]
+    assert plot.totalUsage == [s.totalUsage() for s in snapshots]
     assert reader.snapshotAt(0.3) is not None and reader.snapshotAt(0.3).relativeTime == 0.3
     assert reader.snapshotAt(0.349).relativeTime == 0.3
     assert reader.snapshotAt(-5).relativeTime == 0.0
@@ -187,7 +187,7 @@ def test_collapsed_stacks(growth, tmp_path):
     index = _alloc_trace(reader, script, lines)
     peak = max(reader.snapshots(), key=lambda s: s.usage.get(index, 0))
     out = io.StringIO()
-    reader.asCollapsedStack(peak, out)
+    reader.flameGraph(peak, out)
     text = out.getvalue()
     assert f"{script}:{lines['call']};{script}:{lines['alloc']} {BLOCKS * MIB}\n" in text
     total = 0
@@ -197,7 +197,7 @@ def test_collapsed_stacks(growth, tmp_path):
         total += int(size)
     assert total == peak.totalUsage()
     path = tmp_path / "collapsed.txt"
-    reader.writeCollapsedStack(peak.relativeTime, str(path))
+    reader.writeFlameGraph(str(path), peak.relativeTime)
     assert path.read_text() == text
 
 
@@ -267,7 +267,7 @@ def test_precision_merges_small_stacks_into_other(tmp_path, extension_dir):
     other = last.usage[heapprof.OTHER_TRACE]
     assert 50_022 <= other <= 0.02 * last.totalUsage()
     out = io.StringIO()
-    merged.asCollapsedStack(last, out)
+    merged.flameGraph(last, out)
     assert out.getvalue().endswith(f"OTHER {other}\n")
 
 
@@ -281,11 +281,11 @@ def test_time_plot_is_a_png(growth, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert data[12:16] == b"IHDR"
     width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (1000, 550)
+    assert (width, height) == (1000, 800)
     assert data[-8:-4] == b"IEND"
-    assert reader.topTraces(1) == [_alloc_trace(reader, *growth[1:3])]
-    with pytest.raises(ValueError):
-        reader.writeTimePlot(str(path), top=0)
+    for bad in ({"top": -1}, {"scale": 0}):
+        with pytest.raises(ValueError):
+            reader.writeTimePlot(str(path), **bad)
 
 
 # -- read(): arguments ---------------------------------------------------------------------------------------------
@@ -505,7 +505,7 @@ def test_command_line_profile_and_stats(tmp_path, extension_dir):
     trace = reader.trace(index)
     assert [(t.filename, t.lineno) for t in trace] == [(str(script), lines["big"])]  # launch frames cut off
     out = io.StringIO()
-    reader.asCollapsedStack(reader.snapshots()[-1], out)
+    reader.flameGraph(reader.snapshots()[-1], out)
     escaped = str(script).replace(";", "%3B")
     assert f"{escaped}:{lines['big']} 90000001\n" in out.getvalue()
     if importlib.util.find_spec("matplotlib"):

@@ -1,4 +1,4 @@
-"""``heapscope.heapprof``: heapprof's API (humu's heap profiler) on heapscope's engine.
+"""``heapscope.heapprof``: heapprof 1.0.2's API (humu's heap profiler) on heapscope's engine.
 
 ::
 
@@ -8,13 +8,14 @@
     run_the_program()
     heapprof.stop()                     # also implicit at exit
 
-    reader = heapprof.read("/tmp/run", timeInterval=1)   # builds /tmp/run.hpc once
-    for snapshot in reader.snapshots():
-        print(snapshot.relativeTime, snapshot.totalUsage())
-    reader.writeCollapsedStack(10, "/tmp/run-at-10s.txt")   # for speedscope
-    reader.writeTimePlot("/tmp/run.png", top=5)             # matplotlib
+    with heapprof.read("/tmp/run", timeInterval=1) as reader:   # builds /tmp/run.hpc once
+        for snapshot in reader.snapshots():
+            print(snapshot.relativeTime, snapshot.totalUsage())
+        reader.writeFlameGraph("/tmp/run-at-10s.txt", 10)       # collapsed stacks: flamegraph.pl, speedscope
+        reader.compareFlowGraphs("/tmp/run.dot", 5, 10)         # Graphviz: dot -Tsvg -O /tmp/run.dot
+        reader.timePlot({"load": "app.py:12"}).pyplot()         # matplotlib
 
-The names, arguments, defaults and errors are heapprof's. Underneath,
+The names, arguments, defaults and errors are heapprof 1.0.2's. Underneath,
 ``filebase.hpd`` is a heapscope capture (``heapscope.FileReader`` reads it
 too) and the digest is one C++ pass over it. docs/heapprof.md has the file
 formats and the differences from heapprof.
@@ -22,18 +23,22 @@ formats and the differences from heapprof.
 
 from heapscope.heapprof._files import HeapprofFileError
 from heapscope.heapprof._profiler import DEFAULT_SAMPLING_RATE, gatherStats, isProfiling, start, stop
-from heapscope.heapprof.reader import OTHER_TRACE, DigestWarning, HeapTrace, Reader, Snapshot, TraceLine
+from heapscope.heapprof.flow_graph import FlowGraph
+from heapscope.heapprof.reader import OTHER_TRACE, DigestWarning, Reader, _check_interval, _check_precision
+from heapscope.heapprof.types import HeapTrace, RawTrace, RawTraceLine, Snapshot, TraceLine
 
-__all__ = ["start", "gatherStats", "stop", "isProfiling", "read", "Reader", "Snapshot", "TraceLine", "HeapTrace",
-           "DEFAULT_SAMPLING_RATE", "OTHER_TRACE", "HeapprofFileError", "DigestWarning"]
+__all__ = ["start", "gatherStats", "stop", "isProfiling", "read", "Reader", "FlowGraph", "Snapshot", "TraceLine",
+           "HeapTrace", "RawTraceLine", "RawTrace", "DEFAULT_SAMPLING_RATE", "OTHER_TRACE", "HeapprofFileError",
+           "DigestWarning"]
 
 
 def read(filebase, timeInterval=60, precision=0.01):
     """Open a reader, and create a digest for it if needed.
 
     Args:
-        filebase: the name given to start(): reads filebase.hpm and
-            filebase.hpd, and filebase.hpc (the digest) when it exists.
+        filebase: the name given to start(): reads filebase.hpm, and
+            filebase.hpc (the digest) when it exists, else builds it from
+            filebase.hpd (makeDigest, verbose: status lines on stderr).
         timeInterval: seconds between successive snapshots of the digest
             (> 0; counted in whole milliseconds).
         precision: at each snapshot, the smallest stacks adding up to at most
@@ -45,10 +50,16 @@ def read(filebase, timeInterval=60, precision=0.01):
     again with the arguments given, with a DigestWarning.
 
     Raises:
-        TypeError, ValueError: a bad timeInterval or precision.
+        TypeError, ValueError: a bad timeInterval or precision (checked
+            even when the digest exists).
         OSError (FileNotFoundError): filebase.hpm, or filebase.hpd when there
             is no digest yet, cannot be read.
         HeapprofFileError (a ValueError): a file that is not what its name
             says, or was written by a newer heapscope.
     """
-    return Reader(filebase, timeInterval, precision)
+    _check_interval(timeInterval)
+    _check_precision(precision)
+    reader = Reader(filebase)
+    if not reader.hasDigest():
+        reader.makeDigest(timeInterval=timeInterval, precision=precision, verbose=True)
+    return reader

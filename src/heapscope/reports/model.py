@@ -12,7 +12,8 @@ and the allocator. Every view is made from samples:
 Adapters (``heapscope.reports.adapters``) make Profiles from a capture, a
 tracemalloc snapshot or a pair of them, a heapprof digest snapshot and a
 pools snapshot or diff. Presenters (``heapscope.reports.presenters``) turn a
-Profile into text, JSON, collapsed stacks, pprof, speedscope, CSV or HTML.
+Profile into text, JSON, collapsed stacks, pprof, speedscope, CSV, HTML,
+a Graphviz flow graph or a PNG time plot.
 
 A difference of two profiles is a Profile whose samples carry
 ``before_bytes``/``before_blocks`` as well (:func:`diff_profiles`).

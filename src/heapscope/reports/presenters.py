@@ -58,6 +58,10 @@ PRESENTERS = {presenter.name: presenter for presenter in (
               suffix=".speedscope.json"),
     Presenter("html", "an interactive page: flame graph, temporal, table or diff", "heapscope.reports.html",
               "render_html", suffix=".html"),
+    Presenter("dot", "flow graph of lines of code, for Graphviz (dot -Tsvg)", "heapscope.reports.flowgraph",
+              "flowgraph_dot", suffix=".dot"),
+    Presenter("timeplot", "PNG: memory over time and the largest stacks (needs matplotlib)",
+              "heapscope.reports.timeplot", "timeplot_png", binary=True, suffix=".png"),
 )}
 
 
