@@ -17,7 +17,7 @@ import _harness as h
 MODES = ["heapscope-64", "heapscope-exact", "heapscope-sampled"]
 
 
-def run(python, mode, workload, timeout):
+def run(python, mode, workload, timeout, clock):
     # _harness runs sys.executable; this runner needs the build's own interpreter.
     import json
     import subprocess
@@ -31,7 +31,7 @@ def run(python, mode, workload, timeout):
     if proc.returncode != 0 or not lines:
         h.progress(f"  {mode} {workload}: exit {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1]}")
         return None
-    return json.loads(lines[-1]).get("elapsed_s")
+    return json.loads(lines[-1]).get("cpu_s" if clock == "cpu" else "elapsed_s")
 
 
 def main():
@@ -42,6 +42,8 @@ def main():
     parser.add_argument("--modes", nargs="+", default=MODES)
     parser.add_argument("--workloads", nargs="+", default=h.workload_names())
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="CPU time of the process (default: steadier on a shared machine) or wall time")
     options = parser.parse_args()
     builds = {"before": options.before, "after": options.after}
     keys = [(build, mode, workload) for build in builds for mode in ["plain"] + options.modes
@@ -50,7 +52,7 @@ def main():
     schedule = h.interleave(keys, options.reps)
     for index, (rep, key) in enumerate(schedule, 1):
         h.progress(f"[{index}/{len(schedule)}] rep {rep + 1}: {' '.join(key)}")
-        times[key].append(run(builds[key[0]], key[1], key[2], options.timeout))
+        times[key].append(run(builds[key[0]], key[1], key[2], options.timeout, options.clock))
     rows = []
     ratios = {(build, mode): [] for build in builds for mode in options.modes}
     changes = {mode: [] for mode in options.modes}
@@ -74,7 +76,8 @@ def main():
         rows.append([f"**geomean**", mode] + [h.fmt_ratio(h.geomean(ratios[(b, mode)])) for b in builds]
                     + [f"{h.geomean(changes[mode]):.3f}" if changes[mode] else "-"])
     print(f"- Date: {h.now_utc()}\n- Command: `{h.command_line()}`\n- Median of {options.reps} interleaved runs; "
-          f"slowdown over plain Python under the same interpreter\n")
+          f"{options.clock} time; slowdown over plain Python "
+          f"under the same interpreter\n")
     print(h.markdown_table(["workload", "mode", "before", "after", "after/before"], rows))
 
 
