@@ -7,7 +7,8 @@ filter rules and exceptions -- backed by heapscope's native engine
 work on raw trace lists, exactly like the stdlib's ``Snapshot(traces,
 traceback_limit)`` constructor.
 
-Differences from the stdlib, all deliberate:
+Differences from the stdlib (docs/tracemalloc.md gives every one with its
+reason):
 
 * ``Snapshot.dump()`` / ``Snapshot.load()`` use heapscope's binary snapshot
   format instead of pickle, so loading a file never runs code from it.  A bad
@@ -19,8 +20,8 @@ Differences from the stdlib, all deliberate:
   subclass loads as itself.
 * ``filter_traces([])`` always returns a list-backed copy; the stdlib raises
   AttributeError when the snapshot was built from a tuple of traces.
-* ``start()`` rejects non-integers with the ``operator.index`` message on
-  every Python version (3.9's own wording differs slightly).
+* On 3.9-3.12 an object reused from a free list keeps the traceback of its
+  first allocation: only 3.13 tells another tracer of the reuse.
 * Grouping and filtering are optimised for snapshots with millions of traces
   (work is done once per distinct stack, not once per trace); results,
   including sort order and exceptions, are identical to the stdlib's.
