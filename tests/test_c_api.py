@@ -38,7 +38,18 @@ static PyObject* stdlib_track(PyObject* self, PyObject* args) {
     return PyLong_FromLong(PyTraceMalloc_Track(77, (uintptr_t)address, (size_t)size));
 }
 
+/* The stdlib's private query (3.13 declares it in an internal header only). */
+PyObject* _PyTraceMalloc_GetTraceback(unsigned int domain, uintptr_t ptr);
+
+static PyObject* stdlib_traceback(PyObject* self, PyObject* args) {
+    unsigned int domain;
+    unsigned long long address;
+    if (!PyArg_ParseTuple(args, "IK", &domain, &address)) return NULL;
+    return _PyTraceMalloc_GetTraceback(domain, (uintptr_t)address);
+}
+
 static PyMethodDef methods[] = {
+    {"stdlib_traceback", stdlib_traceback, METH_VARARGS, NULL},
     {"device_alloc", device_alloc, METH_VARARGS, NULL},
     {"device_free", device_free, METH_VARARGS, NULL},
     {"stdlib_track", stdlib_track, METH_VARARGS, NULL},
@@ -101,6 +112,38 @@ def test_stdlib_track_calls_from_an_extension_loaded_after_start(extension_dir):
         print(hs_device.stdlib_track(0x7000, 1))           # restored: the stdlib says not tracing
     """, extension_dir)
     assert out.split("\n")[:2] == ["0 [(4096, 5)]", "-2"]
+
+
+def test_stdlib_get_traceback_calls_get_heapscopes_traceback(extension_dir):
+    # _PyTraceMalloc_GetTraceback (CPython's TestCAPI asks it through
+    # _testcapi) answers from heapscope while the tracemalloc door traces:
+    # the stdlib's form, most recent frame first; None for an unknown block.
+    out = run_python("""
+        import hs_device
+        import heapscope.tracemalloc as tm
+        def track():
+            return hs_device.stdlib_track(0x7000, 4096)
+        tm.start(3)
+        track()
+        print(hs_device.stdlib_traceback(77, 0x7000))
+        print(hs_device.stdlib_traceback(77, 0x8000), hs_device.stdlib_traceback(78, 0x7000))
+        obj = bytearray(1000)
+        print(hs_device.stdlib_traceback(0, id(obj)) == tm._get_object_traceback(obj))
+        tm.stop()
+        print(hs_device.stdlib_traceback(77, 0x7000))       # restored: the stdlib's own answer
+    """, extension_dir)
+    lines = out.split("\n")
+    assert lines[0] == "(('<string>', 5), ('<string>', 7))"
+    assert lines[1:4] == ["None None", "True", "None"]
+
+
+def test_a_tracker_leaves_the_stdlib_get_traceback_alone(extension_dir, tmp_path):
+    out = run_python("""
+        import hs_device, heapscope
+        with heapscope.Tracker(%r):
+            print(hs_device.stdlib_track(0x7000, 4096), hs_device.stdlib_traceback(77, 0x7000))
+    """ % str(tmp_path / "t.hscap"), extension_dir)
+    assert out.split("\n")[0] == "-2 None"
 
 
 def test_numpy_imported_after_start_is_seen():

@@ -1231,6 +1231,29 @@ def test_take_snapshot(fake):
     assert H._get_traces() == list(FIXED_RAW)
 
 
+def test_take_snapshot_goes_through_the_module_functions(monkeypatch):
+    # As the stdlib's does (CPython's test_create_snapshot patches these): no
+    # engine is tracing here, the patched functions alone make the snapshot.
+    raw = list(FIXED_RAW)
+    monkeypatch.setattr(H, "is_tracing", lambda: True)
+    monkeypatch.setattr(H, "get_traceback_limit", lambda: 5)
+    monkeypatch.setattr(H, "_get_traces", lambda: raw)
+    snap = H.take_snapshot()
+    assert snap.traceback_limit == 5 and snap.traces._traces == raw
+    monkeypatch.setattr(H, "is_tracing", lambda: False)
+    with pytest.raises(RuntimeError, match="must be tracing"):
+        H.take_snapshot()
+
+
+def test_format_reads_source_through_tracemalloc_linecache(monkeypatch):
+    # The stdlib's module imports linecache, and tools patch
+    # tracemalloc.linecache.getline to supply the source lines.
+    import linecache
+    assert H.linecache is linecache
+    monkeypatch.setattr(H.linecache, "getline", lambda filename, lineno: "  line %d of %s  " % (lineno, filename))
+    assert H.Traceback((("x.py", 3),)).format() == ['  File "x.py", line 3', "    line 3 of x.py"]
+
+
 def test_get_object_traceback(fake):
     assert H.get_object_traceback(object()) is None
     fake.object_frames = (("b.py", 2), ("a.py", 1))
@@ -1338,6 +1361,136 @@ def test_dump_accepts_pathlike_and_str(tmp_path):
     H.Snapshot(raw, 2).dump(str(tmp_path / "s.hsnap"))
     assert H.Snapshot.load(str(tmp_path / "s.hsnap")).traces._traces == raw
     assert H.Snapshot(raw, 2).load(tmp_path / "p.hsnap").traceback_limit == 2
+
+
+PLAIN_ATTRIBUTES = {
+    "test_attr": "new",
+    "nothing": None, "yes": True, "no": False,
+    "small": -7, "huge": -(2 ** 200), "zero": 0, "ratio": 0.25, "nan_free": float("inf"),
+    "text": "\u00fcn\u00ef \udcff", "blob": b"\x00\xff", "empty": "",
+    "nested": {"k": [1, (2.5, b"x", None)], 3: {"deep": ((),)}, (1, "a"): [], None: True},
+    "items": [[], {}, ()],
+}
+
+
+def test_dump_keeps_plain_data_attributes(tmp_path):
+    # The stdlib pickles the whole snapshot, so attributes set on it survive
+    # dump/load (CPython's test_snapshot_save_attr); heapscope stores plain
+    # data in its own format.
+    snap = H.Snapshot(list(FIXED_RAW), 3)
+    vars(snap).update(PLAIN_ATTRIBUTES)
+    snap.dump(tmp_path / "attrs.hsnap")
+    loaded = H.Snapshot.load(tmp_path / "attrs.hsnap")
+    assert loaded.traces._traces == list(FIXED_RAW) and loaded.traceback_limit == 3
+    extra = {name: value for name, value in vars(loaded).items() if name not in ("traces", "traceback_limit")}
+    assert extra == PLAIN_ATTRIBUTES
+    assert list(extra) == list(PLAIN_ATTRIBUTES)       # in their order
+    assert repr(extra) == repr(PLAIN_ATTRIBUTES)        # types too: tuples stay tuples, True stays True
+    data = (tmp_path / "attrs.hsnap").read_bytes()
+    assert struct.unpack_from("<HH", data, 19) == (3, 4)   # version 3, attributes flag
+
+
+def test_dump_without_attributes_stays_version_1(tmp_path):
+    # Files without attributes stay readable by heapscope versions before 3.
+    H.Snapshot(list(FIXED_RAW), 3).dump(tmp_path / "plain.hsnap")
+    assert struct.unpack_from("<HH", (tmp_path / "plain.hsnap").read_bytes(), 19) == (1, 0)
+
+
+def test_sampled_snapshot_with_attributes(tmp_path):
+    raw = [(0, 640, (("a.py", 1),), 1, 10), (0, 64, (("b.py", 2),), 1, 1)]
+    snap = H.Snapshot(raw, 1)
+    snap.label = "sampled"
+    snap.dump(tmp_path / "s.hsnap")
+    loaded = H.Snapshot.load(tmp_path / "s.hsnap")
+    assert loaded.traces._traces == raw and loaded.label == "sampled"
+    assert struct.unpack_from("<HH", (tmp_path / "s.hsnap").read_bytes(), 19) == (3, 6)
+
+
+class _Custom:
+    pass
+
+
+@pytest.mark.parametrize("value, where, type_name", [
+    ({1, 2}, "'bad'", "set"),
+    (_Custom(), "'bad'", "_Custom"),
+    ([1, (2, frozenset())], "'bad'[1][1]", "frozenset"),
+    ({"x": {"y": bytearray(b"z")}}, "'bad'['x']['y']", "bytearray"),
+    ({_Custom(): 1}, "'bad' (a key)", "_Custom"),
+    (inspect.Parameter.POSITIONAL_ONLY, "'bad'", "_ParameterKind"),   # an IntEnum is no plain int
+    (range(3), "'bad'", "range"),
+])
+def test_dump_refuses_other_attribute_types(tmp_path, value, where, type_name):
+    snap = H.Snapshot(list(FIXED_RAW), 3)
+    snap.good = 1
+    snap.bad = value
+    with pytest.raises(TypeError) as info:
+        snap.dump(tmp_path / "bad.hsnap")
+    message = str(info.value)
+    assert "attribute %s is a %s" % (where, type_name) in message, message
+    assert "None, bool, int, float, str, bytes" in message
+    assert not (tmp_path / "bad.hsnap").exists()
+
+
+def test_dump_refuses_a_container_holding_itself(tmp_path):
+    snap = H.Snapshot([], 1)
+    snap.loop = []
+    snap.loop.append(snap.loop)
+    with pytest.raises(ValueError, match="'loop'.*more than 100 deep"):
+        snap.dump(tmp_path / "loop.hsnap")
+    assert not (tmp_path / "loop.hsnap").exists()
+
+
+def _with_attribute_block(block, flags=4, version=3):
+    """A version 3 file of GOOD_PARTS whose attributes block is *block*."""
+    data = build_file(**GOOD_PARTS)
+    body = struct.pack("<Q", len(block)) + block + zlib.decompress(data[87:])
+    header = bytearray(data[:83])
+    struct.pack_into("<HH", header, 19, version, flags)
+    struct.pack_into("<QI", header, 71, len(body), zlib.crc32(body))
+    header = bytes(header)
+    return header + struct.pack("<I", zlib.crc32(header)) + zlib.compress(body)
+
+
+def test_attribute_block_as_documented_loads(tmp_path):
+    block = (struct.pack("<I", 2) + struct.pack("<I", 1) + b"a" + b"l" + struct.pack("<I", 3)
+             + b"N" + b"i" + struct.pack("<I", 2) + (-300).to_bytes(2, "little", signed=True)
+             + b"s" + struct.pack("<I", 2) + b"hi"
+             + struct.pack("<I", 1) + b"b" + b"d" + struct.pack("<I", 1) + b"T" + b"f" + struct.pack("<d", 1.5))
+    path = tmp_path / "doc.hsnap"
+    path.write_bytes(_with_attribute_block(block))
+    loaded = H.Snapshot.load(path)
+    assert (loaded.a, loaded.b) == ([None, -300, "hi"], {True: 1.5})
+    assert len(loaded.traces) == len(GOOD_PARTS["traces"])
+
+
+@pytest.mark.parametrize("block", [
+    b"",                                                       # no count
+    struct.pack("<I", 1),                                      # count, no attribute
+    struct.pack("<I", 1) + struct.pack("<I", 1) + b"a" + b"?",                 # unknown tag
+    struct.pack("<I", 1) + struct.pack("<I", 1) + b"a" + b"N" + b"N",          # trailing bytes
+    struct.pack("<I", 1) + struct.pack("<I", 1) + b"a" + b"s" + struct.pack("<I", 9) + b"x",
+    struct.pack("<I", 1) + struct.pack("<I", 1) + b"a" + b"s" + struct.pack("<I", 1) + b"\xff",
+    struct.pack("<I", 1) + struct.pack("<I", 1) + b"a" + b"l" + struct.pack("<I", 2 ** 31),
+    struct.pack("<I", 1) + struct.pack("<I", 1) + b"a" + b"d" + struct.pack("<I", 1)
+    + b"l" + struct.pack("<I", 0) + b"N",                                        # unhashable key
+    struct.pack("<I", 1) + struct.pack("<I", 1) + b"a" + (b"l" + struct.pack("<I", 1)) * 150 + b"N",
+])
+def test_load_bad_attribute_block(tmp_path, block):
+    path = tmp_path / "attrs.hsnap"
+    path.write_bytes(_with_attribute_block(block))
+    assert_load_fails(path, "corrupted", "attributes")
+
+
+def test_load_attribute_size_past_the_body(tmp_path):
+    data = bytearray(_with_attribute_block(struct.pack("<I", 0)))
+    body = bytearray(zlib.decompress(bytes(data[87:])))
+    struct.pack_into("<Q", body, 0, 2 ** 40)
+    header = bytearray(data[:83])
+    struct.pack_into("<I", header, 79, zlib.crc32(body))
+    header = bytes(header)
+    path = tmp_path / "size.hsnap"
+    path.write_bytes(header + struct.pack("<I", zlib.crc32(header)) + zlib.compress(bytes(body)))
+    assert_load_fails(path, "corrupted", "attributes")
 
 
 def test_load_subclass(tmp_path):
@@ -1553,7 +1706,7 @@ def patch_header(data, version=None, flags=None, limit=None):
 def test_load_newer_version(good_file, tmp_path, fix_crc):
     path, data, _ = good_file
     bad = tmp_path / "v2.hsnap"
-    for version in (3, 4, 0xFFFF):
+    for version in (4, 5, 0xFFFF):
         new = patch_header(data, version=version) if fix_crc else \
             data[:19] + struct.pack("<H", version) + data[21:]
         bad.write_bytes(new)
@@ -1662,7 +1815,9 @@ def _parts(**changes):
     (dict(GOOD_PARTS, body_size=2 ** 63), ["corrupted"]),
     (dict(GOOD_PARTS, body_suffix=b"\x00" * 4), ["corrupted"]),
     (dict(GOOD_PARTS, stream_suffix=b"\x00"), ["corrupted"]),
-    (dict(GOOD_PARTS, flags=4), ["flags"]),
+    (dict(GOOD_PARTS, flags=8), ["flags"]),
+    (dict(GOOD_PARTS, flags=4), ["attributes", "version 1"]),
+    (dict(GOOD_PARTS, flags=4, version=2), ["attributes", "version 2"]),
     (dict(GOOD_PARTS, flags=2), ["count column", "version 1"]),
 ])
 def test_load_inconsistent_content(tmp_path, kwargs, words):

@@ -192,13 +192,29 @@ nb::list get_traces(bool with_functions) {
     return result;
 }
 
-nb::object get_object_traceback(nb::handle obj) {
+nb::object block_traceback(uint32_t domain, uintptr_t address) {
     if (!door_tracing()) return nb::none();
     BlockInfo info;
-    if (!engine().find(Engine::kDefaultDomain, python::object_block_address(obj.ptr()), &info)) return nb::none();
+    if (!engine().find(domain, address, &info)) return nb::none();
     SuppressTracing suppress;
     TracebackBuilder builder({info.stack}, false);
     return builder.frames_of(info.stack);
+}
+
+nb::object get_object_traceback(nb::handle obj) {
+    return block_traceback(Engine::kDefaultDomain, python::object_block_address(obj.ptr()));
+}
+
+// What extensions calling _PyTraceMalloc_GetTraceback get (custom_domains.h).
+PyObject* traceback_for_extensions(unsigned int domain, uintptr_t address) {
+    try {
+        return block_traceback(domain, address).release().ptr();
+    } catch (nb::python_error& error) {
+        error.restore();
+    } catch (const std::exception& error) {
+        PyErr_SetString(PyExc_RuntimeError, error.what());
+    }
+    return nullptr;
 }
 
 // An unsigned integer argument with the errors a Python user expects:
@@ -248,6 +264,7 @@ NB_MODULE(_heapscope, m) {
     bindings::bind_results(m);  // first: the other files' results are made of these types
     engine().set_frame_pinner([](FrameKey frame) { pymem::pin_frame_code(frame.code); });
     domains::export_c_api();
+    domains::set_traceback_lookup(&traceback_for_extensions);
 
     m.def("start", &start, nb::arg("nframe"), nb::arg("sampling") = "exact");
     m.def("get_sampling", [] { return door_tracing() ? engine().sampling().describe() : std::string("exact"); },

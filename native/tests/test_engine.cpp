@@ -133,6 +133,36 @@ TEST_F(EngineTest, DomainsAreSeparate) {
     EXPECT_EQ(info.size, 5u);
 }
 
+TEST_F(EngineTest, RestampFilesABlockUnderTheNewStackOnly) {
+    // An object reused from a free list: its block keeps size and counters
+    // and takes the stack that reused it, pooled or not; unknown blocks stay unknown.
+    std::vector<FrameKey> first{{1, 1}};
+    std::vector<FrameKey> again{{2, 5}, {1, 7}};
+    engine().record_alloc(0, 0x4000, 48, with_stack(first), 1, 1, true, /*pooled=*/true);
+    engine().record_alloc(0, 0x90000, 5000, with_stack(first), 1, 1, true, /*pooled=*/false);
+    uint64_t current, peak;
+    engine().traced_memory(&current, &peak);
+    for (uintptr_t address : {uintptr_t{0x4000}, uintptr_t{0x90000}}) {
+        engine().restamp(0, address, with_stack(again), 2, 9, true);
+        BlockInfo info;
+        ASSERT_TRUE(engine().find(0, address, &info));
+        EXPECT_EQ(frames_of(info.stack), again);
+        EXPECT_EQ(info.total_depth, 9u);
+    }
+    engine().restamp(0, 0x5000, with_stack(again), 2, 2, true);  // never recorded
+    engine().restamp(3, 0x4000, with_stack(again), 2, 2, true);  // another domain
+    BlockInfo info;
+    EXPECT_FALSE(engine().find(0, 0x5000, &info));
+    EXPECT_FALSE(engine().find(3, 0x4000, &info));
+    EXPECT_EQ(engine().trace_count(), 2u);
+    uint64_t current2, peak2;
+    engine().traced_memory(&current2, &peak2);
+    EXPECT_EQ(current2, current);
+    EXPECT_EQ(peak2, peak);
+    EXPECT_TRUE(engine().record_free(0, 0x4000));
+    EXPECT_TRUE(engine().record_free(0, 0x90000));
+}
+
 TEST_F(EngineTest, ClearForgetsTracesAndInvalidatesThreadCaches) {
     std::vector<FrameKey> stack{{2, 1}, {1, 1}};
     engine().record_alloc(0, 0x10, 5, with_stack(stack), 2, 2, true);

@@ -19,9 +19,11 @@ __all__ = ["SnapshotFileError", "write_snapshot", "read_snapshot",
            "MAGIC", "FORMAT_VERSION"]
 
 MAGIC = b"HEAPSCOPE-SNAPSHOT\n"
-# Version 2 adds the trace_count column (sampled snapshots), flagged in the
-# header; a snapshot without it is still written as version 1.
-FORMAT_VERSION = 2
+# Version 2 adds the trace_count column (sampled snapshots), version 3 the
+# snapshot's extra attributes, each flagged in the header; a file is written
+# with the lowest version that holds what it has, so version 1 stays the
+# usual one and older readers still read it.
+FORMAT_VERSION = 3
 
 # magic, version, flags, traceback_limit, n_strings, n_frames,
 # n_tracebacks, n_frame_refs, n_traces, body_size, body_crc32
@@ -32,7 +34,8 @@ _PREFIX_SIZE = _HEADER.size + _HEADER_CRC.size
 
 _FLAG_LIMIT_IS_NONE = 0x1
 _FLAG_COUNTS = 0x2   # version 2: a trace_count column follows trace_nframe
-_KNOWN_FLAGS = _FLAG_LIMIT_IS_NONE | _FLAG_COUNTS
+_FLAG_ATTRIBUTES = 0x4   # version 3: the body starts with the attributes block
+_KNOWN_FLAGS = _FLAG_LIMIT_IS_NONE | _FLAG_COUNTS | _FLAG_ATTRIBUTES
 
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -77,6 +80,119 @@ def _display_name(filename):
         return os.fsdecode(filename)
     except TypeError:
         return filename
+
+
+# ---------------------------------------------------------------------------
+# Attributes: plain data only, in a tagged encoding (no pickle)
+# ---------------------------------------------------------------------------
+
+_U32_STRUCT = struct.Struct("<I")
+_U64_STRUCT = struct.Struct("<Q")
+_F64_STRUCT = struct.Struct("<d")
+# Containers nest at most this deep (a list holding itself is refused too).
+_MAX_DEPTH = 100
+_ATTRIBUTE_TYPES = ("None, bool, int, float, str, bytes, and tuples, lists "
+                    "and dicts of these")
+
+
+def _encode_value(value, out, where, depth):
+    """Append the tagged encoding of *value* to the bytearray *out*."""
+    kind = type(value)
+    if value is None:
+        out += b"N"
+    elif kind is bool:
+        out += b"T" if value else b"F"
+    elif kind is int:
+        data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+        out += b"i" + _U32_STRUCT.pack(len(data)) + data
+    elif kind is float:
+        out += b"f" + _F64_STRUCT.pack(value)
+    elif kind is str or kind is bytes:
+        data = value.encode("utf-8", "surrogatepass") if kind is str else value
+        out += (b"s" if kind is str else b"b") + _U32_STRUCT.pack(len(data)) + data
+    elif kind is tuple or kind is list or kind is dict:
+        if depth >= _MAX_DEPTH:
+            raise ValueError("cannot dump snapshot: attribute %s nests containers "
+                             "more than %d deep (or holds itself)" % (where, _MAX_DEPTH))
+        out += {tuple: b"t", list: b"l", dict: b"d"}[kind] + _U32_STRUCT.pack(len(value))
+        if kind is dict:
+            for key, item in value.items():
+                _encode_value(key, out, "%s (a key)" % where, depth + 1)
+                _encode_value(item, out, "%s[%r]" % (where, key), depth + 1)
+        else:
+            for index, item in enumerate(value):
+                _encode_value(item, out, "%s[%d]" % (where, index), depth + 1)
+    else:
+        raise TypeError("cannot dump snapshot: attribute %s is a %s; a snapshot "
+                        "file stores only %s" % (where, kind.__name__, _ATTRIBUTE_TYPES))
+
+
+def _encode_attributes(attributes):
+    """The attributes block: a u32 count, then each name (u32 length, UTF-8)
+    and its tagged value."""
+    out = bytearray(_U32_STRUCT.pack(len(attributes)))
+    for name, value in attributes.items():
+        if type(name) is not str:
+            raise TypeError("cannot dump snapshot: attribute name %r is not a str" % (name,))
+        data = name.encode("utf-8", "surrogatepass")
+        out += _U32_STRUCT.pack(len(data)) + data
+        _encode_value(value, out, repr(name), 0)
+    return bytes(out)
+
+
+class _AttributeDecoder:
+    """Reads an attributes block; any inconsistency raises ValueError."""
+
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def take(self, size):
+        end = self.pos + size
+        if end > len(self.data):
+            raise ValueError("attributes run past their block")
+        chunk = self.data[self.pos:end]
+        self.pos = end
+        return chunk
+
+    def u32(self):
+        return _U32_STRUCT.unpack(self.take(4))[0]
+
+    def text(self):
+        return str(self.take(self.u32()), "utf-8", "surrogatepass")
+
+    def value(self, depth=0):
+        tag = bytes(self.take(1))
+        if tag in b"NTF":
+            return {b"N": None, b"T": True, b"F": False}[tag]
+        if tag == b"i":
+            return int.from_bytes(self.take(self.u32()), "little", signed=True)
+        if tag == b"f":
+            return _F64_STRUCT.unpack(self.take(8))[0]
+        if tag == b"s":
+            return self.text()
+        if tag == b"b":
+            return bytes(self.take(self.u32()))
+        if tag in (b"t", b"l", b"d"):
+            if depth >= _MAX_DEPTH:
+                raise ValueError("attributes nest too deep")
+            count = self.u32()
+            if count > len(self.data) - self.pos:   # each item takes a byte at least
+                raise ValueError("a container holds more items than its block")
+            if tag == b"d":
+                return {self.value(depth + 1): self.value(depth + 1) for _ in range(count)}
+            items = [self.value(depth + 1) for _ in range(count)]
+            return tuple(items) if tag == b"t" else items
+        raise ValueError("unknown attribute tag %r" % tag)
+
+    def attributes(self):
+        names_and_values = {}
+        for _ in range(self.u32()):
+            name = self.text()
+            names_and_values[name] = self.value()
+        if self.pos != len(self.data):
+            raise ValueError("unexpected bytes after the attributes")
+        return names_and_values
 
 
 # ---------------------------------------------------------------------------
@@ -127,9 +243,14 @@ def _length(trace):
         return None
 
 
-def _encode(traces, traceback_limit):
+def _encode(traces, traceback_limit, attributes):
     """Validate and encode; return (header_fields, list_of_body_chunks)."""
     flags = 0
+    chunks = []
+    if attributes:
+        block = _encode_attributes(attributes)
+        chunks += [_U64_STRUCT.pack(len(block)), block]
+        flags |= _FLAG_ATTRIBUTES
     if traceback_limit is None:
         flags |= _FLAG_LIMIT_IS_NONE
         limit = 0
@@ -245,9 +366,9 @@ def _encode(traces, traceback_limit):
             raise ValueError("cannot dump snapshot: too many distinct %s"
                              % what)
 
-    chunks = [string_lengths, b"".join(string_bytes), frame_filename,
-              frame_lineno, tb_length, frame_refs,
-              domains, sizes, trace_tb, nframes]
+    chunks += [string_lengths, b"".join(string_bytes), frame_filename,
+               frame_lineno, tb_length, frame_refs,
+               domains, sizes, trace_tb, nframes]
     if weighted:
         chunks.append(_int64_column(list(map(itemgetter(4), traces)), "count"))
     if _SWAP:  # pragma: no cover - big-endian hosts
@@ -261,22 +382,28 @@ def _encode(traces, traceback_limit):
     return fields, chunks
 
 
-def write_snapshot(filename, traces, traceback_limit):
-    """Write raw *traces* and *traceback_limit* to *filename*.
+def write_snapshot(filename, traces, traceback_limit, attributes=None):
+    """Write raw *traces*, *traceback_limit* and *attributes* to *filename*.
 
     *traces* is the raw trace list of a ``Snapshot``: tuples
     ``(domain, size, frames, total_nframe)`` where *frames* is a tuple of
     ``(filename, lineno)`` tuples, most recent first, and *total_nframe* is an
-    int or None.  Everything is validated before the file is opened, so a bad
-    snapshot raises TypeError/ValueError without leaving a partial file.
+    int or None.  *attributes* maps the snapshot's other attribute names to
+    plain data: None, bool, int, float, str, bytes, and tuples, lists and
+    dicts of these (exactly these types, nested at most 100 deep); any other
+    value raises TypeError naming the attribute.  Everything is validated
+    before the file is opened, so a bad snapshot raises TypeError/ValueError
+    without leaving a partial file.
 
-    File layout, versions 1 and 2 (all integers little-endian)::
+    File layout, versions 1 to 3 (all integers little-endian)::
 
         offset size  field
         0      19    magic b"HEAPSCOPE-SNAPSHOT\\n"
-        19     2     format version, u16 (1; 2 with trace counts)
+        19     2     format version, u16: the lowest that holds the
+                     content (1; 2 with trace counts; 3 with attributes)
         21     2     flags, u16: bit 0 = traceback_limit is None;
-                     bit 1 = trace_count column (version 2 only);
+                     bit 1 = trace_count column (version 2 and later);
+                     bit 2 = attributes block (version 3 and later);
                      other bits must be 0
         23     8     traceback_limit, i64 (0 when flag bit 0 is set)
         31     8     n_strings     u64   distinct filenames
@@ -291,6 +418,8 @@ def write_snapshot(filename, traces, traceback_limit):
 
     The body is a sequence of columns (structure of arrays)::
 
+        attributes_size u64                version 3, header flag bit 2:
+        attributes      bytes              the attributes block (below)
         string_length   u32[n_strings]     UTF-8 byte length of each string
         string_data     bytes              the filenames, UTF-8 with
                                            "surrogatepass", concatenated
@@ -307,16 +436,25 @@ def write_snapshot(filename, traces, traceback_limit):
                                            blocks each sampled trace stands
                                            for (its size is an estimate)
 
+    The attributes block is a u32 count, then for each attribute its name
+    (u32 byte length, UTF-8) and its value, a tag byte and what the tag
+    says: ``N`` None, ``T`` True, ``F`` False; ``i`` an int (u32 byte
+    length, two's complement little-endian); ``f`` a float (f64); ``s`` a
+    str (u32 byte length, UTF-8 with "surrogatepass"); ``b`` bytes (u32
+    length, the bytes); ``t``, ``l``, ``d`` a tuple, list or dict (u32 item
+    count, then the items, a dict's as key, value, key, value...).
+
     Traces keep their order.  Identical filenames, frames and tracebacks are
     stored once; on load, traces with equal stacks share one frames tuple
     (like the native ``get_traces()``).  A reader rejects a version newer than
     it knows, so an incompatible layout change must bump FORMAT_VERSION.
     """
-    fields, chunks = _encode(traces, traceback_limit)
+    fields, chunks = _encode(traces, traceback_limit, attributes)
     body_crc = 0
     for chunk in chunks:
         body_crc = zlib.crc32(chunk, body_crc)
-    version = 2 if fields[0] & _FLAG_COUNTS else 1
+    flags = fields[0]
+    version = 3 if flags & _FLAG_ATTRIBUTES else 2 if flags & _FLAG_COUNTS else 1
     header = _HEADER.pack(MAGIC, version, *fields, body_crc)
     compressor = zlib.compressobj(_COMPRESS_LEVEL)
     with open(filename, "wb") as fp:
@@ -334,8 +472,8 @@ def write_snapshot(filename, traces, traceback_limit):
 def read_snapshot(filename):
     """Read a file written by :func:`write_snapshot`.
 
-    Return ``(traces, traceback_limit)``; *traces* is a list of raw trace
-    tuples.  Raise :class:`SnapshotFileError` if the file is not a heapscope
+    Return ``(traces, traceback_limit, attributes)``; *traces* is a list of
+    raw trace tuples, *attributes* a dict (empty before version 3).  Raise :class:`SnapshotFileError` if the file is not a heapscope
     snapshot, is truncated or corrupted, or uses a newer format version.
     OSError (missing file, permissions...) propagates unchanged.
     """
@@ -408,8 +546,11 @@ def _decode(data, name):
         raise fail("file is corrupted (unknown header flags 0x%x)" % flags)
     if (flags & _FLAG_COUNTS) and version < 2:
         raise fail("file is corrupted (count column flagged in a version 1 file)")
+    if (flags & _FLAG_ATTRIBUTES) and version < 3:
+        raise fail("file is corrupted (attributes flagged in a version %d file)" % version)
     fixed = (4 * n_strings + 12 * n_frames + 4 * n_tracebacks + 4 * n_refs
-             + (36 if flags & _FLAG_COUNTS else 28) * n_traces)
+             + (36 if flags & _FLAG_COUNTS else 28) * n_traces
+             + (8 if flags & _FLAG_ATTRIBUTES else 0))
     if fixed > body_size or body_size > sys.maxsize:
         raise fail("file is corrupted (table sizes do not match the body "
                    "size)")
@@ -435,6 +576,17 @@ def _decode(data, name):
 
     view = memoryview(body)
     pos = 0
+    attributes = {}
+    if flags & _FLAG_ATTRIBUTES:
+        attributes_size, = _U64_STRUCT.unpack_from(body)
+        if attributes_size > string_data_size:
+            raise fail("file is corrupted (attributes larger than the body)")
+        string_data_size -= attributes_size
+        pos = 8 + attributes_size
+        try:
+            attributes = _AttributeDecoder(view[8:pos]).attributes()
+        except (ValueError, TypeError) as exc:   # TypeError: an unhashable dict key
+            raise fail("file is corrupted (bad attributes: %s)" % exc) from None
 
     def column(typecode, count):
         nonlocal pos
@@ -501,4 +653,4 @@ def _decode(data, name):
         columns.append(counts.tolist())
     traces = list(zip(*columns))
     traceback_limit = None if flags & _FLAG_LIMIT_IS_NONE else limit
-    return traces, traceback_limit
+    return traces, traceback_limit, attributes

@@ -7,24 +7,28 @@ filter rules and exceptions -- backed by heapscope's native engine
 work on raw trace lists, exactly like the stdlib's ``Snapshot(traces,
 traceback_limit)`` constructor.
 
-Differences from the stdlib, all deliberate:
+Differences from the stdlib (docs/tracemalloc.md gives every one with its
+reason):
 
 * ``Snapshot.dump()`` / ``Snapshot.load()`` use heapscope's binary snapshot
   format instead of pickle, so loading a file never runs code from it.  A bad
   file raises :class:`SnapshotFileError` (a ``ValueError`` subclass).
+  Attributes set on a snapshot are stored when they are plain data (None,
+  bool, int, float, str, bytes, and tuples, lists and dicts of these); dump()
+  refuses any other with a TypeError naming it.
 * ``Snapshot.load`` is a classmethod (the stdlib's is a staticmethod), so a
   subclass loads as itself.
 * ``filter_traces([])`` always returns a list-backed copy; the stdlib raises
   AttributeError when the snapshot was built from a tuple of traces.
-* ``start()`` rejects non-integers with the ``operator.index`` message on
-  every Python version (3.9's own wording differs slightly).
+* On 3.9-3.12 an object reused from a free list keeps the traceback of its
+  first allocation: only 3.13 tells another tracer of the reuse.
 * Grouping and filtering are optimised for snapshots with millions of traces
   (work is done once per distinct stack, not once per trace); results,
   including sort order and exceptions, are identical to the stdlib's.
 """
 
 import fnmatch as _fnmatch
-import linecache as _linecache
+import linecache   # public, like the stdlib's: tools patch tracemalloc.linecache.getline
 import operator as _operator
 import os as _os
 import sys as _sys
@@ -168,12 +172,14 @@ def get_object_traceback(obj):
 
 def take_snapshot():
     """Take a Snapshot of the traces of memory blocks allocated by Python."""
-    native = _native()
-    if not native.is_tracing():
+    # Through the module's own functions, as the stdlib does: tests and tools
+    # patch is_tracing, _get_traces and get_traceback_limit.
+    if not is_tracing():
         raise RuntimeError("the tracemalloc module must be tracing memory "
                            "allocations to take a snapshot")
-    traces = native.get_traces()
-    return Snapshot(traces, native.get_traceback_limit())
+    traces = _get_traces()
+    traceback_limit = get_traceback_limit()
+    return Snapshot(traces, traceback_limit)
 
 
 # ---------------------------------------------------------------------------
@@ -309,7 +315,7 @@ class Traceback(_Sequence):
             filename = frame[0]
             lineno = frame[1]
             lines.append('  File "%s", line %s' % (filename, lineno))
-            source = _linecache.getline(filename, lineno).strip()
+            source = linecache.getline(filename, lineno).strip()
             if source:
                 lines.append("    " + source)
         return lines
@@ -736,16 +742,23 @@ class Snapshot:
 
     def dump(self, filename):
         """Write the snapshot to *filename* in heapscope's binary snapshot
-        format (not pickle)."""
-        _write_snapshot(filename, self.traces._traces, self.traceback_limit)
+        format (not pickle), with the attributes set on it when they are
+        plain data (None, bool, int, float, str, bytes, and tuples, lists
+        and dicts of these); any other attribute raises TypeError naming it."""
+        attributes = {name: value for name, value in vars(self).items()
+                      if name not in _SNAPSHOT_STATE}
+        _write_snapshot(filename, self.traces._traces, self.traceback_limit,
+                        attributes)
 
     @classmethod
     def load(cls, filename):
-        """Load a snapshot written by :meth:`dump`.  Raise
-        SnapshotFileError (a ValueError) if the file is not a valid
+        """Load a snapshot written by :meth:`dump`, with its attributes.
+        Raise SnapshotFileError (a ValueError) if the file is not a valid
         heapscope snapshot."""
-        traces, traceback_limit = _read_snapshot(filename)
-        return cls(traces, traceback_limit)
+        traces, traceback_limit, attributes = _read_snapshot(filename)
+        snapshot = cls(traces, traceback_limit)
+        vars(snapshot).update(attributes)
+        return snapshot
 
     def filter_traces(self, filters):
         """Return a new Snapshot with the traces that pass *filters*, a list
@@ -867,6 +880,10 @@ class Snapshot:
             append(StatisticDiff(Traceback(frames), 0, -size, 0, -count))
         diffs.sort(key=_diff_sort_key, reverse=True)
         return diffs
+
+
+# What dump() stores in its own columns; every other attribute is stored as data.
+_SNAPSHOT_STATE = ("traces", "traceback_limit")
 
 
 def _keep_trace(include, exclude, trace):

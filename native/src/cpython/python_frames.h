@@ -24,10 +24,14 @@ PyThreadState* this_thread_state();
 
 // Copies up to `limit` frames of `tstate`'s Python stack into `out`, innermost
 // first, and sets `*total_depth` to the number of frames on the whole stack
-// (the stdlib's total_nframe). Never calls Python, never allocates, takes no
-// lock: safe in an allocator hook, with or without the GIL for the thread's
-// own stack.
-uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth);
+// (the stdlib's total_nframe). With `skip_incomplete`, frames whose first
+// instruction has not run yet (still being set up: their cells, their
+// arguments) are left out and not counted, as the stdlib's tracemalloc does
+// (_PyFrame_IsIncomplete, 3.11+; 3.9 and 3.10 push a frame only once it is
+// made). Never calls Python, never allocates, takes no lock: safe in an
+// allocator hook, with or without the GIL for the thread's own stack.
+uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
+                       bool skip_incomplete = false);
 
 // The address of the memory block that holds `obj` (objects may carry a GC
 // header or managed-dict pointers before the PyObject). Never calls Python.

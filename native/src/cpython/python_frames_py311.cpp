@@ -16,16 +16,19 @@ PyThreadState* gil_holder() { return _PyThreadState_UncheckedGet(); }
 
 PyThreadState* this_thread_state() { return PyGILState_GetThisThreadState(); }
 
-uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth) {
+uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
+                       bool skip_incomplete) {
     uint32_t stored = 0;
     uint32_t depth = 0;
     _PyInterpreterFrame* frame = tstate->cframe ? tstate->cframe->current_frame : nullptr;
-    for (; frame != nullptr && stored < limit; frame = frame->previous, ++depth) {
-        out[stored++] = FrameKey{reinterpret_cast<uintptr_t>(frame->f_code),
-                                 reinterpret_cast<uintptr_t>(frame->prev_instr) | (frame->is_entry ? 1u : 0u)};
+    for (; frame != nullptr; frame = frame->previous) {
+        if (skip_incomplete && _PyFrame_IsIncomplete(frame)) continue;
+        if (stored < limit) {  // past the limit only the depth is needed
+            out[stored++] = FrameKey{reinterpret_cast<uintptr_t>(frame->f_code),
+                                     reinterpret_cast<uintptr_t>(frame->prev_instr) | (frame->is_entry ? 1u : 0u)};
+        }
+        ++depth;
     }
-    // Past the limit only the depth is needed.
-    for (; frame != nullptr; frame = frame->previous) ++depth;
     *total_depth = depth;
     return stored;
 }

@@ -49,7 +49,8 @@ uintptr_t position_of(_PyInterpreterFrame* frame) {
 }
 }  // namespace
 
-uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth) {
+uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
+                       bool skip_incomplete) {
     uint32_t stored = 0;
     uint32_t depth = 0;
     bool last_stored = false;  // whether the last code frame walked was kept in `out`
@@ -63,6 +64,10 @@ uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uin
         }
         PyObject* code = code_of(frame);
         if (!code || !PyCode_Check(code)) continue;
+        if (skip_incomplete && _PyFrame_IsIncomplete(frame)) {
+            last_stored = false;
+            continue;
+        }
         last_stored = stored < limit;
         if (last_stored) out[stored++] = FrameKey{reinterpret_cast<uintptr_t>(code), position_of(frame)};
         ++depth;

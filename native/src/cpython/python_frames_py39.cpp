@@ -14,7 +14,8 @@ PyThreadState* gil_holder() { return _PyThreadState_UncheckedGet(); }
 
 PyThreadState* this_thread_state() { return PyGILState_GetThisThreadState(); }
 
-uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth) {
+uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
+                       bool /*skip_incomplete: no frame is incomplete here*/) {
     uint32_t stored = 0;
     uint32_t depth = 0;
     PyFrameObject* frame = tstate->frame;

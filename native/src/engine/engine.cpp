@@ -358,6 +358,26 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     insert_locked(domain, address, info, weight, pooled);
 }
 
+void Engine::restamp(uint32_t domain, uintptr_t address, ThreadStackCache* cache, uint32_t frame_count,
+                     uint32_t total_depth, bool can_pin) {
+    uint32_t node = StackTrie::kRoot;
+    uint64_t seen_generation = generation_.load(std::memory_order_acquire);
+    bool resolved = frame_count == 0 || (use_stack_cache_.load(std::memory_order_relaxed) &&
+                                         resolve_from_cache(cache, frame_count, seen_generation, &node));
+    SpinGuard guard(lock_);
+    if (!tracing_.load(std::memory_order_relaxed) || detached_ || sink_) return;
+    BlockTable* table = table_for(domain, false);
+    BlockInfo info;
+    if (!table || !table->find(address, &info)) return;
+    if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
+        node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
+    }
+    info.stack = node;
+    // The exact flag stays: the block's estimate, and so the counters, must not change.
+    info.total_depth = total_depth | (info.total_depth & kExactBlockBit);
+    table->update(address, info);
+}
+
 void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, const Estimate& weight,
                            bool pooled) {
     BlockInfo replaced;

@@ -181,6 +181,14 @@ class Engine {
                       uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled = false,
                       Allocator allocator = Allocator::kMalloc, const uintptr_t* native_ips = nullptr,
                       uint32_t native_count = 0);
+    // Files the block recorded at `address` under the stack just captured
+    // (as for record_alloc), keeping its size: an object reused from a free
+    // list, which the allocator never saw again, gets the stack that reused
+    // it, as the stdlib's tracemalloc does. Counters are unchanged; nothing
+    // happens if no block is recorded there, or while capturing (a capture's
+    // records stay as written).
+    void restamp(uint32_t domain, uintptr_t address, ThreadStackCache* cache, uint32_t frame_count,
+                 uint32_t total_depth, bool can_pin);
     // Removes a block; false if it was not traced. `removed` may be null.
     // While sampling, an address the filter rules out returns at once, here,
     // inline: hooks call this for every free without a check of their own.

@@ -16,9 +16,12 @@ constexpr int kNotTracing = -2;
 
 using TrackFn = int (*)(unsigned int, uintptr_t, size_t);
 using UntrackFn = int (*)(unsigned int, uintptr_t);
+using GetTracebackFn = PyObject* (*)(unsigned int, uintptr_t);
 
 TrackFn g_stdlib_track = nullptr;
 UntrackFn g_stdlib_untrack = nullptr;
+GetTracebackFn g_stdlib_get_traceback = nullptr;
+TracebackLookup g_lookup = nullptr;
 
 int redirected_track(unsigned int domain, uintptr_t address, size_t size) {
     int ours = track(domain, address, size);
@@ -33,7 +36,23 @@ int redirected_untrack(unsigned int domain, uintptr_t address) {
     return ours == 0 ? 0 : theirs;
 }
 
+// The stdlib's _PyTraceMalloc_GetTraceback: the block's traceback from
+// heapscope when it traces the block, else whatever the stdlib's module knows
+// (None unless it traces too). The caller holds the GIL.
+PyObject* redirected_get_traceback(unsigned int domain, uintptr_t address) {
+    if (g_lookup && engine().tracing()) {
+        PyObject* ours = g_lookup(domain, address);
+        if (ours != Py_None) return ours;  // a traceback, or null with the error set
+        Py_DECREF(ours);
+    }
+    if (g_stdlib_get_traceback) return g_stdlib_get_traceback(domain, address);
+    Py_INCREF(Py_None);
+    return Py_None;
+}
+
 }  // namespace
+
+void set_traceback_lookup(TracebackLookup lookup) { g_lookup = lookup; }
 
 int track(unsigned int domain, uintptr_t address, size_t size) {
     HookGuard guard;
@@ -54,10 +73,12 @@ size_t stdlib_symbol_hooks(elf::SymbolHook* out) {
     if (!g_stdlib_track) {
         g_stdlib_track = reinterpret_cast<TrackFn>(dlsym(RTLD_DEFAULT, "PyTraceMalloc_Track"));
         g_stdlib_untrack = reinterpret_cast<UntrackFn>(dlsym(RTLD_DEFAULT, "PyTraceMalloc_Untrack"));
+        g_stdlib_get_traceback = reinterpret_cast<GetTracebackFn>(dlsym(RTLD_DEFAULT, "_PyTraceMalloc_GetTraceback"));
     }
     out[0] = elf::SymbolHook{"PyTraceMalloc_Track", reinterpret_cast<void*>(&redirected_track), 0};
     out[1] = elf::SymbolHook{"PyTraceMalloc_Untrack", reinterpret_cast<void*>(&redirected_untrack), 0};
-    return 2;
+    out[2] = elf::SymbolHook{"_PyTraceMalloc_GetTraceback", reinterpret_cast<void*>(&redirected_get_traceback), 0};
+    return 3;
 }
 
 void export_c_api() {

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "common/loaded_object.h"
 #include "cpython/python_frames.h"
@@ -14,7 +15,31 @@ namespace heapscope::hooks {
 
 namespace {
 uintptr_t g_own_start = 0, g_own_end = 0;  // see prepare_native_stacks
+std::atomic<bool> g_skip_incomplete{false};
+thread_local uintptr_t t_last_recorded = 0;
 }  // namespace
+
+uintptr_t take_last_recorded_address() {
+    uintptr_t address = t_last_recorded;
+    t_last_recorded = 0;
+    return address;
+}
+
+void restamp_block(uintptr_t address) {
+    Engine& eng = engine();
+    if (!eng.may_have_recorded(address)) return;  // while sampling: not a recorded block
+    PyThreadState* tstate = python::gil_holder();
+    if (!tstate) return;
+    uint32_t limit = eng.traceback_limit();
+    ThreadStackCache* cache = thread_stack_cache(limit);
+    if (!cache) return;
+    uint32_t total_depth = 0;
+    uint32_t frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth,
+                                            g_skip_incomplete.load(std::memory_order_relaxed));
+    eng.restamp(Engine::kDefaultDomain, address, cache, frames, total_depth, true);
+}
+
+void set_skip_incomplete_frames(bool skip) { g_skip_incomplete.store(skip, std::memory_order_relaxed); }
 
 namespace {
 // The address range of heapscope's own module: native frames inside it (the
@@ -71,7 +96,10 @@ void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bo
     if (tstate) {
         uint32_t limit = eng.traceback_limit();
         cache = thread_stack_cache(limit);
-        if (cache) frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth);
+        if (cache) {
+            frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth,
+                                           g_skip_incomplete.load(std::memory_order_relaxed));
+        }
     }
     uintptr_t native[kMaxNativeFrames + 8];
     uint32_t native_count = 0;
@@ -85,6 +113,7 @@ void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bo
     }
     eng.record_alloc(domain, address, size, cache, frames, total_depth, gil_held, pooled, allocator, native_start,
                      native_count);
+    t_last_recorded = address;
 }
 
 }  // namespace heapscope::hooks

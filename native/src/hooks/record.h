@@ -19,6 +19,20 @@ void record_allocation(uint32_t domain, uintptr_t address, uint64_t size, bool g
 // The same, already decided by the sampler.
 void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
                            Allocator allocator);
+// Files the block recorded at `address` in the default domain under the
+// calling thread's Python stack (Engine::restamp): an object reused from a
+// free list. The caller holds the GIL and a HookGuard that entered.
+void restamp_block(uintptr_t address);
+// The address the calling thread recorded last (0 after it was taken):
+// a new object's own block is recorded just before the object is made, so
+// the reference tracer need not file it again. Takes it, so that the same
+// address reused later from a free list is not mistaken for it.
+uintptr_t take_last_recorded_address();
+// Whether recorded Python stacks leave out the frames that have not started
+// running (python::capture_stack's skip_incomplete): the stdlib tracemalloc's
+// rule, which the tracemalloc door follows; captures keep those frames, whose
+// interpreter-loop calls their native stacks show.
+void set_skip_incomplete_frames(bool skip);
 // Loads the native unwinder and finds heapscope's own code range once, so
 // native stacks can drop the hook frames. Call before a capture with native
 // traces starts. May allocate and dlopen. False if libunwind is missing.

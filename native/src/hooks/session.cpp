@@ -3,6 +3,8 @@
 #include "engine/engine.h"
 #include "hooks/got_hooks.h"
 #include "hooks/pymem_hooks.h"
+#include "hooks/record.h"
+#include "hooks/ref_tracer.h"
 
 namespace heapscope::session {
 
@@ -50,19 +52,24 @@ std::string refusal(Door door) {
 bool begin(Door door, const Options& options) {
     if (!engine().start(options.traceback_limit, options.sink, options.native_traces, options.sampling)) return false;
     g_door = door;
+    hooks::set_skip_incomplete_frames(door == Door::kTracemalloc);
     g_python_allocators = options.python_allocators;
     if (g_python_allocators) pymem::install();
     got::install(options.sink != nullptr);
+    // The stdlib's tracemalloc semantics: an object from a free list gets the stack that reused it.
+    if (door == Door::kTracemalloc) reftrace::install();
     return true;
 }
 
 void end(std::vector<FrameKey>* unpin) {
     if (g_door == Door::kNone && !engine().tracing()) return;
+    reftrace::uninstall();
     got::uninstall();
     if (g_python_allocators) pymem::uninstall();
     g_python_allocators = false;
     g_door = Door::kNone;
     engine().stop(unpin);
+    hooks::set_skip_incomplete_frames(false);
 }
 
 }  // namespace heapscope::session

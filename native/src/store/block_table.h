@@ -35,6 +35,16 @@ class BlockTable {
         }
         return existed;
     }
+    // Replaces what is kept for a recorded block, where it is kept; false
+    // (and nothing changes) if no block is recorded at `address`.
+    bool update(uintptr_t address, const BlockInfo& info) {
+        BlockInfo old;
+        if (small_.find(address, &old)) return small_.insert(address, info, &old) == PoolIndex::Insert::kReplaced;
+        if (!large_.find(address)) return false;
+        bool ok = true;
+        large_.insert(address, info, &old, &ok);  // an existing entry: no growth, so `ok` stays true
+        return true;
+    }
     bool erase(uintptr_t address, BlockInfo* removed) {
         return small_.erase(address, removed) || large_.erase(address, removed);
     }
