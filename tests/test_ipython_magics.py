@@ -205,7 +205,8 @@ def test_a_cell_that_raises_shows_its_report_then_its_error(notebook):
     error = cell_outputs[1]
     assert (error.ename, error.evalue) == ("ValueError", "boom from the cell")
     traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback))
-    assert "Cell In[5], line 5" in traceback  # the cell's own number, and its own lines
+    # The cell's own number (IPython's line numbering of a magic's cell differs between versions).
+    assert re.search(r"Cell In\[5\], line \d+", traceback), traceback
     assert "leak_then_fail" in traceback and "raise ValueError('boom from the cell')" in traceback
 
     cell_outputs = outputs(notebook, 5)
