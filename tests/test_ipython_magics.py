@@ -163,7 +163,9 @@ def test_flamegraph_shows_the_cells_functions_and_sizes(notebook):
     # The text beside the page, and the page itself.
     summary = data["text/plain"]
     assert summary.startswith("heapscope: memory held at the high-water mark: 11.8 MiB in ")
-    assert "the cell's peak was 11.8 MiB" in summary
+    # The cell's peak counts everything traced meanwhile (IPython's own work too, which differs by version).
+    peak = re.search(r"the cell's peak was ([0-9.]+) MiB", summary)
+    assert peak and float(peak.group(1)) >= 11.8, summary
     assert '<iframe srcdoc="' in data["text/html"] and 'sandbox="allow-scripts"' in data["text/html"]
     page = page_of(data)
     assert page.startswith("<!DOCTYPE html>")
