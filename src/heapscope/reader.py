@@ -15,7 +15,6 @@ Differences from memray, all deliberate:
 * A file that is not a capture raises :class:`CaptureFileError` (a
   ``ValueError``), not OSError. A damaged file is read up to the damage;
   ``metadata.damage`` says what was wrong and where.
-* ``get_memory_snapshots()`` gives ``time`` as a datetime.
 * ``allocator`` is an :class:`AllocatorType` (memray's names and values).
 * Stack traces leave out heapscope's own frames (``heapscope run``'s, at the
   outer end of the main thread's stacks) also when *max_stacks* is given.
@@ -54,7 +53,8 @@ _ALLOCATOR_OF = {kind.value: kind for kind in AllocatorType}
 _DEALLOCATORS = frozenset(AllocatorType(entry.public_value) for entry in _ALLOCATOR_TABLE if entry.is_deallocator)
 
 MemorySnapshot = collections.namedtuple("MemorySnapshot", "time rss heap")
-MemorySnapshot.__doc__ = "Memory at one moment: time (datetime), rss and heap (bytes)."
+MemorySnapshot.__doc__ = ("Memory at one moment: time (an int, milliseconds since the epoch, as memray's), "
+                          "rss and heap (bytes).")
 
 # (function, filename, lineno)
 StackFrame = Tuple[str, str, int]
@@ -169,9 +169,11 @@ class AllocationRecord:
             raise NotImplementedError("Stack traces for deallocations aren't captured.")
 
     def stack_trace(self, max_stacks=None):
-        """The Python stack, innermost frame first: [(function, filename, lineno)]."""
+        """The Python stack, innermost frame first: [(function, filename,
+        lineno)], each function by its plain name (the code object's
+        co_name), as memray gives it."""
         self._check_allocation()
-        return self._reader._python_stack(self._python_node)[:_check_max_stacks(max_stacks)]
+        return self._reader._python_stack(self._python_node, plain=True)[:_check_max_stacks(max_stacks)]
 
     def native_stack_trace(self, max_stacks=None):
         """The native stack (needs native_traces), innermost first; [] without it."""
@@ -181,7 +183,22 @@ class AllocationRecord:
     def hybrid_stack_trace(self, max_stacks=None):
         """Native and Python frames merged into one stack, innermost first:
         each interpreter frame evaluating Python code is replaced by the
-        Python frames it ran. Without native traces: the Python stack."""
+        Python frames it ran (by their plain names, as in stack_trace).
+        Without native traces: the Python stack."""
+        self._check_allocation()
+        return self._reader._hybrid_stack(self._python_node, self._native_node,
+                                          plain=True)[:_check_max_stacks(max_stacks)]
+
+    def qualified_stack_trace(self, max_stacks=None):
+        """stack_trace() with each Python function by its qualified name
+        (co_qualname on Python 3.11+: ``Class.method``,
+        ``outer.<locals>.inner``; the plain name before 3.11). heapscope's
+        own reports use these. Not in memray."""
+        self._check_allocation()
+        return self._reader._python_stack(self._python_node)[:_check_max_stacks(max_stacks)]
+
+    def qualified_hybrid_stack_trace(self, max_stacks=None):
+        """hybrid_stack_trace() with qualified Python function names. Not in memray."""
         self._check_allocation()
         return self._reader._hybrid_stack(self._python_node, self._native_node)[:_check_max_stacks(max_stacks)]
 
@@ -235,6 +252,22 @@ def program_frame_count(stack, is_internal, launcher):
 def frame_tuples(frames):
     """The engine's StackFrame rows as memray's (function, filename, lineno) tuples."""
     return [(frame.function, frame.filename, frame.lineno) for frame in frames]
+
+
+def plain_function_name(qualified):
+    """A Python function's plain name (its code object's co_name) from the
+    qualified one a capture records (co_qualname on 3.11+): the part after
+    the last dot. ``Class.method`` gives ``method``, ``f.<locals>.<lambda>``
+    ``<lambda>``; a name without dots is its own plain name."""
+    return qualified.rpartition(".")[2] or qualified
+
+
+def _plain_frames(frames, python=None):
+    """*frames* with the Python ones (all, or those flagged in *python*) named plainly."""
+    if python is None:
+        return [(plain_function_name(function), filename, lineno) for function, filename, lineno in frames]
+    return [(plain_function_name(frame[0]), frame[1], frame[2]) if is_python else frame
+            for frame, is_python in zip(frames, python)]
 
 
 class _WholeCapture:
@@ -347,13 +380,21 @@ class FileReader:
     Args:
         file_name: the capture (str or path-like).
         report_progress: show a progress bar on stderr during long passes.
+        max_memory_records: the most memory snapshots get_memory_snapshots()
+            gives (memray's argument and default): a capture with more gives
+            every n-th, and the temporal records count snapshots the same way.
 
     Raises:
         OSError: the file cannot be opened.
         CaptureFileError: it is not a heapscope capture (a ValueError).
     """
 
-    def __init__(self, file_name, *, report_progress=False):
+    def __init__(self, file_name, *, report_progress=False, max_memory_records=10000):
+        if isinstance(max_memory_records, bool) or not isinstance(max_memory_records, int):
+            raise TypeError(f"max_memory_records must be an int, not {type(max_memory_records).__name__}")
+        if max_memory_records < 1:
+            raise ValueError(f"max_memory_records must be at least 1, got {max_memory_records}")
+        self._max_memory_records = max_memory_records
         self._path = os.fspath(file_name)
         self._report_progress = bool(report_progress)
         # One bar for every pass; the engine also uses it for the passes a
@@ -372,9 +413,9 @@ class FileReader:
                     message = f"{self._path}: {message}"
                 raise CaptureFileError(message) from None
         raw = dict(self._file.metadata)  # what the capture wrote at its start: no pass over it
-        self._python_stacks = {}
+        self._python_stacks = {}  # node: (qualified, plain)
         self._native_stacks = {}
-        self._hybrid_stacks = {}
+        self._hybrid_stacks = {}  # (python node, native node): (qualified, plain)
         self._closed = False
         package = raw.get("heapscope_package", "")
         self._internal_prefix = package + os.sep if package else None
@@ -423,13 +464,15 @@ class FileReader:
     def _full_python_stack(self, node):
         return frame_tuples(self._file.python_stack(node)) if node else []
 
-    def _python_stack(self, node):
-        stack = self._python_stacks.get(node)
-        if stack is None:
+    def _python_stack(self, node, plain=False):
+        """The program's Python frames of *node*, innermost first, with
+        qualified function names (plain ones, co_name, with *plain*)."""
+        stacks = self._python_stacks.get(node)
+        if stacks is None:
             full = self._full_python_stack(node)
-            kept = program_frame_count(full, self._is_internal, self._launcher)
-            stack = self._python_stacks[node] = full[:kept]
-        return stack
+            kept = full[:program_frame_count(full, self._is_internal, self._launcher)]
+            stacks = self._python_stacks[node] = (kept, _plain_frames(kept))
+        return stacks[plain]
 
     def _native_stack(self, node):
         stack = self._native_stacks.get(node)
@@ -438,33 +481,36 @@ class FileReader:
             self._native_stacks[node] = stack
         return stack
 
-    def _hybrid_stack(self, python_node, native_node):
+    def _hybrid_stack(self, python_node, native_node, plain=False):
         key = (python_node, native_node)
-        stack = self._hybrid_stacks.get(key)
-        if stack is not None:
-            return stack
+        stacks = self._hybrid_stacks.get(key)
+        if stacks is not None:
+            return stacks[plain]
         if not native_node:
-            stack = self._python_stack(python_node)
-        else:
-            stack = frame_tuples(self._file.hybrid_stack(python_node, native_node))
-            full = self._full_python_stack(python_node)
-            kept = len(self._python_stack(python_node))
-            if kept < len(full):
-                # Cut as the Python stack is cut: after the outermost Python
-                # frame kept (what lies beyond is heapscope's and the
-                # interpreter's start-up), or before the first Python frame.
-                seen = 0
-                for index, frame in enumerate(stack):
-                    if seen < len(full) and frame == full[seen]:
-                        if seen == kept:
-                            stack = stack[:index]
-                            break
-                        seen += 1
-                        if seen == kept:
-                            stack = stack[:index + 1]
-                            break
-        self._hybrid_stacks[key] = stack
-        return stack
+            stacks = self._hybrid_stacks[key] = (self._python_stack(python_node),
+                                                 self._python_stack(python_node, plain=True))
+            return stacks[plain]
+        frames = self._file.hybrid_stack(python_node, native_node)
+        stack = frame_tuples(frames)
+        python = [not frame.is_native for frame in frames]
+        full = self._full_python_stack(python_node)
+        kept = len(self._python_stack(python_node))
+        if kept < len(full):
+            # Cut as the Python stack is cut: after the outermost Python
+            # frame kept (what lies beyond is heapscope's and the
+            # interpreter's start-up), or before the first Python frame.
+            seen = 0
+            for index, frame in enumerate(stack):
+                if seen < len(full) and frame == full[seen]:
+                    if seen == kept:
+                        stack = stack[:index]
+                        break
+                    seen += 1
+                    if seen == kept:
+                        stack = stack[:index + 1]
+                        break
+        stacks = self._hybrid_stacks[key] = (stack, _plain_frames(stack, python))
+        return stacks[plain]
 
     def is_heapscope_own(self, python_node):
         """True for a block that heapscope itself made: its stack is
@@ -494,7 +540,8 @@ class FileReader:
         # Memory records count from the engine's own start, a moment after
         # the Tracker's start_time.
         engine_start_ms = _to_int(raw.get("capture_start_unix_ms"))
-        self._time_base = engine_start_ms / 1000 if engine_start_ms else start
+        self._time_base_ms = engine_start_ms or int(start * 1000)
+        self._time_base = self._time_base_ms / 1000
         try:
             file_format = FileFormat[str(raw.get("file_format", self._file.file_format))]
         except KeyError:
@@ -597,13 +644,21 @@ class FileReader:
         finally:
             progress.close()
 
+    def _memory_stride(self):
+        """Every how many memory records a snapshot is taken (memray's
+        stride): 1 unless there are more than max_memory_records."""
+        count = len(self._whole.read().memory)
+        return -(-count // self._max_memory_records) if count > self._max_memory_records else 1
+
     def get_memory_snapshots(self):
-        """Resident set size and traced heap at each memory interval:
-        [MemorySnapshot(time: datetime, rss, heap)]."""
+        """Resident set size and traced heap at each memory interval, as
+        memray gives them: [MemorySnapshot(time, rss, heap)], ``time`` an int
+        of milliseconds since the epoch. At most max_memory_records: with
+        more records, every n-th (the first always)."""
         self._ensure_open()
-        base = _datetime(self._time_base)
-        return [MemorySnapshot(base + datetime.timedelta(milliseconds=record.time_ms), record.rss, record.heap)
-                for record in self._file.memory_snapshots()]
+        base = self._time_base_ms
+        return [MemorySnapshot(base + record.time_ms, record.rss, record.heap)
+                for record in self._whole.read().memory[::self._memory_stride()]]
 
     def snapshot_at(self, t):
         """The heap as it stood at *t* (seconds since the capture started, or a
