@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from capture_helpers import build_extension, run_script, write_script
+from capture_helpers import build_extension, marked_lines, run_script, write_script
 
 
 def _need_memray():
@@ -103,6 +103,17 @@ def capture(tmp_path, tool, body, *queries, options=None, extension_dir=None, na
     return json.loads(run_script(reader, tool, out, *queries, extra_paths=extra).stdout), lines, script
 
 
+def side_by_side(tmp_path, body, queries, extract, **options):
+    """{tool: extract(what the tool's reader says for *queries*, marked
+    lines, script)} for memray and heapscope running *body*."""
+    _need_memray()
+    found = {}
+    for tool in ("memray", "heapscope"):
+        result, lines, script = capture(tmp_path, tool, body, *queries, **options)
+        found[tool] = extract(result, lines, script)
+    return found
+
+
 def at_lines(rows, script, allocators=None, lines=None):
     """{line: (bytes, count)} of rows whose stack passes through *script*
     (at one of *lines* if given: memray makes blocks of its own at the
@@ -145,13 +156,11 @@ def test_equal_maxima_report_the_last_one(tmp_path, extension_dir, file_format):
 
 
 def test_equal_maxima_as_memray(tmp_path, extension_dir):
-    _need_memray()
-    peaks = {}
-    for tool in ("memray", "heapscope"):
-        result, lines, script = capture(tmp_path, tool, TIES, "peak", extension_dir=extension_dir)
-        # (memray holds a block of its own, a few hundred bytes, made at the block's first line.)
-        peaks[tool] = {line: total for line, total in at_lines(result["peak"], script, {"MALLOC"}, lines).items()
-                       if total[0] >= 100_000}
+    # (memray holds a block of its own, a few hundred bytes, made at the block's first line.)
+    peaks = side_by_side(tmp_path, TIES, ["peak"], lambda result, lines, script: {
+        line: total for line, total in at_lines(result["peak"], script, {"MALLOC"}, lines).items()
+        if total[0] >= 100_000}, extension_dir=extension_dir)
+    lines = marked_lines((PROLOGUE + TIES).lstrip("\n"))  # as write_script numbers them
     assert peaks["heapscope"] == peaks["memray"] == {lines["second_a"]: (400_000, 1),
                                                      lines["second_b"]: (600_000, 1)}
 
@@ -226,11 +235,8 @@ def test_records_give_plain_function_names(tmp_path, extension_dir):
 
 
 def test_function_names_as_memray(tmp_path, extension_dir):
-    _need_memray()
-    names = {}
-    for tool in ("memray", "heapscope"):
-        result, _, _ = capture(tmp_path, tool, NAMES, "peak", extension_dir=extension_dir)
-        names[tool] = innermost_names(result["peak"])
+    names = side_by_side(tmp_path, NAMES, ["peak"], lambda result, lines, script: innermost_names(result["peak"]),
+                         extension_dir=extension_dir)
     assert names["heapscope"] == names["memray"] and len(names["memray"]) == 4
 
 
@@ -307,14 +313,13 @@ def test_stacks_start_at_the_frame_that_entered_the_tracker(tmp_path, extension_
 
 
 def test_stack_start_as_memray(tmp_path, extension_dir):
-    _need_memray()
-    stacks = {}
-    for tool in ("memray", "heapscope"):
-        result, lines, script = capture(tmp_path, tool, ROOTED, "peak", "hybrid", options={"native_traces": True},
-                                        extension_dir=extension_dir)
-        stacks[tool] = _stacks_by_size(result["peak"])
-        hybrid = _stacks_by_size(result["peak"], "hybrid")
-        assert hybrid[111_111][-1] == ("inner", str(script), lines["in_block"]), tool
+    def stacks_and_end(result, lines, script):
+        # The hybrid stack ends with the frame that entered the Tracker, in both.
+        assert _stacks_by_size(result["peak"], "hybrid")[111_111][-1] == ("inner", str(script), lines["in_block"])
+        return _stacks_by_size(result["peak"])
+
+    stacks = side_by_side(tmp_path, ROOTED, ["peak", "hybrid"], stacks_and_end, options={"native_traces": True},
+                          extension_dir=extension_dir)
     assert stacks["heapscope"] == stacks["memray"]
 
 
@@ -413,11 +418,8 @@ def test_thread_names_follow_renames(tmp_path, extension_dir):
 
 
 def test_thread_names_as_memray(tmp_path, extension_dir):
-    _need_memray()
-    names = {}
-    for tool in ("memray", "heapscope"):
-        result, _, _ = capture(tmp_path, tool, RENAMES, "peak_threads", extension_dir=extension_dir)
-        names[tool] = _names(result["peak_threads"])
+    names = side_by_side(tmp_path, RENAMES, ["peak_threads"],
+                         lambda result, lines, script: _names(result["peak_threads"]), extension_dir=extension_dir)
     # memray sees renames by threading and by prctl; it misses pthread_setname_np (its thread keeps
     # the threading name it started with), which heapscope follows.
     missed = {100_030, 200_030, 100_040, 200_040}
@@ -464,3 +466,306 @@ def test_native_stacks_are_not_cut(tmp_path, extension_dir):
     assert "hs_gt_malloc" in functions[:3] and "_start" in functions[-3:]
     if "memray" in frames:
         assert frames["memray"].count("hs_gt_deep") == 301
+
+
+# -- 9. memray's API that heapscope lacked: max_memory_records, temporal records, dump_all_records --------------------
+
+MANY_SNAPSHOTS = """
+import time
+import hs_alloc
+with Tracker(out, memory_interval_ms=2):
+    hs_alloc.malloc(1, 100_000)
+    time.sleep(0.4)
+"""
+
+
+def test_max_memory_records_keeps_every_nth_snapshot(tmp_path, extension_dir):
+    from heapscope import FileReader
+
+    capture(tmp_path, "heapscope", MANY_SNAPSHOTS, "metadata", extension_dir=extension_dir)
+    path = tmp_path / "script_heapscope.bin"
+    every = FileReader(path).get_memory_snapshots()
+    assert len(every) > 60
+    few = FileReader(path, max_memory_records=25).get_memory_snapshots()
+    stride = -(-len(every) // 25)  # memray's: ceil(records / max_memory_records)
+    assert few == every[::stride] and len(few) <= 25
+    assert FileReader(path, max_memory_records=len(every)).get_memory_snapshots() == every
+    for bad, error in ((0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error):
+            FileReader(path, max_memory_records=bad)
+
+
+# Memory records between the phases are the snapshots; blocks outlive some of
+# them, mappings are cut in pieces, one location allocates in several phases.
+TEMPORAL = """
+import os, time
+import hs_alloc
+P = os.sysconf("SC_PAGESIZE")
+p2, p8 = 2 * P, 8 * P
+def phase():
+    time.sleep(0.03)
+with Tracker(out, memory_interval_ms=5):
+    hs_alloc.malloc(1, 100_000)          # @a
+    hs_alloc.mmap(2, p8)                 # @m
+    phase()
+    hs_alloc.malloc(3, 300_000)          # @b
+    hs_alloc.free(1)
+    hs_alloc.munmap(2, p2, p2)           # a hole: two pieces
+    phase()
+    hs_alloc.malloc(4, 50_000)           # @c
+    hs_alloc.free(4)
+    hs_alloc.malloc(5, 70_000)           # @d
+    phase()
+    hs_alloc.free(3)
+    hs_alloc.munmap(2, 0, p2)
+    phase()
+    hs_alloc.malloc(6, 30_000)           # @e
+"""
+
+# Feeds the events and memory records `heapscope parse` printed to memray's
+# own aggregators (its test harnesses), and prints what they make of them.
+MEMRAY_TEMPORAL = """
+import json, re, sys
+from memray._memray import (AllocationLifetimeAggregatorTestHarness, AllocatorType,
+                            HighWaterMarkAggregatorTestHarness)
+harnesses = [HighWaterMarkAggregatorTestHarness(), AllocationLifetimeAggregatorTestHarness()]
+for line in open(sys.argv[1]):
+    kind = line.split(" ", 1)[0]
+    if kind == "MEMORY":
+        for harness in harnesses:
+            harness.capture_snapshot()
+    elif kind in ("ALLOCATION", "DEALLOCATION"):
+        fields = dict(re.findall(r"(\\w+)=(\\S+)", line))
+        for harness in harnesses:
+            harness.add_allocation(tid=1, address=int(fields["address"], 16), size=int(fields["size"]),
+                                   allocator=AllocatorType[fields["allocator"]], native_frame_id=0,
+                                   frame_index=int(fields.get("python_node", 0)), native_segment_generation=0)
+def dump(records):
+    return {f"{r.stack_id} {AllocatorType(r.allocator).name}":
+            [[i.allocated_before_snapshot, i.deallocated_before_snapshot, i.n_allocations, i.n_bytes]
+             for i in r.intervals] for r in records}
+print(json.dumps({"high_water_marks": harnesses[0].high_water_mark_bytes_by_snapshot(),
+                  "hwm": dump(harnesses[0].get_temporal_allocations()),
+                  "lifetimes": dump(harnesses[1].get_allocations())}))
+"""
+
+
+def _temporal_dump(records):
+    return {f"{r.stack_id} {r.allocator.name}":
+            [[i.allocated_before_snapshot, i.deallocated_before_snapshot, i.n_allocations, i.n_bytes]
+             for i in r.intervals] for r in records}
+
+
+def test_temporal_records_as_memrays_aggregators(tmp_path, extension_dir):
+    """The same events and snapshots through memray's aggregators and heapscope's."""
+    _need_memray()
+    import io
+
+    from heapscope import FileReader
+    from heapscope.reader import dump_all_records
+
+    _, lines, script = capture(tmp_path, "heapscope", TEMPORAL, "metadata", extension_dir=extension_dir)
+    path = tmp_path / "script_heapscope.bin"
+    text = io.StringIO()
+    dump_all_records(path, out=text)
+    events = tmp_path / "events.txt"
+    events.write_text(text.getvalue())
+    helper = tmp_path / "memray_temporal.py"
+    write_script(helper, MEMRAY_TEMPORAL)
+    memray = json.loads(run_script(helper, events).stdout)
+
+    reader = FileReader(path)
+    lifetimes = reader.get_temporal_allocation_records()
+    records, high_water_marks = reader.get_temporal_high_water_mark_allocation_records()
+    assert _temporal_dump(lifetimes) == memray["lifetimes"]
+    assert _temporal_dump(records) == memray["hwm"]
+    # memray's last entry is the last peak the heap fell from: a rise at the very end (e) is missed there.
+    assert high_water_marks[:-1] == memray["high_water_marks"][:-1]
+    assert high_water_marks[-1] >= memray["high_water_marks"][-1]
+    assert len(high_water_marks) == len(reader.get_memory_snapshots()) + 1
+
+
+def test_temporal_records_against_ground_truth(tmp_path, extension_dir):
+    from heapscope import FileReader
+    from heapscope.reader import Interval, TemporalAllocationRecord
+
+    _, lines, script = capture(tmp_path, "heapscope", TEMPORAL, "metadata", extension_dir=extension_dir)
+    reader = FileReader(tmp_path / "script_heapscope.bin")
+
+    def at_line(records, name, allocator):
+        for record in records:
+            stack = record.stack_trace()
+            if record.allocator.name == allocator and stack and stack[0][2] == lines[name]:
+                return record
+        return None
+
+    lifetimes = reader.get_temporal_allocation_records()
+    assert all(isinstance(r, TemporalAllocationRecord) and r.tid == 0 for r in lifetimes)
+    a, b, c, d, e = (at_line(lifetimes, name, "MALLOC") for name in "abcde")
+    assert c is None  # made and freed between the same two snapshots
+    (freed_a,) = a.intervals
+    (freed_b,) = b.intervals
+    assert isinstance(freed_a, Interval) and freed_a.n_allocations == 1 and freed_a.n_bytes == 100_000
+    assert freed_a.allocated_before_snapshot < freed_a.deallocated_before_snapshot
+    assert freed_a.deallocated_before_snapshot <= freed_b.allocated_before_snapshot + 1
+    assert freed_b.deallocated_before_snapshot is not None and d.intervals[0].deallocated_before_snapshot is None
+    assert [(i.n_allocations, i.n_bytes) for i in e.intervals] == [(1, 30_000)]
+    mapping = at_line(lifetimes, "m", "MMAP")
+    P = next(i.n_bytes for i in mapping.intervals if i.deallocated_before_snapshot is None) // 4
+    # The hole and the first piece were freed (no block counted until the last piece goes); 4 pages leak, once.
+    assert sorted((i.n_allocations, i.n_bytes) for i in mapping.intervals) == [(0, 2 * P), (0, 2 * P), (1, 4 * P)]
+
+    records, marks = reader.get_temporal_high_water_mark_allocation_records(merge_threads=False)
+    assert all(r.tid != 0 for r in records)
+    mapping = at_line(records, "m", "MMAP")
+    shares = [(i.n_allocations, i.n_bytes) for i in mapping.intervals]
+    assert shares[0] == (1, 8 * P) and (2, 6 * P) in shares and shares[-1] == (1, 4 * P)  # the hole: two pieces
+    assert mapping.intervals[-1].deallocated_before_snapshot is None
+    assert max(marks) >= 300_000 + 70_000 + 6 * P
+    with pytest.raises(ValueError, match="closed"):
+        closed = FileReader(tmp_path / "script_heapscope.bin")
+        closed.close()
+        closed.get_temporal_allocation_records()
+
+
+def test_temporal_records_need_every_event(tmp_path, extension_dir):
+    from heapscope import FileReader
+
+    capture(tmp_path, "heapscope", TIES, "metadata", options={"file_format": "AGGREGATED_ALLOCATIONS"},
+            extension_dir=extension_dir)
+    reader = FileReader(tmp_path / "script_heapscope.bin")
+    with pytest.raises(NotImplementedError, match="pre-aggregated"):
+        reader.get_temporal_allocation_records()
+    with pytest.raises(NotImplementedError, match="pre-aggregated"):
+        reader.get_temporal_high_water_mark_allocation_records()
+
+
+def test_dump_all_records_and_heapscope_parse(tmp_path, extension_dir):
+    import io
+    import re
+    import subprocess
+    import sys
+
+    import heapscope
+    from heapscope import FileReader
+    from capture_helpers import heapscope_cli
+
+    _, lines, script = capture(tmp_path, "heapscope", TIES, "metadata", extension_dir=extension_dir)
+    path = tmp_path / "script_heapscope.bin"
+    text = io.StringIO()
+    heapscope.dump_all_records(path, out=text)
+    dumped = text.getvalue().splitlines()
+    assert dumped[0].startswith("HEADER version=") and "file_format=ALL_ALLOCATIONS" in dumped[0]
+    kinds = {line.split(" ", 1)[0] for line in dumped}
+    assert {"METADATA", "THREAD", "CODE", "PYTHON_NODE", "ALLOCATION", "DEALLOCATION", "MEMORY"} <= kinds
+    sizes = [int(re.search(r" size=(\d+)", line).group(1)) for line in dumped
+             if line.startswith("ALLOCATION") and "allocator=MALLOC" in line]
+    assert [size for size in sizes if size >= 100] == [1_000_000, 400_000, 600_000, 100]
+    # Each ALLOCATION line is one of metadata.total_allocations (item 10: frees are not counted).
+    assert sum(1 for line in dumped if line.startswith("ALLOCATION")) == FileReader(path).metadata.total_allocations
+    cli = heapscope_cli("parse", path)
+    assert cli.returncode == 0 and cli.stdout.splitlines() == dumped
+    with pytest.raises(OSError):
+        heapscope.dump_all_records(tmp_path / "missing.bin")
+    (tmp_path / "not_a_capture").write_text("hello")
+    assert heapscope_cli("parse", tmp_path / "not_a_capture").returncode == 1
+
+
+# -- 10. metadata.total_allocations: allocations (blocks made), frees not counted, the same everywhere -----------------
+
+COUNTED = """
+import json, os
+import hs_alloc
+P = os.sysconf("SC_PAGESIZE")
+p4 = 4 * P
+with Tracker(out, **options) as tracker:
+    for i in range(50):
+        hs_alloc.malloc(1, 1000 + i)
+        hs_alloc.realloc(1, 3000 + i)
+        hs_alloc.free(1)
+    hs_alloc.mmap(2, p4)
+    hs_alloc.munmap(2, P, P)
+    kept = [bytes(1000 + i) for i in range(100)]
+print(json.dumps(tracker.totals))
+"""
+
+
+@pytest.mark.parametrize("options", [{"trace_python_allocators": True}, {"file_format": "AGGREGATED_ALLOCATIONS"}])
+def test_total_allocations_means_one_thing(tmp_path, extension_dir, options):
+    from heapscope import FileReader
+    from heapscope.reader import _DEALLOCATORS
+
+    script = tmp_path / "counted.py"
+    write_script(script, PROLOGUE + COUNTED)
+    path = tmp_path / "counted.bin"
+    totals = json.loads(run_script(script, "heapscope", path, json.dumps(options),
+                                   extra_paths=[extension_dir]).stdout)
+    reader = FileReader(path)
+    total = reader.metadata.total_allocations
+    assert total == totals["allocations"] >= 150  # the Tracker's count, as written
+    if reader.is_aggregated:
+        return
+    made = sum(r.n_allocations for r in reader.get_allocation_records() if r.allocator not in _DEALLOCATORS)
+    freed = sum(1 for r in reader.get_allocation_records() if r.allocator in _DEALLOCATORS)
+    assert total == made == reader.stats().total_allocations
+    assert freed == totals["deallocations"] > 100  # memray's total_allocations would count these too
+
+
+# -- 9. SocketReader: a live capture read from Python ------------------------------------------------------------------
+
+SERVED = """
+import sys, time
+import hs_alloc
+from heapscope import SocketDestination, Tracker
+with Tracker(destination=SocketDestination(server_port=int(sys.argv[1]))):
+    hs_alloc.malloc(1, 1_234_567)              # @held
+    hs_alloc.malloc(2, 7_654_321)              # @freed
+    hs_alloc.free(2)
+    sys.stdin.readline()                       # until the test says so
+"""
+
+
+def test_socket_reader_follows_a_live_capture(tmp_path, extension_dir):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from heapscope import SocketReader
+    from capture_helpers import python_env
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "served.py"
+    lines = write_script(script, SERVED)
+    program = subprocess.Popen([sys.executable, str(script), str(port)], stdin=subprocess.PIPE, text=True,
+                               env=python_env(extension_dir))
+    try:
+        with SocketReader(port=port) as reader:
+            assert reader.pid == program.pid and str(script) in reader.command_line
+            assert reader.has_native_traces is False
+            deadline = time.monotonic() + 60
+            while True:
+                held = {r.stack_trace()[0][2]: r.size for r in reader.get_current_snapshot(merge_threads=True)
+                        if r.allocator.name == "MALLOC" and r.stack_trace()}
+                if held.get(lines["held"]) == 1_234_567:
+                    break
+                assert time.monotonic() < deadline, held
+                time.sleep(0.05)
+            assert lines["freed"] not in held
+            assert reader.is_active
+            with pytest.raises(ValueError, match="more than once"):
+                reader.__enter__()
+            unmerged = [r for r in reader.get_current_snapshot(merge_threads=False) if r.size == 1_234_567]
+            assert len(unmerged) == 1 and unmerged[0].tid != 0 and unmerged[0].thread_name == "MainThread"
+            program.stdin.write("\n")
+            program.stdin.flush()
+            assert program.wait(timeout=60) == 0
+            deadline = time.monotonic() + 30
+            while reader.is_active:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        program.kill()
+        program.wait()
