@@ -769,3 +769,50 @@ def test_socket_reader_follows_a_live_capture(tmp_path, extension_dir):
     finally:
         program.kill()
         program.wait()
+
+
+# -- greenlets: each allocation has the stack of the greenlet that made it -------------------------------------------
+
+GREENLETS = """
+import greenlet
+import hs_alloc
+
+def worker(slot, size):
+    hs_alloc.malloc(slot, size)                  # @first
+    main.switch()
+    hs_alloc.malloc(slot + 1, size + 1)          # @second
+
+def body():
+    one, two = greenlet.greenlet(worker), greenlet.greenlet(worker)
+    one.switch(10, 111_111)
+    two.switch(20, 222_222)
+    hs_alloc.malloc(30, 444_444)                 # @between
+    one.switch()
+    two.switch()
+
+main = greenlet.getcurrent()
+with Tracker(out, **options):
+    body()                                       # @body
+"""
+
+
+def _greenlet_stacks(result, lines, script):
+    return sorted((row["size"], tuple(tuple(frame) for frame in row["stack"])) for row in result["leaks"]
+                  if row["size"] > 100_000)
+
+
+def test_greenlets_have_their_own_stacks(tmp_path, extension_dir):
+    pytest.importorskip("greenlet")
+    result, lines, script = capture(tmp_path, "heapscope", GREENLETS, "leaks", extension_dir=extension_dir)
+    # heapscope reads the running greenlet's frames at each allocation: no switch to follow.
+    s = str(script)
+    assert _greenlet_stacks(result, lines, script) == [
+        (111_111 + 222_222, (("worker", s, lines["first"]),)),
+        (111_112 + 222_223, (("worker", s, lines["second"]),)),
+        (444_444, (("body", s, lines["between"]), ("<module>", s, lines["body"])))]
+
+
+def test_greenlets_as_memray(tmp_path, extension_dir):
+    pytest.importorskip("greenlet")
+    stacks = side_by_side(tmp_path, GREENLETS, ["leaks"], _greenlet_stacks, extension_dir=extension_dir)
+    assert stacks["heapscope"] == stacks["memray"] and len(stacks["memray"]) == 3
