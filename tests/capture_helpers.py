@@ -24,9 +24,12 @@ EXTENSION_SOURCE = r"""
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE 1
 #include <Python.h>
+#include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #define SLOTS 256
 static void* slots[SLOTS];
@@ -70,6 +73,15 @@ __attribute__((noinline)) void* hs_gt_valloc(size_t n) { return valloc(n); }
 __attribute__((noinline)) void* hs_gt_mmap(size_t n) {
     return mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 }
+/* Allocates `depth` native frames down: the frames of a deep C stack. */
+__attribute__((noinline)) void* hs_gt_deep(int depth, size_t n) {
+    if (depth <= 0) return hs_gt_malloc(n);
+    void* volatile p = hs_gt_deep(depth - 1, n);  /* volatile: no tail call */
+    return p;
+}
+__attribute__((noinline)) void* hs_gt_mmap_fixed(void* at, size_t n) {
+    return mmap(at, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+}
 
 static PyObject* py_malloc(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     Py_ssize_t a[2];
@@ -111,6 +123,45 @@ static PyObject* py_mmap(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     if (get_args(args, nargs, 2, a)) return NULL;
     return stored(a[0], hs_gt_mmap((size_t)a[1]), (size_t)a[1]);
 }
+/* rename(how, ident): names a thread, calling as C code does (through this
+   object's PLT): 0 the caller with prctl(PR_SET_NAME), 1 the caller with
+   pthread_setname_np, 2 the thread `ident` (its pthread_t) with pthread_setname_np. */
+static PyObject* py_rename(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Py_ssize_t a[2];
+    if (get_args(args, nargs, 2, a)) return NULL;
+    int error = 0;
+    if (a[0] == 0) error = prctl(PR_SET_NAME, "renamed-prctl", 0, 0, 0) ? errno : 0;
+    else if (a[0] == 1) error = pthread_setname_np(pthread_self(), "renamed-pth");
+    else error = pthread_setname_np((pthread_t)a[1], "renamed-other");
+    if (error) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+/* deep(slot, depth, size): malloc from `depth` frames of hs_gt_deep. */
+static PyObject* py_deep(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Py_ssize_t a[3];
+    if (get_args(args, nargs, 3, a)) return NULL;
+    return stored(a[0], hs_gt_deep((int)a[1], (size_t)a[2]), 0);
+}
+/* mmap_at(slot, base, offset, size): a mapping made over [slots[base] + offset, + size) (MAP_FIXED). */
+static PyObject* py_mmap_at(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Py_ssize_t a[4];
+    if (get_args(args, nargs, 4, a)) return NULL;
+    if (a[1] < 0 || a[1] >= SLOTS || !slots[a[1]]) {
+        PyErr_SetString(PyExc_IndexError, "no mapping in the base slot");
+        return NULL;
+    }
+    return stored(a[0], hs_gt_mmap_fixed((char*)slots[a[1]] + a[2], (size_t)a[3]), (size_t)a[3]);
+}
+/* munmap(slot, offset, length): unmaps [slots[slot] + offset, + length), whatever mappings that covers. */
+static PyObject* py_munmap(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Py_ssize_t a[3];
+    if (get_args(args, nargs, 3, a)) return NULL;
+    if (munmap((char*)slots[a[0]] + a[1], (size_t)a[2]) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
 /* Frees a slot with the call that matches how it was made. */
 static PyObject* py_free(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     Py_ssize_t a[1];
@@ -131,6 +182,10 @@ static PyMethodDef methods[] = {
     {"memalign", (PyCFunction)(void (*)(void))py_memalign, METH_FASTCALL, "(slot, align, size)"},
     {"valloc", (PyCFunction)(void (*)(void))py_valloc, METH_FASTCALL, "valloc(slot, size)"},
     {"mmap", (PyCFunction)(void (*)(void))py_mmap, METH_FASTCALL, "mmap(slot, size)"},
+    {"mmap_at", (PyCFunction)(void (*)(void))py_mmap_at, METH_FASTCALL, "mmap_at(slot, base, offset, size)"},
+    {"deep", (PyCFunction)(void (*)(void))py_deep, METH_FASTCALL, "deep(slot, depth, size): malloc, depth frames down"},
+    {"rename", (PyCFunction)(void (*)(void))py_rename, METH_FASTCALL, "rename(how, ident): see above"},
+    {"munmap", (PyCFunction)(void (*)(void))py_munmap, METH_FASTCALL, "munmap(slot, offset, length)"},
     {"free", (PyCFunction)(void (*)(void))py_free, METH_FASTCALL, "free(slot): free or munmap"},
     {NULL, NULL, 0, NULL},
 };

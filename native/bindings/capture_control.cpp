@@ -5,7 +5,10 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/vector.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <cstdlib>
 #include <memory>
@@ -70,9 +73,33 @@ SamplingConfig sampling_from_text(const std::string& text) {
 
 namespace {
 
+// Where the stacks of the thread that starts a capture begin, as memray
+// has it: at the frame that entered the Tracker; the frames above it (its
+// callers) are not the tracked code's. They are suspended at the same
+// calls for as long as that frame runs, so every stack of the thread made
+// meanwhile passes through one node of the trie: the node of those frames,
+// interned here and named in the capture's metadata (`stack_root_node`),
+// where readers cut every stack that reaches it. `entry_depth` counts the
+// frames from capture_start's Python caller to the entering frame (1: the
+// caller of Tracker.__enter__). Stacks that do not pass through the node (a
+// Tracker entered in a function that returns before the capture ends) are
+// kept whole. GIL held, tracing suppressed.
+void announce_stack_root(CaptureWriter* writer, uint32_t entry_depth) {
+    PyThreadState* tstate = PyThreadState_Get();
+    std::vector<FrameKey> frames(kCaptureDepth);
+    uint32_t depth = 0;
+    const uint32_t count = python::capture_stack(tstate, frames.data(), kCaptureDepth, &depth);
+    // Every frame is needed: a stack deeper than kCaptureDepth loses its
+    // outer frames, and would never pass through the node.
+    if (count != depth || count <= entry_depth + 1) return;  // also: no caller above the entering frame
+    const uint32_t node = engine().intern_stack(frames.data() + entry_depth + 1, count - entry_depth - 1);
+    if (node != StackTrie::kRoot) writer->add_metadata({{"stack_root_node", std::to_string(node)}});
+}
+
 void capture_start(int fd, bool aggregated, bool native_traces, bool trace_python_allocators,
                    uint32_t memory_interval_ms, bool compress, Metadata metadata, const std::string& sampling_text,
-                   const std::string& door_name) {
+                   const std::string& door_name, std::optional<uint32_t> entry_depth,
+                   std::vector<std::pair<uint64_t, std::string>> thread_names) {
     if (fd < 0) throw nb::value_error("capture_start: the file descriptor must be >= 0");
     SamplingConfig sampling;
     try {
@@ -120,6 +147,8 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     session_options.sampling = sampling;
     if (!session::begin(door, session_options)) raise_runtime_error(session::refusal(door));
     g_writer = std::move(writer);
+    if (entry_depth) announce_stack_root(g_writer.get(), *entry_depth);
+    for (const auto& [ident, name] : thread_names) engine().name_thread(ident, name);
     announce_pools(g_writer.get());
 }
 
@@ -131,13 +160,29 @@ void stop_engine() {
     release_pins(unpin);
 }
 
-nb::dict capture_stop(Metadata end_metadata) {
+// The wall-clock time now, as Python's repr(time.time()) reads back.
+std::string unix_time_text() {
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    char text[64];
+    std::snprintf(text, sizeof text, "%lld.%06ld", static_cast<long long>(now.tv_sec), now.tv_nsec / 1000);
+    return text;
+}
+
+// Stops the capture of process `owner_pid`; None in any other (a forked
+// child whose part of the capture already ended). Called from
+// Tracker.__exit__ before anything else: its argument is an int the Tracker
+// already holds, so nothing is allocated before the engine stops (a
+// converted argument would be a block of heapscope's in the capture).
+std::optional<nb::dict> capture_stop(long long owner_pid) {
+    if (static_cast<long long>(getpid()) != owner_pid) return std::nullopt;
     if (!g_writer) raise_runtime_error("no capture is active");
     {
         SuppressTracing untraced;  // unpatching allocates; frees still reach the capture
         stop_engine();
     }
     std::unique_ptr<CaptureWriter> writer = std::move(g_writer);
+    const Metadata end_metadata{{"end_time", unix_time_text()}};
     std::string error;
     bool ok;
     {
@@ -175,16 +220,39 @@ void capture_fork_child(std::optional<int> fd, Metadata metadata) {
     announce_pools(g_writer.get());
 }
 
+// threading.Thread's name for the capture (heapscope.tracker's interceptor
+// of Thread._name and _ident). The name is converted here, untraced: a block
+// made for it would be heapscope's own in the capture.
+void capture_thread_name(uint64_t ident, nb::handle name) {
+    if (!g_writer) return;
+    SuppressTracing untraced;
+    HookGuard inside;
+    Py_ssize_t length = 0;
+    const char* text = PyUnicode_Check(name.ptr()) ? PyUnicode_AsUTF8AndSize(name.ptr(), &length) : nullptr;
+    if (!text) {
+        PyErr_Clear();
+        return;
+    }
+    engine().name_thread(ident, std::string(text, static_cast<size_t>(length)));
+}
+
 }  // namespace
 
 void bind_capture_control(nb::module_& m) {
     m.def("capture_start", &capture_start, nb::arg("fd"), nb::kw_only(), nb::arg("aggregated"),
           nb::arg("native_traces"), nb::arg("trace_python_allocators"), nb::arg("memory_interval_ms"),
           nb::arg("compress"), nb::arg("metadata"), nb::arg("sampling") = "exact", nb::arg("door") = "tracker",
-          "Start capturing every allocation into `fd` (a file or a connected socket; the capture owns it).");
-    m.def("capture_stop", &capture_stop, nb::arg("end_metadata"),
-          "Stop the capture, write its end and close it. Returns totals.");
+          nb::arg("entry_depth") = nb::none(), nb::arg("thread_names") = std::vector<std::pair<uint64_t, std::string>>{},
+          "Start capturing every allocation into `fd` (a file or a connected socket; the capture owns it).\n"
+          "entry_depth: the frames from the caller to the frame that entered the Tracker (1: the caller's\n"
+          "caller); the stacks of this thread start there. None: stacks are kept whole.\n"
+          "thread_names: (ident, name) of threads that exist already: their names in the capture.");
+    m.def("capture_stop", &capture_stop, nb::arg("owner_pid"),
+          "Stop the capture of process `owner_pid`, write its end (end_time stamped now) and close it. "
+          "Returns totals; None in another process.");
     m.def("capture_active", [] { return static_cast<bool>(g_writer); });
+    m.def("capture_thread_name", &capture_thread_name, nb::arg("ident"), nb::arg("name"),
+          "While capturing: the thread with this ident (threading.get_ident()) is called `name` (a str).");
     m.def("check_can_start", [](const std::string& door_name) {
         session::Door door;
         if (!session::door_from_name(door_name, &door)) throw nb::value_error("unknown door");

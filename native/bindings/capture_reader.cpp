@@ -12,6 +12,7 @@
 #include <Python.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -27,6 +28,7 @@
 #include "analysis/capture_file.h"
 #include "bindings.h"
 #include "analysis/capture_stream.h"
+#include "format/record_text.h"
 #include "model/allocator.h"
 #include "model/location.h"
 #include "model/allocator.h"
@@ -90,8 +92,35 @@ struct EventRow {
     uint32_t count;   // blocks the event stands for (1 unless sampled)
 };
 
-// The lazy iterator of records(): decodes a batch of events with the GIL
-// released, then hands them out one at a time.
+// records() yields the events as EventRows.
+bool event_row(const format::Record& r, EventRow* row) {
+    if (r.type == format::RecordType::kAllocation) {
+        const format::AllocationRecord& a = r.allocation;
+        *row = EventRow{a.address, a.size,
+                        LocationKey{.thread = a.thread, .python_node = a.python_node, .native_node = a.native_node,
+                                    .domain = a.domain, .allocator = a.allocator},
+                        a.count};
+        return true;
+    }
+    if (r.type == format::RecordType::kDeallocation) {
+        const format::DeallocationRecord& d = r.deallocation;
+        *row = EventRow{d.address, d.size, LocationKey{.thread = d.thread, .domain = d.domain, .allocator = d.allocator},
+                        1};
+        return true;
+    }
+    return false;
+}
+
+// dump() yields every record as a line of text.
+bool record_line(const format::Record& r, std::string* line) {
+    *line = format::record_text(r);
+    return true;
+}
+
+// The lazy iterator of records() and dump(): decodes a batch of records with
+// the GIL released, converts those `Convert` keeps, then hands them out one
+// at a time.
+template <typename Row, bool (*Convert)(const format::Record&, Row*)>
 class RecordIterator {
   public:
     RecordIterator(std::shared_ptr<SharedFile> shared, nb::object progress)
@@ -103,6 +132,7 @@ class RecordIterator {
             nb::gil_scoped_release release;
             std::lock_guard<std::mutex> lock(shared_->mutex);
             cursor_ = shared_->file->reader().start_pass(progress_.callback(), true, &error);
+            if (cursor_ && std::is_same_v<Row, std::string>) cursor_->every_record();  // dump(): all of them
         }
         if (!cursor_) {
             PyErr_SetString(PyExc_OSError, error.c_str());
@@ -110,7 +140,7 @@ class RecordIterator {
         }
     }
 
-    EventRow next() {
+    Row next() {
         if (position_ == batch_.size()) {
             batch_.clear();
             position_ = 0;
@@ -143,31 +173,22 @@ class RecordIterator {
 
   private:
     void fill() {
+        Row row;
         while (batch_.size() < kRecordBatch) {
             const format::Record* r = cursor_->next();
             if (r == nullptr) return;
-            if (r->type == format::RecordType::kAllocation) {
-                const format::AllocationRecord& a = r->allocation;
-                batch_.push_back(EventRow{a.address, a.size,
-                                          LocationKey{.thread = a.thread, .python_node = a.python_node,
-                                                      .native_node = a.native_node, .domain = a.domain,
-                                                      .allocator = a.allocator},
-                                          a.count});
-            } else if (r->type == format::RecordType::kDeallocation) {
-                const format::DeallocationRecord& d = r->deallocation;
-                batch_.push_back(EventRow{
-                    d.address, d.size, LocationKey{.thread = d.thread, .domain = d.domain, .allocator = d.allocator},
-                    1});
-            }
+            if (Convert(*r, &row)) batch_.push_back(std::move(row));
         }
     }
 
     std::shared_ptr<SharedFile> shared_;
     PythonProgress progress_;
     std::unique_ptr<CaptureReader::Cursor> cursor_;
-    std::vector<EventRow> batch_;
+    std::vector<Row> batch_;
     size_t position_ = 0;
 };
+using EventIterator = RecordIterator<EventRow, event_row>;
+using LineIterator = RecordIterator<std::string, record_line>;
 
 class PyCaptureFile {
   public:
@@ -238,17 +259,30 @@ class PyCaptureFile {
         return finish_rows(std::move(result.rows), merge_threads);
     }
 
-    RecordIterator* records(nb::object progress) {
-        require_all_allocations("the allocation records");
-        auto* iterator = new RecordIterator(shared_, choose(progress));
-        try {
-            iterator->start();
-        } catch (...) {
-            delete iterator;
-            throw;
+    // (intervals: [TemporalInterval], high-water marks: [int]; empty for lifetimes).
+    std::pair<std::vector<TemporalInterval>, std::vector<uint64_t>> temporal(bool high_water_marks, bool merge_threads,
+                                                                              uint64_t stride, nb::object progress) {
+        require_all_allocations("allocation histories");
+        if (stride == 0) throw nb::value_error("stride must be at least 1");
+        PythonProgress p(choose(progress));
+        TemporalResult result;
+        {
+            nb::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(shared_->mutex);
+            result = shared_->file->temporal(high_water_marks, merge_threads, stride, p.callback());
         }
-        return iterator;
+        if (!result.end.ok()) raise_for(p, result.end);
+        return {std::move(result.intervals), std::move(result.high_water_marks)};
     }
+
+    EventIterator* records(nb::object progress) {
+        require_all_allocations("the allocation records");
+        return started(new EventIterator(shared_, choose(progress)));
+    }
+
+    // Every record as text, the file header first (heapscope parse).
+    LineIterator* dump(nb::object progress) { return started(new LineIterator(shared_, choose(progress))); }
+    std::string header_line() const { return format::header_text(file().header()); }
 
     std::vector<format::MemoryRecord> memory_snapshots() { return summary(nb::none()).memory; }
 
@@ -355,6 +389,17 @@ class PyCaptureFile {
     void clear_progress() { progress_ = nb::none(); }
 
   private:
+    template <typename Iterator>
+    static Iterator* started(Iterator* iterator) {
+        try {
+            iterator->start();
+        } catch (...) {
+            delete iterator;
+            throw;
+        }
+        return iterator;
+    }
+
     const CaptureFile& file() const { return *shared_->file; }
     nb::object choose(const nb::object& progress) const { return progress.is_none() ? progress_ : progress; }
 
@@ -540,8 +585,9 @@ int clear_progress(PyObject* self) {
 PyType_Slot file_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(traverse_progress<PyCaptureFile>)},
                             {Py_tp_clear, reinterpret_cast<void*>(clear_progress<PyCaptureFile>)},
                             {0, nullptr}};
-PyType_Slot iterator_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(traverse_progress<RecordIterator>)},
-                                {Py_tp_clear, reinterpret_cast<void*>(clear_progress<RecordIterator>)},
+template <typename Iterator>
+PyType_Slot iterator_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(traverse_progress<Iterator>)},
+                                {Py_tp_clear, reinterpret_cast<void*>(clear_progress<Iterator>)},
                                 {0, nullptr}};
 
 }  // namespace
@@ -562,6 +608,18 @@ void bind_capture_reader(nb::module_& m) {
     heapscope::bindings::def_location(live_block, &LiveBlock::key)
         .def_ro("size", &LiveBlock::size)
         .def_ro("count", &LiveBlock::count);
+    nb::class_<TemporalInterval> interval(
+        m, "TemporalInterval",
+        "One location's blocks over snapshots: thread, allocator (public value), python_node, native_node,\n"
+        "domain, allocated_before and deallocated_before (snapshot indexes; None: never), count, size.");
+    heapscope::bindings::def_location(interval, &TemporalInterval::key)
+        .def_ro("allocated_before", &TemporalInterval::allocated_before)
+        .def_prop_ro("deallocated_before",
+                     [](const TemporalInterval& i) {
+                         return i.deallocated_before == kNever ? nb::none() : nb::cast(i.deallocated_before);
+                     })
+        .def_ro("count", &TemporalInterval::count)
+        .def_ro("size", &TemporalInterval::bytes);
     nb::class_<BlocksAt>(m, "BlocksAt", "blocks (LiveBlock) and used_ms, the time of the memory record used.")
         .def_ro("blocks", &BlocksAt::blocks)
         .def_ro("used_ms", &BlocksAt::used_ms);
@@ -577,9 +635,12 @@ void bind_capture_reader(nb::module_& m) {
         .def_ro("complete", &ReadTotals::complete)
         .def_prop_ro("damage", [](const ReadTotals& t) { return damage_or_none(t.damage); });
 
-    nb::class_<RecordIterator>(m, "_CaptureRecordIterator", nb::type_slots(iterator_slots))
+    nb::class_<EventIterator>(m, "_CaptureRecordIterator", nb::type_slots(iterator_slots<EventIterator>))
         .def("__iter__", [](nb::handle self) { return self; })
-        .def("__next__", &RecordIterator::next);
+        .def("__next__", &EventIterator::next);
+    nb::class_<LineIterator>(m, "_CaptureLineIterator", nb::type_slots(iterator_slots<LineIterator>))
+        .def("__iter__", [](nb::handle self) { return self; })
+        .def("__next__", &LineIterator::next);
 
     nb::class_<PyCaptureFile>(m, "CaptureFile", nb::type_slots(file_slots),
                               "A capture file opened for reports. Location reports are lists of LocationRow,\n"
@@ -599,9 +660,16 @@ void bind_capture_reader(nb::module_& m) {
         .def("leaks", &PyCaptureFile::leaks, nb::arg("merge_threads") = true, nb::arg("progress") = nb::none())
         .def("temporary", &PyCaptureFile::temporary, nb::arg("threshold") = 1, nb::arg("merge_threads") = true,
              nb::arg("progress") = nb::none())
+        .def("temporal", &PyCaptureFile::temporal, nb::arg("high_water_marks"), nb::arg("merge_threads") = true,
+             nb::arg("stride") = 1, nb::arg("progress") = nb::none(),
+             "Allocation histories over snapshots (every stride-th memory record): ([TemporalInterval],\n"
+             "[high-water mark bytes per interval]) for high_water_marks, else lifetimes and [].")
         .def("records", &PyCaptureFile::records, nb::arg("progress") = nb::none(), nb::rv_policy::take_ownership,
              "Every allocation and deallocation, lazily, as EventRow (thread, address, size,\n"
              "allocator, python_node, native_node, domain, count).")
+        .def("dump", &PyCaptureFile::dump, nb::arg("progress") = nb::none(), nb::rv_policy::take_ownership,
+             "Every record of the capture, lazily, as a line of text (TYPE name=value ...).")
+        .def_prop_ro("header_line", &PyCaptureFile::header_line, "The file header as a line of text.")
         .def("memory_snapshots", &PyCaptureFile::memory_snapshots, "[MemoryRecord], in order.")
         .def("blocks_at", &PyCaptureFile::blocks_at, nb::arg("time_ms"),
              "The blocks live as of the last memory record at or before time_ms: BlocksAt.")

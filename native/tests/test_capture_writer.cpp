@@ -264,7 +264,7 @@ class Feeder {
     void thread(uint32_t id) {
         std::lock_guard<EngineLock> lock(engine_lock_);
         const uint64_t tid = gettid_now();
-        writer_->on_thread(id, tid);
+        writer_->on_thread(id, tid, nullptr);
         char name[32] = {};
         pthread_getname_np(pthread_self(), name, sizeof name);
         expected_.push_back("thread " + std::to_string(id) + " " + std::to_string(tid) + " " + name);
@@ -331,8 +331,11 @@ class Feeder {
     void free(const Block& block, uint32_t thread, Allocator allocator = Allocator::kFree, uint64_t length = 0) {
         std::lock_guard<EngineLock> lock(engine_lock_);
         const uint64_t released = allocator == Allocator::kMunmap && length ? length : block.size;
+        // A munmap of less than the mapping takes its start off: the piece stays, smaller.
+        const Unmapped how = released < block.size ? Unmapped::kPart : Unmapped::kWhole;
         writer_->on_free(DeallocationEvent{block.address, released, block.domain, thread, allocator,
-                                           BlockInfo{.size = block.size, .sink_state = block.kept, .total_depth = 1}});
+                                           BlockInfo{.size = block.size, .sink_state = block.kept, .total_depth = 1},
+                                           how == Unmapped::kWhole ? 1u : 0u, how});
         if (!aggregated_) {
             expected_.push_back("free " + std::to_string(thread) + " " + std::to_string(block.address) + " " +
                                 std::to_string(allocator == Allocator::kMunmap ? released : 0) + " " +
@@ -533,12 +536,13 @@ struct AggregateTruth {
         auto& b = brute[k];
         b[0] += 1, b[1] += size, b[4] += 1, b[5] += size;
         heap += size;
-        if (heap > peak) snapshot();
+        if (heap >= peak) snapshot();  // the latest of equal maxima is the peak
     }
     void remove(const Key& k, uint64_t size, bool whole) {
         auto& b = brute[k];
         b[0] -= whole ? 1 : 0, b[1] -= size;
         heap -= size;
+        if (heap >= peak) snapshot();
     }
     void snapshot() {
         peak = heap;

@@ -21,7 +21,9 @@ namespace {
 class RecordingSink : public CaptureSink {
   public:
     std::vector<std::string> log;
-    void on_thread(uint32_t thread, uint64_t) override { log.push_back("thread " + std::to_string(thread)); }
+    void on_thread(uint32_t thread, uint64_t, const std::string* name) override {
+        log.push_back("thread " + std::to_string(thread) + (name ? " named " + *name : ""));
+    }
     void on_python_node(uint32_t node, uint32_t parent, FrameKey frame) override {
         log.push_back("py " + std::to_string(node) + "<-" + std::to_string(parent) + " code " +
                       std::to_string(frame.code));
@@ -245,4 +247,65 @@ TEST_F(SampledEngineTest, CountsEstimatesAndTellsTheSinkTheWeights) {
     engine().traced_memory(&current, &peak);
     EXPECT_EQ(current, 0u);
     EXPECT_EQ(peak, 5900u);
+}
+
+TEST_F(CaptureTest, MunmapReleasesExactlyThePagesItCovers) {
+    struct PieceSink : RecordingSink {
+        struct Released {
+            uint64_t address, size, count;
+            Unmapped how;
+            uint32_t kept;
+            bool operator==(const Released&) const = default;
+        };
+        std::vector<Released> released;
+        void on_free(const DeallocationEvent& e) override {
+            released.push_back(Released{e.address, e.size, e.count, e.how, e.block.sink_state});
+        }
+    };
+    std::vector<FrameKey> unpin;
+    engine().stop(&unpin);
+    PieceSink pieces;
+    ASSERT_TRUE(engine().start(64, &pieces, false));
+    constexpr uint64_t P = 4096, A = 0x100000, B = A + 8 * P;
+    auto current = [] {
+        uint64_t now = 0, peak = 0;
+        engine().traced_memory(&now, &peak);
+        return now;
+    };
+    engine().record_alloc(0, A, 8 * P, with_stack({{1, 1}}), 1, 1, true, false, Allocator::kMmap);
+    engine().record_alloc(0, B, 4 * P, with_stack({{1, 1}}), 1, 1, true, false, Allocator::kMmap);
+    const uint32_t kept_a = 8 * P + 1000, kept_b = 4 * P + 1000;  // RecordingSink's block states
+    using R = PieceSink::Released;
+    // A hole in A: two pieces of it stay.
+    EXPECT_TRUE(engine().record_munmap(A + 2 * P, 2 * P));
+    EXPECT_EQ(pieces.released.back(), (R{A + 2 * P, 2 * P, 0, Unmapped::kHole, kept_a}));
+    EXPECT_EQ(current(), 10 * P);
+    // Across A's second piece and into B: the end of one, the start of the other.
+    pieces.released.clear();
+    EXPECT_TRUE(engine().record_munmap(A + 6 * P, 4 * P));
+    EXPECT_EQ(pieces.released, (std::vector<R>{{A + 6 * P, 2 * P, 0, Unmapped::kPart, kept_a},
+                                               {B, 2 * P, 0, Unmapped::kPart, kept_b}}));
+    EXPECT_EQ(current(), 6 * P);
+    // A's first piece, whole: a block less.
+    pieces.released.clear();
+    EXPECT_TRUE(engine().record_munmap(A - P, 3 * P));
+    EXPECT_EQ(pieces.released, (std::vector<R>{{A, 2 * P, 1, Unmapped::kWhole, kept_a}}));
+    EXPECT_EQ(current(), 4 * P);
+    EXPECT_FALSE(engine().record_munmap(A, 2 * P));  // nothing mapped there any more
+    // A mapping made over part of a live one (MAP_FIXED) replaces that part.
+    pieces.released.clear();
+    engine().record_alloc(0, A + 5 * P, 2 * P, with_stack({{1, 1}}), 1, 1, true, false, Allocator::kMmap);
+    EXPECT_EQ(pieces.released, (std::vector<R>{{A + 5 * P, P, 0, Unmapped::kPart, kept_a}}));
+    EXPECT_EQ(current(), 4 * P - P + 2 * P);
+    BlockInfo info;
+    ASSERT_TRUE(engine().find(0, A + 4 * P, &info));  // what is left of A: one page
+    EXPECT_EQ(info.size, P);
+    std::vector<TraceRecord> traces;
+    engine().collect(&traces);
+    uint64_t total = 0;
+    for (const TraceRecord& trace : traces) total += trace.info.size;
+    EXPECT_EQ(traces.size(), 3u);  // A's piece, C, B's piece
+    EXPECT_EQ(total, current());
+    engine().stop(&unpin);
+    ASSERT_TRUE(engine().start(64, &sink, true));  // TearDown stops it
 }

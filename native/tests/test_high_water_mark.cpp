@@ -1,5 +1,6 @@
 // HighWaterMark against a brute-force replay that copies every location's
-// value each time the heap reaches a new maximum.
+// value each time the heap reaches its maximum (again: ties included, after
+// any event, so the latest such moment is the high-water mark, as memray's).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -21,7 +22,7 @@ struct Event {
 
 struct Truth {
     std::vector<uint64_t> current_count, current_bytes;  // at the end (leaks)
-    std::vector<uint64_t> peak_count, peak_bytes;        // when the heap first reached its maximum
+    std::vector<uint64_t> peak_count, peak_bytes;        // when the heap last reached its maximum
     std::vector<uint64_t> total_count, total_bytes;
     uint64_t heap = 0, peak = 0;
 };
@@ -43,7 +44,7 @@ Truth brute_force(const std::vector<Event>& events, uint32_t locations) {
             t.current_bytes[e.location] -= e.size;
             t.heap -= e.size;
         }
-        if (t.heap > t.peak) {
+        if (t.heap >= t.peak) {
             t.peak = t.heap;
             t.peak_count = t.current_count;
             t.peak_bytes = t.current_bytes;
@@ -140,16 +141,38 @@ TEST(HighWaterMark, KnownSequence) {
     h.add(2, 120);     // heap 170, peak 170: {0: 0, 1: 50, 2: 120}
     h.remove(2, 120);  // heap 50
     h.add(0, 100);     // heap 150: not a peak
-    h.add(2, 20);      // heap 170: ties the peak, not a new one
+    h.add(2, 20);      // heap 170: ties the peak, which is now this moment
+    h.remove(2, 20);   // heap 150
     EXPECT_EQ(h.peak_heap(), 170u);
-    EXPECT_EQ(h.heap(), 170u);
-    EXPECT_EQ(h.at(0).peak_bytes(h.peak_epoch()), 0u);
+    EXPECT_EQ(h.heap(), 150u);
+    EXPECT_EQ(h.at(0).peak_bytes(h.peak_epoch()), 100u);
     EXPECT_EQ(h.at(1).peak_bytes(h.peak_epoch()), 50u);
-    EXPECT_EQ(h.at(2).peak_bytes(h.peak_epoch()), 120u);
+    EXPECT_EQ(h.at(2).peak_bytes(h.peak_epoch()), 20u);
     EXPECT_EQ(h.at(2).peak_count(h.peak_epoch()), 1u);
     EXPECT_EQ(h.at(0).current_bytes, 100u);
     EXPECT_EQ(h.at(0).total_count, 2u);
     EXPECT_EQ(h.at(0).total_bytes, 200u);
+}
+
+TEST(HighWaterMark, TheLatestOfEqualMaximaIsTheHighWaterMark) {
+    // memray's rule (HighWatermarkFinder::updatePeak compares with >=, after
+    // allocations and releases alike).
+    HighWaterMark h;
+    h.add(0, 64);      // heap 64, the first maximum: {0: 64}
+    h.remove(0, 64);   // heap 0
+    h.add(1, 64);      // heap 64 again: {1: 64}
+    EXPECT_EQ(h.at(0).peak_count(h.peak_epoch()), 0u);
+    EXPECT_EQ(h.at(1).peak_count(h.peak_epoch()), 1u);
+    h.add(2, 0);       // a block of 0 bytes made at the peak belongs to it
+    EXPECT_EQ(h.at(2).peak_count(h.peak_epoch()), 1u);
+    h.remove(2, 0);    // and freed at the peak: gone from it
+    EXPECT_EQ(h.at(2).peak_count(h.peak_epoch()), 0u);
+    EXPECT_EQ(h.at(1).peak_bytes(h.peak_epoch()), 64u);
+    h.shrink(1, 0);    // no change: still the peak
+    h.add(3, 1);       // a new maximum
+    h.remove(3, 1);
+    EXPECT_EQ(h.peak_heap(), 65u);
+    EXPECT_EQ(h.at(3).peak_bytes(h.peak_epoch()), 1u);
 }
 
 TEST(HighWaterMark, RestoredFromACheckpointContinuesExactly) {

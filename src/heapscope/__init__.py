@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 
 __all__ = ["track", "untrack", "get_include",
            "Tracker", "FileDestination", "SocketDestination", "FileFormat",
-           "FileReader", "AllocationRecord", "AllocatorType", "CaptureFileError", "Metadata", "MemorySnapshot"]
+           "FileReader", "AllocationRecord", "AllocatorType", "CaptureFileError", "Metadata", "MemorySnapshot",
+           "dump_all_records", "SocketReader"]
 
 # Imported on first use, so that `import heapscope` stays light.
 _LAZY = {
@@ -26,6 +27,7 @@ _LAZY = {
     "FileReader": "heapscope.reader", "AllocationRecord": "heapscope.reader",
     "AllocatorType": "heapscope.reader", "CaptureFileError": "heapscope.reader",
     "Metadata": "heapscope.reader", "MemorySnapshot": "heapscope.reader",
+    "dump_all_records": "heapscope.reader", "SocketReader": "heapscope.reader",
 }
 
 

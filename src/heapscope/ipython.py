@@ -218,21 +218,20 @@ class HeapscopeMagics(Magics):
 
     def _cell_part(self, stack, cells):
         """*stack* (outermost first) cut to start at the cell, or None when it
-        is not the cell's. Under the magic's own frame, a stack that reaches
-        no frame of a cell is IPython at work (reading, compiling the cell);
-        a stack of IPython's or the kernel's own threads is theirs. Threads
-        the cell started keep their stacks."""
+        is not the cell's. The magic's own frame entered the Tracker: stacks
+        start at it, and the reader leaves it out with heapscope's other
+        frames, so they start with IPython running the cell. A stack that
+        reaches no frame of a cell there is IPython at work (reading,
+        compiling the cell), as is a stack of IPython's or the kernel's own
+        threads; threads the cell started keep their stacks."""
         magic = next((index for index, frame in enumerate(stack)
                       if not frame.native and os.path.normcase(os.path.abspath(frame.filename)) == _HERE), None)
-        if magic is None:
-            python = [frame for frame in stack if not frame.native]
-            if not any(self._is_cell_frame(frame, cells) for frame in python) \
-                    and any(_in_packages(frame.filename, _FRAMEWORK_PACKAGES) for frame in python):
-                return None
-            return stack
-        inner = stack[magic + 1:]
+        inner = stack[magic + 1:] if magic is not None else stack
         first = next((index for index, frame in enumerate(inner) if self._is_cell_frame(frame, cells)), None)
-        return None if first is None else inner[first:]
+        outside = [frame for frame in inner[:first] if not frame.native]
+        if magic is not None or any(_in_packages(frame.filename, _FRAMEWORK_PACKAGES) for frame in outside):
+            return None if first is None else inner[first:]
+        return stack
 
     def _cell_samples(self, samples):
         cells = self._cell_files()

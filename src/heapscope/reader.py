@@ -15,7 +15,6 @@ Differences from memray, all deliberate:
 * A file that is not a capture raises :class:`CaptureFileError` (a
   ``ValueError``), not OSError. A damaged file is read up to the damage;
   ``metadata.damage`` says what was wrong and where.
-* ``get_memory_snapshots()`` gives ``time`` as a datetime.
 * ``allocator`` is an :class:`AllocatorType` (memray's names and values).
 * Stack traces leave out heapscope's own frames (``heapscope run``'s, at the
   outer end of the main thread's stacks) also when *max_stacks* is given.
@@ -35,7 +34,7 @@ from heapscope.reports.progress import ProgressBar
 from heapscope.tracker import FileFormat
 
 __all__ = ["FileReader", "AllocationRecord", "AllocatorType", "CaptureFileError", "Metadata", "MemorySnapshot",
-           "CaptureStats"]
+           "CaptureStats", "TemporalAllocationRecord", "Interval", "dump_all_records", "SocketReader"]
 
 
 class CaptureFileError(ValueError):
@@ -54,7 +53,8 @@ _ALLOCATOR_OF = {kind.value: kind for kind in AllocatorType}
 _DEALLOCATORS = frozenset(AllocatorType(entry.public_value) for entry in _ALLOCATOR_TABLE if entry.is_deallocator)
 
 MemorySnapshot = collections.namedtuple("MemorySnapshot", "time rss heap")
-MemorySnapshot.__doc__ = "Memory at one moment: time (datetime), rss and heap (bytes)."
+MemorySnapshot.__doc__ = ("Memory at one moment: time (an int, milliseconds since the epoch, as memray's), "
+                          "rss and heap (bytes).")
 
 # (function, filename, lineno)
 StackFrame = Tuple[str, str, int]
@@ -120,20 +120,15 @@ def _check_max_stacks(max_stacks):
     return max_stacks
 
 
-class AllocationRecord:
-    """One allocation (from ``get_allocation_records``) or one location's
-    total (from the high-water mark, leaks and temporary reports)."""
+class _StackRecord:
+    """What every record shares: its thread, allocator, domain and stacks."""
 
-    __slots__ = ("_reader", "tid", "address", "size", "allocator", "n_allocations", "domain", "_python_node",
-                 "_native_node")
+    __slots__ = ()
 
-    def __init__(self, reader, tid, address, size, allocator, n_allocations, domain, python_node, native_node):
+    def __init__(self, reader, tid, allocator, domain, python_node, native_node):
         self._reader = reader
         self.tid = tid
-        self.address = address
-        self.size = size
         self.allocator = allocator
-        self.n_allocations = n_allocations
         self.domain = domain
         self._python_node = python_node
         self._native_node = native_node
@@ -147,10 +142,70 @@ class AllocationRecord:
         return self._native_node
 
     @property
+    def native_segment_generation(self):
+        """memray's: which loaded objects a native stack resolves against.
+        heapscope resolves each native frame against the objects loaded when
+        it was recorded: always 0."""
+        return 0
+
+    @property
     def thread_name(self):
+        """The thread's name (its latest, renames included); "merged thread" for tid 0."""
         if self.tid == 0:
             return "merged thread"
         return self._reader._thread_name(self.tid)
+
+    def _check_allocation(self):
+        if self.allocator in _DEALLOCATORS:
+            raise NotImplementedError("Stack traces for deallocations aren't captured.")
+
+    def stack_trace(self, max_stacks=None):
+        """The Python stack, innermost frame first: [(function, filename,
+        lineno)], each function by its plain name (the code object's
+        co_name), as memray gives it."""
+        self._check_allocation()
+        return self._reader._python_stack(self._python_node, plain=True)[:_check_max_stacks(max_stacks)]
+
+    def native_stack_trace(self, max_stacks=None):
+        """The native stack (needs native_traces), innermost first; [] without it."""
+        self._check_allocation()
+        return self._reader._native_stack(self._native_node)[:_check_max_stacks(max_stacks)]
+
+    def hybrid_stack_trace(self, max_stacks=None):
+        """Native and Python frames merged into one stack, innermost first:
+        each interpreter frame evaluating Python code is replaced by the
+        Python frames it ran (by their plain names, as in stack_trace).
+        Without native traces: the Python stack."""
+        self._check_allocation()
+        return self._reader._hybrid_stack(self._python_node, self._native_node,
+                                          plain=True)[:_check_max_stacks(max_stacks)]
+
+    def qualified_stack_trace(self, max_stacks=None):
+        """stack_trace() with each Python function by its qualified name
+        (co_qualname on Python 3.11+: ``Class.method``,
+        ``outer.<locals>.inner``; the plain name before 3.11). heapscope's
+        own reports use these. Not in memray."""
+        self._check_allocation()
+        return self._reader._python_stack(self._python_node)[:_check_max_stacks(max_stacks)]
+
+    def qualified_hybrid_stack_trace(self, max_stacks=None):
+        """hybrid_stack_trace() with qualified Python function names. Not in memray."""
+        self._check_allocation()
+        return self._reader._hybrid_stack(self._python_node, self._native_node)[:_check_max_stacks(max_stacks)]
+
+
+class AllocationRecord(_StackRecord):
+    """One allocation (from ``get_allocation_records``) or one location's
+    total (from the high-water mark, leaks and temporary reports)."""
+
+    __slots__ = ("_reader", "tid", "address", "size", "allocator", "n_allocations", "domain", "_python_node",
+                 "_native_node")
+
+    def __init__(self, reader, tid, address, size, allocator, n_allocations, domain, python_node, native_node):
+        super().__init__(reader, tid, allocator, domain, python_node, native_node)
+        self.address = address
+        self.size = size
+        self.n_allocations = n_allocations
 
     def _key(self):
         return (self.tid, self.address, self.size, int(self.allocator), self.n_allocations, self.domain,
@@ -164,30 +219,66 @@ class AllocationRecord:
     def __hash__(self):
         return hash(self._key())
 
-    def _check_allocation(self):
-        if self.allocator in _DEALLOCATORS:
-            raise NotImplementedError("Stack traces for deallocations aren't captured.")
-
-    def stack_trace(self, max_stacks=None):
-        """The Python stack, innermost frame first: [(function, filename, lineno)]."""
-        self._check_allocation()
-        return self._reader._python_stack(self._python_node)[:_check_max_stacks(max_stacks)]
-
-    def native_stack_trace(self, max_stacks=None):
-        """The native stack (needs native_traces), innermost first; [] without it."""
-        self._check_allocation()
-        return self._reader._native_stack(self._native_node)[:_check_max_stacks(max_stacks)]
-
-    def hybrid_stack_trace(self, max_stacks=None):
-        """Native and Python frames merged into one stack, innermost first:
-        each interpreter frame evaluating Python code is replaced by the
-        Python frames it ran. Without native traces: the Python stack."""
-        self._check_allocation()
-        return self._reader._hybrid_stack(self._python_node, self._native_node)[:_check_max_stacks(max_stacks)]
-
     def __repr__(self):
         return (f"AllocationRecord<tid={self.tid:#x}, address={self.address:#x}, size={self.size}, "
                 f"allocator={self.allocator.name}, allocations={self.n_allocations}>")
+
+
+class Interval:
+    """Blocks of one location over snapshots (memray's Interval): made
+    before snapshot ``allocated_before_snapshot``, gone before snapshot
+    ``deallocated_before_snapshot`` (None: never), ``n_allocations`` blocks
+    of ``n_bytes`` in all."""
+
+    __slots__ = ("allocated_before_snapshot", "deallocated_before_snapshot", "n_allocations", "n_bytes")
+
+    def __init__(self, allocated_before_snapshot, deallocated_before_snapshot, n_allocations, n_bytes):
+        self.allocated_before_snapshot = allocated_before_snapshot
+        self.deallocated_before_snapshot = deallocated_before_snapshot
+        self.n_allocations = n_allocations
+        self.n_bytes = n_bytes
+
+    def _key(self):
+        return (self.allocated_before_snapshot, self.deallocated_before_snapshot, self.n_allocations, self.n_bytes)
+
+    def __eq__(self, other):
+        if type(other) is not Interval:
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # mutable, as memray's
+
+    def __repr__(self):
+        return (f"Interval(allocated_before_snapshot={self.allocated_before_snapshot}, "
+                f"deallocated_before_snapshot={self.deallocated_before_snapshot}, "
+                f"n_allocations={self.n_allocations}, n_bytes={self.n_bytes})")
+
+
+class TemporalAllocationRecord(_StackRecord):
+    """One location (stack, allocator, thread unless merged) and its blocks
+    over time: ``intervals``, a list of Interval (memray's
+    TemporalAllocationRecord)."""
+
+    __slots__ = ("_reader", "tid", "allocator", "domain", "_python_node", "_native_node", "intervals")
+
+    def __init__(self, reader, tid, allocator, domain, python_node, native_node, intervals):
+        super().__init__(reader, tid, allocator, domain, python_node, native_node)
+        self.intervals = intervals
+
+    def _key(self):
+        return (self.tid, int(self.allocator), self.domain, self._python_node, self._native_node)
+
+    def __eq__(self, other):
+        if type(other) is not TemporalAllocationRecord:
+            return NotImplemented
+        return self._key() == other._key() and self.intervals == other.intervals
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return (f"TemporalAllocationRecord<tid={self.tid:#x}, allocator={self.allocator.name}, "
+                f"stack_id={self._python_node}, intervals={len(self.intervals)}>")
 
 
 def _datetime(seconds):
@@ -235,6 +326,22 @@ def program_frame_count(stack, is_internal, launcher):
 def frame_tuples(frames):
     """The engine's StackFrame rows as memray's (function, filename, lineno) tuples."""
     return [(frame.function, frame.filename, frame.lineno) for frame in frames]
+
+
+def plain_function_name(qualified):
+    """A Python function's plain name (its code object's co_name) from the
+    qualified one a capture records (co_qualname on 3.11+): the part after
+    the last dot. ``Class.method`` gives ``method``, ``f.<locals>.<lambda>``
+    ``<lambda>``; a name without dots is its own plain name."""
+    return qualified.rpartition(".")[2] or qualified
+
+
+def _plain_frames(frames, python=None):
+    """*frames* with the Python ones (all, or those flagged in *python*) named plainly."""
+    if python is None:
+        return [(plain_function_name(function), filename, lineno) for function, filename, lineno in frames]
+    return [(plain_function_name(frame[0]), frame[1], frame[2]) if is_python else frame
+            for frame, is_python in zip(frames, python)]
 
 
 class _WholeCapture:
@@ -341,19 +448,89 @@ for _name in _PASS_FIELDS:
 del _name
 
 
-class FileReader:
+class _StackResolver:
+    """Stacks as records give them, from a native capture reader (a
+    CaptureFile or a CaptureStream: _stack_source()): the program's frames
+    (heapscope's launch frames left out), cached per node, with qualified
+    or plain function names. Needs _internal_prefix, _launcher and the
+    three caches set."""
+
+    def _is_internal(self, filename):
+        return is_launch_frame(filename, self._internal_prefix)
+
+    def _full_python_stack(self, node):
+        return frame_tuples(self._stack_source().python_stack(node)) if node else []
+
+    def _python_stack(self, node, plain=False):
+        """The program's Python frames of *node*, innermost first, with
+        qualified function names (plain ones, co_name, with *plain*)."""
+        stacks = self._python_stacks.get(node)
+        if stacks is None:
+            full = self._full_python_stack(node)
+            kept = full[:program_frame_count(full, self._is_internal, self._launcher)]
+            stacks = self._python_stacks[node] = (kept, _plain_frames(kept))
+        return stacks[plain]
+
+    def _native_stack(self, node):
+        stack = self._native_stacks.get(node)
+        if stack is None:
+            stack = frame_tuples(self._stack_source().native_stack(node)) if node else []
+            self._native_stacks[node] = stack
+        return stack
+
+    def _hybrid_stack(self, python_node, native_node, plain=False):
+        key = (python_node, native_node)
+        stacks = self._hybrid_stacks.get(key)
+        if stacks is not None:
+            return stacks[plain]
+        if not native_node:
+            stacks = self._hybrid_stacks[key] = (self._python_stack(python_node),
+                                                 self._python_stack(python_node, plain=True))
+            return stacks[plain]
+        frames = self._stack_source().hybrid_stack(python_node, native_node)
+        stack = frame_tuples(frames)
+        python = [not frame.is_native for frame in frames]
+        full = self._full_python_stack(python_node)
+        kept = len(self._python_stack(python_node))
+        if kept < len(full):
+            # Cut as the Python stack is cut: after the outermost Python
+            # frame kept (what lies beyond is heapscope's and the
+            # interpreter's start-up), or before the first Python frame.
+            seen = 0
+            for index, frame in enumerate(stack):
+                if seen < len(full) and frame == full[seen]:
+                    if seen == kept:
+                        stack = stack[:index]
+                        break
+                    seen += 1
+                    if seen == kept:
+                        stack = stack[:index + 1]
+                        break
+        stacks = self._hybrid_stacks[key] = (stack, _plain_frames(stack, python))
+        return stacks[plain]
+
+
+class FileReader(_StackResolver):
     """Reads a capture file.
 
     Args:
         file_name: the capture (str or path-like).
         report_progress: show a progress bar on stderr during long passes.
+        max_memory_records: the most memory snapshots get_memory_snapshots()
+            gives (memray's argument and default): a capture with more gives
+            every n-th, and the temporal records count snapshots the same way.
 
     Raises:
         OSError: the file cannot be opened.
         CaptureFileError: it is not a heapscope capture (a ValueError).
     """
 
-    def __init__(self, file_name, *, report_progress=False):
+    def __init__(self, file_name, *, report_progress=False, max_memory_records=10000):
+        if isinstance(max_memory_records, bool) or not isinstance(max_memory_records, int):
+            raise TypeError(f"max_memory_records must be an int, not {type(max_memory_records).__name__}")
+        if max_memory_records < 1:
+            raise ValueError(f"max_memory_records must be at least 1, got {max_memory_records}")
+        self._max_memory_records = max_memory_records
         self._path = os.fspath(file_name)
         self._report_progress = bool(report_progress)
         # One bar for every pass; the engine also uses it for the passes a
@@ -372,9 +549,9 @@ class FileReader:
                     message = f"{self._path}: {message}"
                 raise CaptureFileError(message) from None
         raw = dict(self._file.metadata)  # what the capture wrote at its start: no pass over it
-        self._python_stacks = {}
+        self._python_stacks = {}  # node: (qualified, plain)
         self._native_stacks = {}
-        self._hybrid_stacks = {}
+        self._hybrid_stacks = {}  # (python node, native node): (qualified, plain)
         self._closed = False
         package = raw.get("heapscope_package", "")
         self._internal_prefix = package + os.sep if package else None
@@ -387,6 +564,9 @@ class FileReader:
     def _progress(self, label):
         self._bar.restart(label)
         return self._bar
+
+    def _stack_source(self):
+        return self._file
 
     def _ensure_open(self):
         if self._closed:
@@ -417,55 +597,6 @@ class FileReader:
         info = self._whole.read().threads.get(tid)  # threads are announced all along the capture
         return info.name if info is not None else ""
 
-    def _is_internal(self, filename):
-        return is_launch_frame(filename, self._internal_prefix)
-
-    def _full_python_stack(self, node):
-        return frame_tuples(self._file.python_stack(node)) if node else []
-
-    def _python_stack(self, node):
-        stack = self._python_stacks.get(node)
-        if stack is None:
-            full = self._full_python_stack(node)
-            kept = program_frame_count(full, self._is_internal, self._launcher)
-            stack = self._python_stacks[node] = full[:kept]
-        return stack
-
-    def _native_stack(self, node):
-        stack = self._native_stacks.get(node)
-        if stack is None:
-            stack = frame_tuples(self._file.native_stack(node)) if node else []
-            self._native_stacks[node] = stack
-        return stack
-
-    def _hybrid_stack(self, python_node, native_node):
-        key = (python_node, native_node)
-        stack = self._hybrid_stacks.get(key)
-        if stack is not None:
-            return stack
-        if not native_node:
-            stack = self._python_stack(python_node)
-        else:
-            stack = frame_tuples(self._file.hybrid_stack(python_node, native_node))
-            full = self._full_python_stack(python_node)
-            kept = len(self._python_stack(python_node))
-            if kept < len(full):
-                # Cut as the Python stack is cut: after the outermost Python
-                # frame kept (what lies beyond is heapscope's and the
-                # interpreter's start-up), or before the first Python frame.
-                seen = 0
-                for index, frame in enumerate(stack):
-                    if seen < len(full) and frame == full[seen]:
-                        if seen == kept:
-                            stack = stack[:index]
-                            break
-                        seen += 1
-                        if seen == kept:
-                            stack = stack[:index + 1]
-                            break
-        self._hybrid_stacks[key] = stack
-        return stack
-
     def is_heapscope_own(self, python_node):
         """True for a block that heapscope itself made: its stack is
         heapscope's frames alone (``heapscope run`` before or after the
@@ -494,7 +625,8 @@ class FileReader:
         # Memory records count from the engine's own start, a moment after
         # the Tracker's start_time.
         engine_start_ms = _to_int(raw.get("capture_start_unix_ms"))
-        self._time_base = engine_start_ms / 1000 if engine_start_ms else start
+        self._time_base_ms = engine_start_ms or int(start * 1000)
+        self._time_base = self._time_base_ms / 1000
         try:
             file_format = FileFormat[str(raw.get("file_format", self._file.file_format))]
         except KeyError:
@@ -582,6 +714,43 @@ class FileReader:
             rows = self._file.temporary(threshold=threshold, merge_threads=bool(merge_threads), progress=progress)
         return self._location_records(rows)
 
+    def _temporal(self, high_water_marks, merge_threads):
+        self._ensure_open()
+        if self.is_aggregated:
+            raise NotImplementedError("Can't get allocation history using a pre-aggregated capture file.")
+        with self._progress("Processing allocation records") as progress:
+            rows, marks = self._file.temporal(high_water_marks=high_water_marks, merge_threads=bool(merge_threads),
+                                              stride=self._memory_stride(), progress=progress)
+        records = []
+        allocator = self._allocator
+        for row in rows:  # by location, then time
+            key = (row.thread, row.allocator, row.domain, row.python_node, row.native_node)
+            if not records or records[-1][0] != key:
+                records.append((key, TemporalAllocationRecord(self, row.thread, allocator(row.allocator), row.domain,
+                                                              row.python_node, row.native_node, [])))
+            records[-1][1].intervals.append(Interval(row.allocated_before, row.deallocated_before, row.count,
+                                                     row.size))
+        return [record for _, record in records], list(marks)
+
+    def get_temporal_allocation_records(self, merge_threads=True):
+        """Per location, its blocks' lifetimes in snapshots (memray's):
+        TemporalAllocationRecords whose intervals say how many blocks (and
+        bytes) made before snapshot *a* were freed before snapshot *d* (None:
+        never freed). Snapshots are the memory records get_memory_snapshots()
+        gives. Blocks made and freed between the same two snapshots are left
+        out. A mapping counts once, when its last piece goes."""
+        return self._temporal(False, merge_threads)[0]
+
+    def get_temporal_high_water_mark_allocation_records(self, merge_threads=True):
+        """The heap's high-water mark between each two snapshots, and each
+        location's share of them (memray's): (records, high_water_marks).
+        ``high_water_marks[i]`` is the highest the heap was between snapshots
+        i - 1 and i (the last: after the last snapshot); a record's interval
+        [a, d) holds its share of the high-water marks of intervals a to
+        d - 1, and index len(high_water_marks) stands for the end of the
+        capture (what was leaked)."""
+        return self._temporal(True, merge_threads)
+
     def get_allocation_records(self):
         """Every allocation and deallocation event, in order (an iterator that
         streams the file)."""
@@ -597,13 +766,21 @@ class FileReader:
         finally:
             progress.close()
 
+    def _memory_stride(self):
+        """Every how many memory records a snapshot is taken (memray's
+        stride): 1 unless there are more than max_memory_records."""
+        count = len(self._whole.read().memory)
+        return -(-count // self._max_memory_records) if count > self._max_memory_records else 1
+
     def get_memory_snapshots(self):
-        """Resident set size and traced heap at each memory interval:
-        [MemorySnapshot(time: datetime, rss, heap)]."""
+        """Resident set size and traced heap at each memory interval, as
+        memray gives them: [MemorySnapshot(time, rss, heap)], ``time`` an int
+        of milliseconds since the epoch. At most max_memory_records: with
+        more records, every n-th (the first always)."""
         self._ensure_open()
-        base = _datetime(self._time_base)
-        return [MemorySnapshot(base + datetime.timedelta(milliseconds=record.time_ms), record.rss, record.heap)
-                for record in self._file.memory_snapshots()]
+        base = self._time_base_ms
+        return [MemorySnapshot(base + record.time_ms, record.rss, record.heap)
+                for record in self._whole.read().memory[::self._memory_stride()]]
 
     def snapshot_at(self, t):
         """The heap as it stood at *t* (seconds since the capture started, or a
@@ -696,3 +873,148 @@ def _ranked(counter, top):
 def _one_line(error):
     text = str(error).strip() or type(error).__name__
     return " ".join(text.split())
+
+
+class SocketReader(_StackResolver):
+    """Reads a capture while its program runs (memray's SocketReader): the
+    program serves it with ``Tracker(destination=SocketDestination(port))``
+    (or ``heapscope run --live-port PORT``), and this connects to it::
+
+        with heapscope.SocketReader(port=9000) as reader:
+            while reader.is_active:
+                records = list(reader.get_current_snapshot(merge_threads=True))
+
+    ``__enter__`` connects (trying again until the program listens: Ctrl-C
+    stops it) and waits for the capture's metadata; a thread then reads the
+    capture as it arrives. One reader at a time, entered once at a time.
+    """
+
+    _CONNECT_RETRY_S = 0.1
+
+    def __init__(self, port, address="127.0.0.1"):
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise TypeError(f"port must be an int, not {type(port).__name__}")
+        self._port = port
+        self._address = address
+        self._stream = None
+        self._connection = None
+        self._thread = None
+        self._metadata = {}
+        self._python_stacks, self._native_stacks, self._hybrid_stacks = {}, {}, {}
+        self._internal_prefix = self._launcher = None
+
+    def _stack_source(self):
+        return self._stream
+
+    def __enter__(self):
+        import socket
+        import threading
+        import time
+
+        if self._thread is not None:
+            raise ValueError("Can not enter the context of a SocketReader object more than once, at the same time.")
+        while True:
+            try:
+                connection = socket.create_connection((self._address, self._port))
+                break
+            except ConnectionRefusedError:
+                time.sleep(self._CONNECT_RETRY_S)
+        self._stream = _heapscope.CaptureStream()
+        self._python_stacks, self._native_stacks, self._hybrid_stacks = {}, {}, {}
+        try:
+            while "pid" not in self._stream.metadata:  # the opening chunk: what the program says of itself
+                data = connection.recv(1 << 16)
+                if not data:
+                    raise OSError(f"the capture on {self._address}:{self._port} ended before its start")
+                self._stream.feed(data)
+        except BaseException:
+            connection.close()
+            raise
+        self._metadata = dict(self._stream.metadata)
+        package = self._metadata.get("heapscope_package", "")
+        self._internal_prefix = package + os.sep if package else None
+        self._launcher = self._metadata.get("heapscope_launcher") or None
+        self._connection = connection
+        self._thread = threading.Thread(target=self._receive, name="heapscope-socket-reader", daemon=True)
+        self._thread.start()
+        return self
+
+    def _receive(self):
+        import socket
+
+        try:
+            while True:
+                data = self._connection.recv(1 << 16)
+                if not data:
+                    return
+                self._stream.feed(data)
+                if self._stream.ended or self._stream.damage is not None:
+                    return
+        except (OSError, socket.timeout):
+            return
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        import socket
+
+        connection, thread = self._connection, self._thread
+        if connection is not None:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            connection.close()
+        if thread is not None:
+            thread.join()
+        self._connection = self._thread = None
+        return False
+
+    @property
+    def is_active(self):
+        """True while the capture is still arriving."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def command_line(self):
+        return self._metadata.get("command_line") if self._metadata else None
+
+    @property
+    def pid(self):
+        return _to_int(self._metadata["pid"]) if self._metadata else None
+
+    @property
+    def has_native_traces(self):
+        return self._metadata.get("native_traces") == "1"
+
+    def _thread_name(self, tid):
+        info = self._stream.threads().get(tid) if self._stream is not None else None
+        return info.name if info is not None else ""
+
+    def get_current_snapshot(self, *, merge_threads):
+        """The blocks outstanding now, per location (stack, allocator, thread
+        unless merged), as records (AllocationRecord, memray's)."""
+        if self._stream is None:
+            return
+        for row in self._stream.live(merge_threads=bool(merge_threads)):
+            yield AllocationRecord(self, row.thread, 0, row.size, AllocatorType(row.allocator), row.count,
+                                   row.domain, row.python_node, row.native_node)
+
+
+def dump_all_records(file_name, out=None):
+    """Prints every record of a capture, as the file holds it (memray's
+    dump_all_records; ``heapscope parse``): the file header, then one line
+    per record, ``TYPE name=value ...``. *out*: a text stream (sys.stdout)."""
+    import sys
+
+    path = os.fspath(file_name)
+    if not os.path.exists(path):
+        raise OSError(f"No such file: {path}")
+    with FileReader(path) as reader:  # CaptureFileError for a file that is not a capture
+        write_records(reader, sys.stdout if out is None else out)
+
+
+def write_records(reader, out):
+    """dump_all_records for an open FileReader."""
+    reader._ensure_open()
+    print(reader._file.header_line, file=out)
+    for line in reader._file.dump():
+        print(line, file=out)

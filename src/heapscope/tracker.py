@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Union
 
+from heapscope import _heapscope
 from heapscope._sampling import describe_sampling
 
 __all__ = ["Tracker", "FileDestination", "SocketDestination", "FileFormat", "Destination"]
@@ -201,6 +202,7 @@ class Tracker:
         self._command_line = None  # heapscope run names the program it runs, not itself
         self._launcher = None  # heapscope run: the script that started heapscope (a console script)
         self.totals = None  # what capture_stop reported: allocations, deallocations, peak_memory, bytes_written
+        self._thread_patch = None  # what _intercept_thread_names changed, for __exit__ to restore
 
     @property
     def destination(self):
@@ -247,7 +249,6 @@ class Tracker:
 
     def __enter__(self):
         global _active_tracker
-        from heapscope import _heapscope
 
         with _tracker_lock:
             if self._used:
@@ -264,6 +265,11 @@ class Tracker:
             start_time = time.time()
             metadata = self._metadata(start_time)
             _register_fork_handler()  # every forked child must end or continue its copy of the capture
+            pid = os.getpid()  # made now: from capture_start on, whatever this frame allocates is recorded
+            # Threads are named by their threading names, and follow renames.
+            thread_names = [(thread.ident, thread.name) for thread in threading.enumerate()
+                            if thread.ident is not None and isinstance(thread.name, str)]
+            self._thread_patch = _intercept_thread_names()
             try:
                 # Owns fd from here on, whatever happens.
                 _heapscope.capture_start(
@@ -276,29 +282,94 @@ class Tracker:
                     metadata=metadata,
                     sampling=self._sampling,
                     door=self._door,
+                    # The stacks of this thread start at the frame that
+                    # called __enter__ (memray's rule): its callers are cut.
+                    entry_depth=1,
+                    thread_names=thread_names,
                 )
             except BaseException:
+                _restore_thread_names(self._thread_patch)
                 if created is not None and not self._overwrite:
                     _remove_quietly(created)  # we made it: leave nothing behind
                 raise
+            # Nothing below allocates (the attributes exist already).
             self._used = True
-            self._owner_pid = os.getpid()
+            self._owner_pid = pid
             self._start_metadata = metadata
             _active_tracker = self
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):
         global _active_tracker
-        from heapscope import _heapscope
 
-        with _tracker_lock:
+        # Nothing may allocate before the engine stops: a block made here
+        # would be recorded as the program's. So capture_stop itself checks
+        # that this process owns the capture (a forked child whose part
+        # ended gets None) and stamps the end time, and the lock is taken
+        # by calls, not `with` (which makes bound methods: two blocks).
+        _tracker_lock.acquire()
+        try:
             if _active_tracker is not self:
                 return False
             _active_tracker = None
-            if self._owner_pid != os.getpid():
-                return False  # a forked child whose part of the capture already ended
-            self.totals = _heapscope.capture_stop([("end_time", repr(time.time()))])
+            totals = _heapscope.capture_stop(self._owner_pid)
+            if totals is not None:
+                self.totals = totals
+            _restore_thread_names(self._thread_patch)
+        finally:
+            _tracker_lock.release()
         return False
+
+
+class _ThreadNameInterceptor:
+    """Tells the capture each threading.Thread's name, and every rename, as
+    memray does: while a Tracker is active, threading.Thread's ``_name`` and
+    ``_ident`` are these descriptors, and once a thread has both, each
+    assignment to either names the thread (by its ident) in the capture."""
+
+    def __init__(self, attr):
+        self._attr = attr
+
+    def __set__(self, instance, value):
+        instance.__dict__[self._attr] = value
+        ident = instance.__dict__.get("_ident")
+        name = instance.__dict__.get("_name")
+        if ident is not None and name is not None:
+            _heapscope.capture_thread_name(ident, name)
+
+
+_THREAD_ATTRS = ("_name", "_ident")
+
+
+def _intercept_thread_names():
+    """Installs the interceptors (none if another tool has its own there);
+    returns what to restore. Python 3.14+ also copies a thread's name to
+    the OS (Thread._set_os_name), which the capture sees cut to 15 bytes:
+    the full name is given again after it."""
+    thread = threading.Thread
+    installed = [attr for attr in _THREAD_ATTRS if attr not in thread.__dict__]
+    for attr in installed:
+        setattr(thread, attr, _ThreadNameInterceptor(attr))
+    set_os_name = thread.__dict__.get("_set_os_name")
+    if set_os_name is not None:
+        def _set_os_name(self):
+            set_os_name(self)
+            if self.__dict__.get("_ident") is not None:
+                _heapscope.capture_thread_name(self.__dict__["_ident"], self.__dict__.get("_name"))
+        thread._set_os_name = _set_os_name
+    return installed, set_os_name
+
+
+def _restore_thread_names(saved):
+    installed, set_os_name = saved
+    thread = threading.Thread
+    for attr in installed:
+        try:
+            delattr(thread, attr)
+        except AttributeError:
+            pass
+    if set_os_name is not None:
+        thread._set_os_name = set_os_name
 
 
 def _os_error(error, message):
@@ -326,7 +397,6 @@ def _after_fork_in_child():
     """In a forked child: continue into ``<path>.<pid>`` (follow_fork), or end
     the child's part quietly. Calls into the engine; may allocate."""
     global _active_tracker, _tracker_lock
-    from heapscope import _heapscope
 
     _tracker_lock = threading.Lock()  # another thread may have held it across fork()
     tracker = _active_tracker
@@ -334,6 +404,7 @@ def _after_fork_in_child():
         return
     if not tracker._follow_fork:
         _heapscope.capture_fork_child(None, [])
+        _restore_thread_names(tracker._thread_patch)
         _active_tracker = None  # the child may start a Tracker of its own
         return
     path = f"{os.fspath(tracker._destination.path)}.{os.getpid()}"
@@ -342,6 +413,7 @@ def _after_fork_in_child():
     except OSError as error:
         print(f"heapscope: cannot follow the fork into {path}: {error.strerror}", file=sys.stderr)
         _heapscope.capture_fork_child(None, [])
+        _restore_thread_names(tracker._thread_patch)
         _active_tracker = None
         return
     metadata = [(key, value) for key, value in tracker._start_metadata if key not in ("pid", "start_time")]

@@ -12,12 +12,6 @@ namespace {
 using format::Record;
 using format::RecordType;
 
-void finish_pass(const read::CaptureReader::Cursor& cursor, PassEnd* end) {
-    end->complete = cursor.end_chunk_seen();
-    end->damage = cursor.damage();
-    end->cancelled = cursor.cancelled();
-}
-
 // Allocations made so far per thread (the position of each new allocation in
 // its thread's sequence). Threads are few and events come in runs from one
 // thread: a one-entry memo before the map.
@@ -38,6 +32,12 @@ class ThreadCounters {
 };
 
 }  // namespace
+
+void finish_pass(const read::CaptureReader::Cursor& cursor, PassEnd* end) {
+    end->complete = cursor.end_chunk_seen();
+    end->damage = cursor.damage();
+    end->cancelled = cursor.cancelled();
+}
 
 CaptureSummary summarize(read::CaptureReader& reader, const read::Progress& progress, bool prefetch) {
     CaptureSummary summary;

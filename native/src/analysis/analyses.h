@@ -35,6 +35,9 @@ struct PassEnd {
     bool ok() const { return !cancelled && error.empty(); }
 };
 
+// Fills `end` from a pass's cursor once it has returned its last record.
+void finish_pass(const read::CaptureReader::Cursor& cursor, PassEnd* end);
+
 inline constexpr size_t kSizeBuckets = 65;  // bucket i: sizes whose bit width is i (0, 1, 2-3, 4-7, ...)
 
 struct CaptureSummary {

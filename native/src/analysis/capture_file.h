@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "analysis/analyses.h"
+#include "analysis/temporal.h"
 #include "read/capture_reader.h"
 #include "read/symbolizer.h"
 
@@ -49,6 +50,16 @@ class CaptureFile {
 
     TemporaryResult temporary(uint64_t threshold, const read::Progress& progress) {
         TemporaryResult result = temporary_allocations(*reader_, threshold, progress);
+        if (result.end.ok()) note_full_pass(result.end);
+        return result;
+    }
+
+    // Allocation histories over snapshots (analysis/temporal.h): lifetimes,
+    // or shares of each interval's high-water mark.
+    TemporalResult temporal(bool high_water_marks, bool merge_threads, uint64_t stride, const read::Progress& progress) {
+        TemporalResult result = high_water_marks
+                                    ? temporal_high_water_marks(*reader_, merge_threads, stride, progress)
+                                    : allocation_lifetimes(*reader_, merge_threads, stride, progress);
         if (result.end.ok()) note_full_pass(result.end);
         return result;
     }

@@ -3,16 +3,16 @@
 // Live blocks are kept per domain in AddressMaps (address -> size, location
 // id and count), as the engine keeps them: the same address may be live in two domains
 // at once (NumPy reports its malloc'd buffers again in its own domain).
-// Mappings (mmap) are kept as address ranges, because munmap may release part
-// of one or span several. Per-location counters and the high-water mark come
-// from HighWaterMark.
+// Mappings (mmap) are kept as address ranges in a MappingIndex, as the engine
+// keeps them, because munmap may release part of one or span several; each
+// piece counts as a block. Per-location counters and the high-water mark
+// come from HighWaterMark.
 //
 // O(1) per malloc-family event, O(log m) per mmap/munmap (m: live mappings).
 // Never calls Python.
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <unordered_map>
 #include <utility>
@@ -22,6 +22,7 @@
 #include "model/location.h"
 #include "format/records.h"
 #include "store/address_map.h"
+#include "store/mapping_index.h"
 
 namespace heapscope::analysis {
 
@@ -96,19 +97,13 @@ class HeapReplay {
                 visit(domain, uint64_t{address}, block.size, block.location, block.count);
             });
         }
-        for (const auto& [address, mapping] : mappings_) {
-            visit(uint32_t{0}, address, mapping.length, mapping.location, uint32_t{1});
-        }
+        mappings_.for_each([&](uint64_t address, uint64_t length, uint32_t location) {
+            visit(uint32_t{0}, address, length, location, uint32_t{1});
+        });
     }
     size_t live_blocks() const;
 
   private:
-    struct Mapping {
-        uint64_t length;
-        uint32_t location;
-        uint64_t group;  // the mmap call it came from: its pieces count as one block
-    };
-
     Blocks& table(uint32_t domain) {
         if (domain == 0) return default_domain_;
         auto& blocks = other_domains_[domain];
@@ -121,16 +116,16 @@ class HeapReplay {
     }
     void map(uint64_t address, uint64_t length, uint32_t location);
     void unmap(uint64_t address, uint64_t length);
-    // Drops a whole piece of a mapping: the block goes with its last piece.
-    void drop_piece(const Mapping& piece);
+    // What the counters do with each piece a munmap touches.
+    auto release_pieces() {
+        return [this](uint64_t, uint64_t bytes, Unmapped how, uint32_t location) { counters_.unmap(location, bytes, how); };
+    }
 
     LocationIndex locations_;
     HighWaterMark counters_;
     Blocks default_domain_;  // Python's and the native allocators: nearly every event
     std::unordered_map<uint32_t, std::unique_ptr<Blocks>> other_domains_;
-    std::map<uint64_t, Mapping> mappings_;                // by start address
-    std::unordered_map<uint64_t, uint32_t> group_pieces_;  // pieces left, for split mappings only
-    uint64_t next_group_ = 0;
+    MappingIndex<uint32_t> mappings_;  // each piece's location
 };
 
 }  // namespace heapscope::analysis

@@ -54,9 +54,23 @@ size_t cache_bytes_for(uint32_t capacity) {
 }
 }  // namespace
 
+namespace {
+// Frees the Python-frame arrays of `cache`.
+void release_python_arrays(ThreadStackCache* cache, std::atomic<size_t>* accounted) {
+    if (cache->capacity) accounted->fetch_sub(cache_bytes_for(cache->capacity), std::memory_order_relaxed);
+    // The two arrays of each kind were allocated as one block; free the base.
+    std::free(cache->last < cache->fresh ? cache->last : cache->fresh);
+    std::free(cache->last_nodes < cache->fresh_nodes ? cache->last_nodes : cache->fresh_nodes);
+    cache->last = cache->fresh = nullptr;
+    cache->last_nodes = cache->fresh_nodes = nullptr;
+    cache->capacity = cache->count = 0;
+    cache->generation = 0;
+}
+}  // namespace
+
 bool reserve_stack_cache(ThreadStackCache* cache, uint32_t capacity) {
     if (cache->capacity >= capacity) return true;
-    release_stack_cache(cache);
+    release_python_arrays(cache, &engine().cache_bytes_);
     auto* keys = static_cast<FrameKey*>(std::calloc(2 * size_t{capacity}, sizeof(FrameKey)));
     auto* nodes = static_cast<uint32_t*>(std::calloc(2 * size_t{capacity}, sizeof(uint32_t)));
     if (!keys || !nodes) {
@@ -76,17 +90,53 @@ bool reserve_stack_cache(ThreadStackCache* cache, uint32_t capacity) {
     return true;
 }
 
-void release_stack_cache(ThreadStackCache* cache) {
-    if (cache->capacity) {
-        engine().cache_bytes_.fetch_sub(cache_bytes_for(cache->capacity), std::memory_order_relaxed);
+namespace {
+size_t native_bytes_for(uint32_t capacity) { return size_t{capacity} * 2 * (sizeof(uintptr_t) + sizeof(uint32_t)); }
+}  // namespace
+
+bool reserve_native_frames(ThreadStackCache* cache, uint32_t capacity) {
+    if (cache->native_capacity >= capacity) return true;
+    auto* fresh = static_cast<uintptr_t*>(std::calloc(capacity, sizeof(uintptr_t)));
+    auto* last = static_cast<uintptr_t*>(std::calloc(capacity, sizeof(uintptr_t)));
+    auto* nodes = static_cast<uint32_t*>(std::calloc(capacity, sizeof(uint32_t)));
+    auto* scratch = static_cast<uint32_t*>(std::calloc(capacity, sizeof(uint32_t)));
+    if (!fresh || !last || !nodes || !scratch) {
+        std::free(fresh);
+        std::free(last);
+        std::free(nodes);
+        std::free(scratch);
+        return false;
     }
-    // The two arrays of each kind were allocated as one block; free the base.
-    std::free(cache->last < cache->fresh ? cache->last : cache->fresh);
-    std::free(cache->last_nodes < cache->fresh_nodes ? cache->last_nodes : cache->fresh_nodes);
-    cache->last = cache->fresh = nullptr;
-    cache->last_nodes = cache->fresh_nodes = nullptr;
-    cache->capacity = cache->count = 0;
-    cache->generation = 0;
+    if (cache->native_count) {  // keep the last stack: the next one shares its outer frames
+        std::memcpy(last, cache->native_last, cache->native_count * sizeof(uintptr_t));
+        std::memcpy(nodes, cache->native_nodes, cache->native_count * sizeof(uint32_t));
+    }
+    std::free(cache->native_fresh);
+    std::free(cache->native_last);
+    std::free(cache->native_nodes);
+    std::free(cache->native_scratch);
+    engine().cache_bytes_.fetch_add(native_bytes_for(capacity) - native_bytes_for(cache->native_capacity),
+                                    std::memory_order_relaxed);
+    cache->native_fresh = fresh;
+    cache->native_last = last;
+    cache->native_nodes = nodes;
+    cache->native_scratch = scratch;
+    cache->native_capacity = capacity;
+    return true;
+}
+
+void release_stack_cache(ThreadStackCache* cache) {
+    release_python_arrays(cache, &engine().cache_bytes_);
+    if (cache->native_capacity) {
+        engine().cache_bytes_.fetch_sub(native_bytes_for(cache->native_capacity), std::memory_order_relaxed);
+    }
+    std::free(cache->native_fresh);
+    std::free(cache->native_last);
+    std::free(cache->native_nodes);
+    std::free(cache->native_scratch);
+    cache->native_fresh = cache->native_last = nullptr;
+    cache->native_nodes = cache->native_scratch = nullptr;
+    cache->native_capacity = cache->native_count = 0;
 }
 
 bool Engine::start(uint32_t traceback_limit, CaptureSink* sink, bool native_traces, const SamplingConfig& sampling) {
@@ -122,6 +172,8 @@ void Engine::drop_all_locked(std::vector<FrameKey>* unpin) {
     native_trie_.clear();
     python_table_.clear();
     other_tables_.clear();
+    mappings_.clear();
+    has_mappings_.store(false, std::memory_order_relaxed);
     if (sampling_active()) recorded_.clear();
     other_tables_.shrink_to_fit();
     current_bytes_ = peak_bytes_ = 0;
@@ -134,6 +186,7 @@ void Engine::stop(std::vector<FrameKey>* unpin) {
     tracing_.store(false, std::memory_order_release);
     sink_ = nullptr;
     detached_ = false;
+    pending_names_.clear();
     native_traces_.store(false, std::memory_order_relaxed);
     drop_all_locked(unpin);
     sampling_active_.store(false, std::memory_order_relaxed);
@@ -162,22 +215,47 @@ void Engine::notify_mappings_changed() {
 uint32_t Engine::capture_thread_locked() {
     ThreadHookState& state = t_hook_state;
     if (state.thread_id == 0) state.thread_id = ++next_thread_id_;
-    if (state.announced_session != session_) {
-        sink_->on_thread(state.thread_id, static_cast<uint64_t>(syscall(SYS_gettid)));
+    const bool first = state.announced_session != session_;
+    if (first || state.names_seen != names_version_) {
+        state.names_seen = names_version_;
+        auto pending = pending_names_.find(static_cast<uint64_t>(pthread_self()));
+        const uint64_t os_tid = static_cast<uint64_t>(syscall(SYS_gettid));
+        if (pending != pending_names_.end()) {
+            sink_->on_thread(state.thread_id, os_tid, &pending->second);
+            pending_names_.erase(pending);
+        } else if (first) {
+            sink_->on_thread(state.thread_id, os_tid, nullptr);
+        }
         state.announced_session = session_;
     }
     return state.thread_id;
 }
 
+void Engine::name_thread(uint64_t pthread_id, const std::string& name) {
+    HookGuard inside;  // the map and the record allocate: untraced, and no free may take the lock again
+    SpinGuard guard(lock_);
+    if (!sink_ || detached_) return;
+    const ThreadHookState& state = t_hook_state;
+    if (pthread_id == static_cast<uint64_t>(pthread_self()) && state.thread_id != 0 &&
+        state.announced_session == session_) {
+        sink_->on_thread(state.thread_id, static_cast<uint64_t>(syscall(SYS_gettid)), &name);
+        return;
+    }
+    pending_names_[pthread_id] = name;
+    ++names_version_;
+}
+
 uint32_t Engine::intern_native_locked(ThreadStackCache* cache, const uintptr_t* ips, uint32_t count) {
-    if (count > kMaxNativeFrames) count = kMaxNativeFrames;
+    uint32_t fallback[kInitialNativeFrames];
+    if (cache && cache->native_capacity < count) cache = nullptr;  // cannot hold it: intern without the cache
+    if (!cache && count > kInitialNativeFrames) count = kInitialNativeFrames;
     const uint64_t gen = generation_.load(std::memory_order_relaxed);
     uint32_t last = cache && cache->native_generation == gen ? cache->native_count : 0;
     // Outer frames shared with the last stack keep their nodes.
     uint32_t same = 0;
     while (same < count && same < last && ips[count - 1 - same] == cache->native_last[last - 1 - same]) ++same;
     if (same == count && count == last) return count ? cache->native_nodes[0] : StackTrie::kRoot;
-    uint32_t nodes[kMaxNativeFrames];
+    uint32_t* nodes = cache ? cache->native_scratch : fallback;
     for (uint32_t j = 0; j < same; ++j) nodes[count - 1 - j] = cache->native_nodes[last - 1 - j];
     uint32_t parent = same ? nodes[count - same] : StackTrie::kRoot;
     for (uint32_t k = count - same; k-- > 0;) {
@@ -191,8 +269,8 @@ uint32_t Engine::intern_native_locked(ThreadStackCache* cache, const uintptr_t* 
         nodes[k] = parent = node;
     }
     if (cache) {
-        std::memcpy(cache->native_last, ips, count * sizeof(uintptr_t));
-        std::memcpy(cache->native_nodes, nodes, count * sizeof(uint32_t));
+        std::memmove(cache->native_last, ips, count * sizeof(uintptr_t));
+        std::swap(cache->native_nodes, cache->native_scratch);
         cache->native_count = count;
         cache->native_generation = gen;
     }
@@ -250,6 +328,52 @@ bool Engine::resolve_from_cache(ThreadStackCache* cache, uint32_t n, uint64_t ge
     return true;
 }
 
+// The node of `frame` called from `parent`, made if new (and announced to
+// the sink); kNoNode if memory ran out. A frame whose code no stack refers
+// to yet is pinned if `can_pin`; a thread that may not pin records it as
+// kUnknownFrame (setting `*substituted`), except in a capture.
+uint32_t Engine::intern_frame_locked(uint32_t parent, FrameKey frame, bool can_pin, bool* substituted) {
+    uint32_t node = trie_.find(parent, frame);
+    if (node != StackTrie::kNoNode) return node;
+    if (frame != kUnknownFrame && !pinned_codes_.find(frame.code)) {
+        if (can_pin) {
+            bool ok = true;
+            pinned_codes_.insert(frame.code, BlockInfo{}, nullptr, &ok);
+            if (ok && pinner_) pinner_(frame);
+            if (!ok) {  // cannot remember the pin: do not take it
+                frame = kUnknownFrame;
+                *substituted = true;
+            }
+        } else if (!sink_) {
+            frame = kUnknownFrame;  // only a thread with the GIL may pin
+            *substituted = true;
+        }
+        // A capture keeps the frame unpinned: the sink describes it
+        // now, while the allocating thread's own frame holds its code
+        // alive, and a later stack seen with the GIL pins it.
+    }
+    bool created = false;
+    node = trie_.intern(parent, frame, &created);
+    if (created && sink_) sink_->on_python_node(node, parent, frame);
+    return node;
+}
+
+uint32_t Engine::intern_stack(const FrameKey* frames, uint32_t count) {
+    // The trie may grow: a free of its old memory reaching a hook must pass
+    // through, not take the lock again.
+    HookGuard inside;
+    SpinGuard guard(lock_);
+    if (!tracing_.load(std::memory_order_relaxed)) return StackTrie::kRoot;
+    uint32_t parent = StackTrie::kRoot;
+    bool substituted = false;
+    for (uint32_t k = count; k-- > 0;) {
+        const uint32_t node = intern_frame_locked(parent, frames[k], true, &substituted);
+        if (node == StackTrie::kNoNode) return StackTrie::kRoot;
+        parent = node;
+    }
+    return parent;
+}
+
 // The fresh stack is compared with the last one from the outermost frame in:
 // the common outer part keeps its node ids, and only the inner frames that
 // differ are looked up in the trie. Loops that allocate at one line intern
@@ -273,30 +397,7 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
     bool complete = true;
     bool substituted = false;
     for (uint32_t k = n - same; k-- > 0;) {
-        FrameKey frame = fresh[k];
-        uint32_t node = trie_.find(parent, frame);
-        bool created = false;
-        if (node == StackTrie::kNoNode) {
-            if (frame != kUnknownFrame && !pinned_codes_.find(frame.code)) {
-                if (can_pin) {
-                    bool ok = true;
-                    pinned_codes_.insert(frame.code, BlockInfo{}, nullptr, &ok);
-                    if (ok && pinner_) pinner_(frame);
-                    if (!ok) {  // cannot remember the pin: do not take it
-                        frame = kUnknownFrame;
-                        substituted = true;
-                    }
-                } else if (!sink_) {
-                    frame = kUnknownFrame;  // only a thread with the GIL may pin
-                    substituted = true;
-                }
-                // A capture keeps the frame unpinned: the sink describes it
-                // now, while the allocating thread's own frame holds its code
-                // alive, and a later stack seen with the GIL pins it.
-            }
-            node = trie_.intern(parent, frame, &created);
-            if (created && sink_) sink_->on_python_node(node, parent, frame);
-        }
+        const uint32_t node = intern_frame_locked(parent, fresh[k], can_pin, &substituted);
         if (node == StackTrie::kNoNode) {  // out of memory: keep the part we have
             complete = false;
             break;
@@ -340,8 +441,12 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     }
     BlockInfo info{size, node, total_depth};
     const Estimate weight = estimate(address, info);
-    if (sink_) {
-        uint32_t thread = capture_thread_locked();
+    const bool mapping = allocator == Allocator::kMmap && domain == kDefaultDomain;
+    uint32_t thread = 0;
+    if (sink_) thread = capture_thread_locked();
+    if (mapping) {
+        unmap_locked(address, size, thread);  // a mapping made over live ones (MAP_FIXED) replaces them
+    } else if (sink_) {
         // A block still recorded at this address was freed where no hook saw
         // it: the capture must see that free before the new block.
         BlockTable* table = table_for(domain, true);
@@ -350,10 +455,21 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
         if (erase_locked(table, address, &stale, &was)) {
             sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
         }
+    }
+    if (sink_) {
         uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
         const uint32_t state = sink_->on_alloc(
             AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count});
         if (sink_->keeps_block_state()) info.sink_state = state;
+    }
+    if (mapping) {
+        if (size == 0) return;  // nothing mapped
+        // Mappings are recorded exactly, even while sampling: their sizes are true extents.
+        mappings_.map(address, size, info, [](uint64_t, uint64_t, Unmapped, const BlockInfo&) {});
+        has_mappings_.store(true, std::memory_order_relaxed);
+        current_bytes_ += size;
+        if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
+        return;
     }
     insert_locked(domain, address, info, weight, pooled);
 }
@@ -419,23 +535,21 @@ bool Engine::record_free_slow(uint32_t domain, uintptr_t address, BlockInfo* rem
 bool Engine::record_munmap_slow(uintptr_t address, uint64_t length) {
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed)) return false;
-    BlockInfo info;
-    Estimate was;
-    // Mappings are recorded exactly even while sampling, so their sizes are
-    // true extents.
-    if (!erase_locked(&python_table_, address, &info, &was)) return false;
-    uint64_t released = length < info.size ? length : info.size;
-    if (released < info.size) {
-        BlockInfo rest = info;
-        rest.size = info.size - released;
-        // Untraced if the table cannot grow.
-        insert_locked(kDefaultDomain, address + released, rest, estimate(address + released, rest), false);
-    }
-    if (sink_) {
-        sink_->on_free(
-            DeallocationEvent{address, released, kDefaultDomain, capture_thread_locked(), Allocator::kMunmap, info});
-    }
-    return true;
+    return unmap_locked(address, length, sink_ ? capture_thread_locked() : 0) != 0;
+}
+
+uint64_t Engine::unmap_locked(uintptr_t address, uint64_t length, uint32_t thread) {
+    if (mappings_.empty()) return 0;
+    const uint64_t released = mappings_.unmap(
+        address, length, [this, thread](uint64_t start, uint64_t bytes, Unmapped how, const BlockInfo& piece) {
+            current_bytes_ -= bytes < current_bytes_ ? bytes : current_bytes_;
+            if (sink_) {
+                sink_->on_free(DeallocationEvent{start, bytes, kDefaultDomain, thread, Allocator::kMunmap, piece,
+                                                 how == Unmapped::kWhole ? 1u : 0u, how});
+            }
+        });
+    has_mappings_.store(!mappings_.empty(), std::memory_order_relaxed);
+    return released;
 }
 
 void Engine::restore(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled) {
@@ -457,7 +571,8 @@ void Engine::reset_peak() {
 
 size_t Engine::own_memory() {
     SpinGuard guard(lock_);
-    size_t total = sizeof(Engine) + trie_.memory_bytes() + pinned_codes_.memory_bytes() + python_table_.memory_bytes();
+    size_t total = sizeof(Engine) + trie_.memory_bytes() + pinned_codes_.memory_bytes() + python_table_.memory_bytes() +
+                   mappings_.memory_bytes();
     total += other_tables_.capacity() * sizeof(other_tables_[0]);
     for (auto& entry : other_tables_) total += entry.second.memory_bytes();
     return total + cache_bytes_.load(std::memory_order_relaxed);
@@ -466,7 +581,12 @@ size_t Engine::own_memory() {
 bool Engine::find(uint32_t domain, uintptr_t address, BlockInfo* out) {
     SpinGuard guard(lock_);
     BlockTable* table = table_for(domain, false);
-    return table && table->find(address, out);
+    if (table && table->find(address, out)) return true;
+    const auto* piece = domain == kDefaultDomain ? mappings_.find(address) : nullptr;
+    if (!piece) return false;
+    *out = piece->payload;
+    out->size = piece->length;
+    return true;
 }
 
 void Engine::collect(std::vector<TraceRecord>* out) {
@@ -482,11 +602,16 @@ void Engine::collect(std::vector<TraceRecord>* out) {
     };
     python_table_.for_each(append(kDefaultDomain));
     for (auto& [domain, table] : other_tables_) table.for_each(append(domain));
+    mappings_.for_each([out](uint64_t start, uint64_t length, const BlockInfo& mapping) {
+        BlockInfo piece = mapping;
+        piece.size = length;
+        out->push_back(TraceRecord{kDefaultDomain, start, piece});
+    });
 }
 
 size_t Engine::trace_count() {
     SpinGuard guard(lock_);
-    size_t n = python_table_.size();
+    size_t n = python_table_.size() + mappings_.size();
     for (auto& entry : other_tables_) n += entry.second.size();
     return n;
 }

@@ -13,18 +13,23 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/spin_lock.h"
 #include "sample/sampler.h"
 #include "store/block_table.h"
+#include "store/mapping_index.h"
 #include "sink/capture_sink.h"
 #include "stack/stack_trie.h"
 
 namespace heapscope {
 
-// The most native frames kept per allocation when native traces are on.
-inline constexpr uint32_t kMaxNativeFrames = 128;
+// Native frames: every frame of the stack is kept, as memray keeps them. A
+// thread's buffers start at this many frames and double when a stack fills
+// them (ThreadStackCache::native_capacity).
+inline constexpr uint32_t kInitialNativeFrames = 128;
 
 // Set in BlockInfo::total_depth for a block recorded exactly while sampling
 // (an mmap, a custom domain's block: see sample/sampler.h). Depths never
@@ -90,18 +95,26 @@ struct ThreadStackCache {
     uint32_t* fresh_nodes = nullptr;
     InnerMemo memo[kMemoSize] = {};  // valid for `generation` only
 
-    // The same for native stacks (captures with native traces): the last
-    // return addresses interned and their nodes, innermost first. Consecutive
+    // The same for native stacks (captures with native traces): where the
+    // next stack is captured, the last return addresses interned and their
+    // nodes, innermost first, and room for the nodes being interned; each
+    // array holds native_capacity frames (reserve_native_frames). Consecutive
     // allocations share their outer native frames, which are then not looked
     // up again.
     uint64_t native_generation = 0;
     uint32_t native_count = 0;
-    uintptr_t native_last[kMaxNativeFrames] = {};
-    uint32_t native_nodes[kMaxNativeFrames] = {};
+    uint32_t native_capacity = 0;
+    uintptr_t* native_fresh = nullptr;
+    uintptr_t* native_last = nullptr;
+    uint32_t* native_nodes = nullptr;
+    uint32_t* native_scratch = nullptr;
 };
 
 // Allocates or resizes `cache` for `capacity` frames; false if memory ran out.
 bool reserve_stack_cache(ThreadStackCache* cache, uint32_t capacity);
+// Makes the native arrays hold at least `capacity` frames (the last stack
+// interned is kept); false if memory ran out.
+bool reserve_native_frames(ThreadStackCache* cache, uint32_t capacity);
 void release_stack_cache(ThreadStackCache* cache);
 
 struct TraceRecord {
@@ -197,12 +210,12 @@ class Engine {
         if (!may_have_recorded(address)) return false;  // while sampling: the unsampled majority
         return record_free_slow(domain, address, removed, deallocator);
     }
-    // munmap(address, length) of a mapping recorded at `address`: removes it,
-    // or only its first `length` bytes (the rest stays recorded at
-    // address + length). Unmapping that does not start at a recorded mapping
-    // is not seen. False if nothing was recorded at `address`.
+    // munmap(address, length): releases exactly [address, address + length)
+    // from every recorded mapping it overlaps (part of one, a hole in one,
+    // several; store/mapping_index.h), telling the sink once per piece.
+    // False if it overlapped none.
     bool record_munmap(uintptr_t address, uint64_t length) {
-        return may_have_recorded(address) && record_munmap_slow(address, length);
+        return has_mappings_.load(std::memory_order_relaxed) && record_munmap_slow(address, length);
     }
     // Puts back a block taken by record_free (a realloc that failed). Not
     // done while capturing: the capture already holds the free, so the block
@@ -210,6 +223,17 @@ class Engine {
     void restore(uint32_t domain, uintptr_t address, const BlockInfo& info, bool pooled = false);
     // Tells the sink that shared objects were loaded or unloaded.
     void notify_mappings_changed();
+    // While capturing: the thread `pthread_id` (pthread_self(), Python's
+    // thread ident) is now called `name`. The calling thread's own new name
+    // is written at once; another thread's when that thread next allocates
+    // (as memray does), or at its first allocation if it has made none.
+    // Any thread; holds the calling thread's hook guard meanwhile.
+    void name_thread(uint64_t pthread_id, const std::string& name);
+    // Interns a stack (`frames[0..count)`, innermost first) as the stacks of
+    // allocations are, pinning its code (the caller holds the GIL), and
+    // returns its innermost node; kRoot if it cannot (not tracing, no memory).
+    // Holds the calling thread's hook guard meanwhile.
+    uint32_t intern_stack(const FrameKey* frames, uint32_t count);
 
     // --- queries ---
     void traced_memory(uint64_t* current, uint64_t* peak);
@@ -241,6 +265,9 @@ class Engine {
     BlockTable* table_for(uint32_t domain, bool create);
     bool record_free_slow(uint32_t domain, uintptr_t address, BlockInfo* removed, Allocator deallocator);
     bool record_munmap_slow(uintptr_t address, uint64_t length);
+    // Releases [address, address + length) from the recorded mappings (and
+    // tells the sink, as `thread`); the bytes released. Holds lock_.
+    uint64_t unmap_locked(uintptr_t address, uint64_t length, uint32_t thread);
     // Stores a block, which stands for `weight` (estimate()), and updates
     // current and peak bytes. Holds lock_.
     void insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, const Estimate& weight, bool pooled);
@@ -248,10 +275,14 @@ class Engine {
     // is what it stood for. Holds lock_.
     bool erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed, Estimate* was);
     uint32_t resolve_stack_locked(ThreadStackCache* cache, uint32_t frame_count, bool can_pin);
-    // Announces the calling thread to the sink once per capture. Holds lock_.
+    uint32_t intern_frame_locked(uint32_t parent, FrameKey frame, bool can_pin, bool* substituted);
+    // Announces the calling thread to the sink once per capture, and again
+    // when it was renamed. Holds lock_.
     uint32_t capture_thread_locked();
     // Interns native return addresses (innermost first); the innermost's
-    // node. Reuses the thread's last native stack when `cache` is given. Holds lock_.
+    // node. Reuses the thread's last native stack when `cache` is given (its
+    // native arrays then hold `count` frames; without it, at most
+    // kInitialNativeFrames are kept). Holds lock_.
     uint32_t intern_native_locked(ThreadStackCache* cache, const uintptr_t* ips, uint32_t count);
     static bool resolve_from_cache(ThreadStackCache* cache, uint32_t frame_count, uint64_t generation, uint32_t* node);
     void drop_all_locked(std::vector<FrameKey>* unpin);
@@ -278,15 +309,26 @@ class Engine {
     std::atomic<bool> native_traces_{false};
     uint64_t session_ = 0;             // captures started; thread ids are announced once per session
     uint32_t next_thread_id_ = 0;
+    // Names given to threads that have not allocated since (name_thread), by
+    // pthread id, and how many were given: a thread looks in the map only
+    // when that count moved since it last looked.
+    std::unordered_map<uint64_t, std::string> pending_names_;
+    uint64_t names_version_ = 0;
     StackTrie trie_;
     StackTrie native_trie_;  // frames are {return address, 0}
     LiveTable pinned_codes_;  // a set: each code object stacks refer to, pinned once
     BlockTable python_table_;
     std::vector<std::pair<uint32_t, BlockTable>> other_tables_;
+    // Blocks made by mmap (domain 0), by range: not in python_table_, so
+    // that a munmap finds every mapping it overlaps. Each piece's BlockInfo
+    // is the mapping's, its size the piece's length.
+    MappingIndex<BlockInfo> mappings_;
+    std::atomic<bool> has_mappings_{false};  // !mappings_.empty(), read by munmap hooks without the lock
     uint64_t current_bytes_ = 0;
     uint64_t peak_bytes_ = 0;
     std::atomic<size_t> cache_bytes_{0};
     friend bool reserve_stack_cache(ThreadStackCache*, uint32_t);
+    friend bool reserve_native_frames(ThreadStackCache*, uint32_t);
     friend void release_stack_cache(ThreadStackCache*);
 };
 

@@ -18,6 +18,7 @@ struct ThreadHookState {
     uint64_t announced_session; // the capture session this thread's id was last announced to
     ThreadSampler sampler;      // sampling decisions (sample/sampler.h)
     bool record_all;            // bypass sampling: heapscope's own probe allocations
+    uint64_t names_seen;        // Engine's names version when this thread last looked for a new name
 };
 
 // constinit: no dynamic initialisation, so no TLS wrapper call at each use.

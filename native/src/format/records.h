@@ -96,7 +96,7 @@ struct MemoryRecord {
 // (see model/high_water_mark.h for why).
 struct CheckpointRecord {
     uint64_t time_ms;
-    uint64_t peak_epoch;   // times the heap reached a new maximum
+    uint64_t peak_epoch;   // times the heap reached its maximum (again)
     uint64_t heap;         // bytes outstanding
     uint64_t peak_heap;    // high-water mark so far
     uint32_t locations;    // LocationRecords that follow

@@ -4,7 +4,11 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+
+#include <cstdarg>
 
 #include <atomic>
 #include <cstdlib>
@@ -123,6 +127,40 @@ int hooked_munmap(void* address, size_t length) {
     return ::munmap(address, length);
 }
 
+// Thread names follow renames: the new name is read back (the kernel keeps
+// at most 15 bytes of it) and given to the engine for the capture.
+void thread_renamed(pthread_t thread) {
+    char name[64] = {};
+    if (pthread_getname_np(thread, name, sizeof name) == 0) {
+        engine().name_thread(static_cast<uint64_t>(thread), name);
+    }
+}
+
+int hooked_prctl(int option, ...) {
+    // prctl's arguments after the option are unsigned longs, as many as the
+    // option takes: pass four on, as glibc's own callers may (memray does the same).
+    va_list arguments;
+    va_start(arguments, option);
+    unsigned long values[4];
+    for (unsigned long& value : values) value = va_arg(arguments, unsigned long);
+    va_end(arguments);
+    const int result = ::prctl(option, values[0], values[1], values[2], values[3]);
+    if (result == 0 && option == PR_SET_NAME && engine().capturing()) thread_renamed(pthread_self());
+    return result;
+}
+
+int hooked_pthread_setname_np(pthread_t thread, const char* name) {
+    const int result = ::pthread_setname_np(thread, name);
+    if (result == 0 && engine().capturing()) {
+        if (pthread_equal(thread, pthread_self())) {
+            thread_renamed(thread);  // read back: what the kernel kept
+        } else {
+            engine().name_thread(static_cast<uint64_t>(thread), name);  // under 16 bytes, or the call failed
+        }
+    }
+    return result;
+}
+
 void patch_now();
 
 // dlopen of a bare name searches the calling object's RUNPATH/RPATH, and the
@@ -211,6 +249,8 @@ const HookEntry kAllocatorHooks[] = {
     HEAPSCOPE_HOOK(valloc),        HEAPSCOPE_HOOK(pvalloc), HEAPSCOPE_HOOK(mmap),
     {"mmap64", reinterpret_cast<void*>(&hooked_mmap), true},  // the same function on 64-bit glibc
     HEAPSCOPE_HOOK(munmap),        HEAPSCOPE_HOOK(dlclose),
+    // Not allocators, but only a capture needs them: its threads' names.
+    HEAPSCOPE_HOOK(prctl),         HEAPSCOPE_HOOK(pthread_setname_np),
 };
 #undef HEAPSCOPE_HOOK
 

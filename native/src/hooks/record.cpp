@@ -101,15 +101,33 @@ void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bo
                                            g_skip_incomplete.load(std::memory_order_relaxed));
         }
     }
-    uintptr_t native[kMaxNativeFrames + 8];
     uint32_t native_count = 0;
-    const uintptr_t* native_start = native;
+    const uintptr_t* native_start = nullptr;
+    uintptr_t fallback[kInitialNativeFrames + 8];
     if (eng.native_traces()) {
-        size_t n = capture_native_stack(native, kMaxNativeFrames + 8, 0);
+        // The whole stack, as memray keeps it: the thread's buffer doubles
+        // until a walk fits. A thread without a cache (no Python thread
+        // state yet: a native thread) gets one for this; if that fails, the
+        // innermost frames that fit on this stack.
+        if (!cache) cache = thread_stack_cache(0);
+        uintptr_t* walked = fallback;
+        size_t n = 0;
+        if (cache && reserve_native_frames(cache, kInitialNativeFrames)) {
+            for (;;) {
+                n = capture_native_stack_into(cache->native_fresh, cache->native_capacity);
+                if (n + 1 < cache->native_capacity || cache->native_capacity > UINT32_MAX / 2 ||
+                    !reserve_native_frames(cache, cache->native_capacity * 2)) {
+                    break;
+                }
+            }
+            walked = cache->native_fresh;
+        } else {
+            n = capture_native_stack(fallback, kInitialNativeFrames + 8, 0);
+        }
         size_t skip = 0;
-        while (skip < n && native[skip] >= g_own_start && native[skip] < g_own_end) ++skip;
-        native_start = native + skip;
-        native_count = static_cast<uint32_t>(std::min<size_t>(n - skip, kMaxNativeFrames));
+        while (skip < n && walked[skip] >= g_own_start && walked[skip] < g_own_end) ++skip;
+        native_start = walked + skip;
+        native_count = static_cast<uint32_t>(n - skip);
     }
     eng.record_alloc(domain, address, size, cache, frames, total_depth, gil_held, pooled, allocator, native_start,
                      native_count);

@@ -28,4 +28,12 @@ struct BlockInfo {
     uint32_t total_depth = 0;  // Python frames at the time, past the limit too
 };
 
+// What a munmap did to one piece of a mapping (store/mapping_index.h). Each
+// piece counts as a block, as memray counts them.
+enum class Unmapped : uint8_t {
+    kWhole,  // all of it: a block less
+    kPart,   // its start or its end: the block stays, smaller
+    kHole,   // its middle: the block became two
+};
+
 }  // namespace heapscope

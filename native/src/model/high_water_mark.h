@@ -6,16 +6,16 @@
 // remove() allocate only when a location id beyond size() appears.
 //
 // The argument. Let the heap be the sum over locations of current bytes, and
-// peak_epoch the number of times an event made the heap exceed its previous
-// maximum (the peak). Each location remembers `epoch`, the value peak_epoch
-// had when the location last changed, and `at_peak`, a saved value.
+// peak_epoch the number of times an event left the heap at or above its
+// previous maximum (the peak). Each location remembers `epoch`, the value
+// peak_epoch had when the location last changed, and `at_peak`, a saved value.
 //
-//   Before changing a location: if epoch < peak_epoch, a new peak was reached
+//   Before changing a location: if epoch < peak_epoch, a peak was reached
 //   after its last change, and it has not changed since, so its current value
 //   *is* its value at that latest peak: copy current into at_peak.
 //   Change it, set epoch = peak_epoch.
-//   Then if heap > peak: peak = heap, ++peak_epoch (the heap just reached the
-//   new peak, with every location at its current value).
+//   Then if heap >= peak: peak = heap, ++peak_epoch (the heap just reached
+//   the peak again, with every location at its current value).
 //
 // Invariant, after every event, for every location L:
 //   value of L at the latest peak = (L.epoch < peak_epoch) ? L.current : L.at_peak
@@ -27,8 +27,13 @@
 //   the peak) into at_peak; later changes find epoch == peak_epoch and leave
 //   at_peak alone. A location first seen after the peak starts at zero, which
 //   is also its value at the peak.
-// A tie with the peak is not a new peak: the first moment the maximum was
-// reached is the one reported, as memray does.
+// The comparison is >=, after every event (allocations, releases and
+// shrinks alike): when the maximum is reached several times, the latest of
+// those moments is the high-water mark, as memray's HighWatermarkFinder
+// (`d_current_memory >= peak`, checked after every record) and its
+// aggregated writer (a peak is recorded on its falling edge) both pick it.
+// The argument does not depend on the comparison: any event may start a
+// new epoch, as long as it does so after stamping its own location.
 //
 // Counts follow bytes: at_peak_count is the count at the same moment.
 #pragma once
@@ -36,6 +41,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <vector>
+
+#include "model/block.h"
 
 namespace heapscope {
 
@@ -62,10 +69,7 @@ class HighWaterMark {
         c.total_count += count;
         c.total_bytes += size;
         heap_ += size;
-        if (heap_ > peak_heap_) {
-            peak_heap_ = heap_;
-            ++peak_epoch_;
-        }
+        note_peak();
     }
     // A block of `size` bytes allocated at `location` was released. A release
     // of more than the location holds (a block the caller counted elsewhere)
@@ -76,6 +80,7 @@ class HighWaterMark {
         const uint64_t bytes = size < c.current_bytes ? size : c.current_bytes;
         c.current_bytes -= bytes;
         heap_ -= bytes < heap_ ? bytes : heap_;
+        note_peak();  // only a release of 0 bytes can leave the heap at its peak
     }
     // Takes away `size` bytes from a location without releasing a block (a
     // partial munmap: the rest of the mapping stays outstanding).
@@ -84,6 +89,18 @@ class HighWaterMark {
         const uint64_t bytes = size < c.current_bytes ? size : c.current_bytes;
         c.current_bytes -= bytes;
         heap_ -= bytes < heap_ ? bytes : heap_;
+        note_peak();
+    }
+    // A munmap released `size` bytes of one piece of a mapping made at
+    // `location`: the piece went (a block less), lost an end (shrink), or
+    // had a hole cut in it, which leaves two blocks (store/mapping_index.h).
+    void unmap(uint32_t location, uint64_t size, Unmapped how) {
+        if (how == Unmapped::kWhole) {
+            remove(location, size);
+        } else {
+            if (how == Unmapped::kHole) ++prepare(location).current_count;  // not a new allocation: totals stay
+            shrink(location, size);
+        }
     }
 
     uint64_t heap() const { return heap_; }
@@ -111,6 +128,13 @@ class HighWaterMark {
     }
 
   private:
+    // After an event: the heap at or above the peak is the latest high-water mark.
+    void note_peak() {
+        if (heap_ >= peak_heap_) {
+            peak_heap_ = heap_;
+            ++peak_epoch_;
+        }
+    }
     // The location, with its value at the latest peak saved if this is its
     // first change since that peak.
     LocationCounters& prepare(uint32_t location) {

@@ -85,11 +85,13 @@ class CaptureReader::Cursor {
 
     // The next event, or null at the end of the records (clean end, damage
     // or cancellation). The record stays valid until the next call.
+    // Definitions are applied, and returned too after every_record().
     const format::Record* next() {
         for (;;) {
             if (decoder_.next(&record_)) {
                 if (is_event(record_.type)) return &record_;
                 definitions_->apply(record_, &generation_);
+                if (every_record_) return &record_;
                 continue;
             }
             if (!decoder_.error().empty() || !next_chunk()) {
@@ -98,6 +100,9 @@ class CaptureReader::Cursor {
             }
         }
     }
+
+    // From now on next() returns the definition and metadata records too (heapscope parse).
+    void every_record() { every_record_ = true; }
 
     bool end_chunk_seen() const { return end_chunk_seen_; }  // the capture stopped cleanly
     const std::string& damage() const { return damage_; }    // empty if none was met
@@ -137,6 +142,7 @@ class CaptureReader::Cursor {
     bool end_chunk_seen_ = false;
     bool cancelled_ = false;
     bool final_progress_sent_ = false;
+    bool every_record_ = false;
     std::string damage_;
 };
 

@@ -1,5 +1,8 @@
 #include "read/definitions.h"
 
+#include <cstdint>
+#include <cstdlib>
+
 namespace heapscope::read {
 
 namespace {
@@ -57,6 +60,11 @@ bool Definitions::apply(const format::Record& record, uint32_t* generation) {
 }
 
 void Definitions::add_metadata(const std::string& key, const std::string& value) {
+    if (key == "stack_root_node") {
+        char* end = nullptr;
+        const unsigned long long node = std::strtoull(value.c_str(), &end, 10);
+        stack_root_ = end != value.c_str() && *end == '\0' && node <= UINT32_MAX ? static_cast<uint32_t>(node) : 0;
+    }
     auto [found, inserted] = metadata_index_.try_emplace(key, metadata_.size());
     if (inserted) {
         metadata_.emplace_back(key, value);
@@ -65,8 +73,9 @@ void Definitions::add_metadata(const std::string& key, const std::string& value)
     }
 }
 
-bool Definitions::python_stack(uint32_t node, size_t max_frames, std::vector<PythonFrame>* out) const {
+bool Definitions::python_stack(uint32_t node, size_t max_frames, std::vector<PythonFrame>* out, bool* cut) const {
     out->clear();
+    if (cut) *cut = false;
     if (node == 0) return true;
     if (!has_python_node(node)) return false;
     // A parent is always defined before its child, so a chain is never
@@ -74,6 +83,10 @@ bool Definitions::python_stack(uint32_t node, size_t max_frames, std::vector<Pyt
     // whose ids loop.
     size_t steps = python_nodes_.size();
     while (node != 0 && out->size() < max_frames && steps-- > 0) {
+        if (node == stack_root_) {
+            if (cut) *cut = true;
+            break;
+        }
         if (!has_python_node(node)) break;
         const PythonNode& n = python_nodes_[node];
         PythonFrame frame;
@@ -119,9 +132,10 @@ bool Definitions::hybrid_stack(uint32_t python_node, uint32_t native_node, size_
                                Symbolizer* symbolizer, std::vector<NativeFrame>* out) {
     std::vector<PythonFrame> python;
     std::vector<NativeFrame> native;
-    if (!python_stack(python_node, SIZE_MAX, &python)) return false;
+    bool cut = false;
+    if (!python_stack(python_node, SIZE_MAX, &python, &cut)) return false;
     if (!native_stack(native_node, SIZE_MAX, symbolizer, &native)) return false;
-    *out = read::hybrid_stack(python, native);
+    *out = read::hybrid_stack(python, native, cut);
     if (out->size() > max_frames) out->resize(max_frames);
     return true;
 }

@@ -48,13 +48,19 @@ class Definitions {
     // The Python frames of `node`, innermost first, at most `max_frames`;
     // a frame of code 0 is ("<unknown>", "<unknown>", lineno). Node 0 (no
     // Python frame) gives an empty stack. False if `node` was never defined.
-    bool python_stack(uint32_t node, size_t max_frames, std::vector<PythonFrame>* out) const;
+    // A stack that reaches the capture's stack root (metadata
+    // `stack_root_node`: the callers of the frame that entered the Tracker)
+    // ends before it; `*cut` (if given) says whether it did.
+    bool python_stack(uint32_t node, size_t max_frames, std::vector<PythonFrame>* out, bool* cut = nullptr) const;
     // The native frames of `node`, innermost first (inlined frames expanded),
     // at most `max_frames`. False if `node` was never defined. Reads debug
     // information through `symbolizer`, which caches what it resolved.
     bool native_stack(uint32_t node, size_t max_frames, Symbolizer* symbolizer, std::vector<NativeFrame>* out);
     // Native frames with each interpreter-loop frame replaced by the Python
-    // frames it ran (read::hybrid_stack), at most `max_frames`.
+    // frames it ran (read::hybrid_stack), at most `max_frames`. A Python
+    // stack cut at the stack root ends the hybrid stack at its outermost
+    // Python frame, as memray's does: the native frames outside it ran the
+    // callers of the frame that entered the Tracker.
     bool hybrid_stack(uint32_t python_node, uint32_t native_node, size_t max_frames, Symbolizer* symbolizer,
                       std::vector<NativeFrame>* out);
 
@@ -105,6 +111,7 @@ class Definitions {
     std::unordered_set<uint32_t> given_to_symbolizer_;
     std::vector<std::pair<std::string, std::string>> metadata_;
     std::unordered_map<std::string, size_t> metadata_index_;
+    uint32_t stack_root_ = 0;  // metadata stack_root_node; 0: stacks are whole
 };
 
 }  // namespace heapscope::read

@@ -473,7 +473,8 @@ NativeFrame as_native(const PythonFrame& frame) { return NativeFrame{frame.funct
 
 }  // namespace
 
-std::vector<NativeFrame> hybrid_stack(const std::vector<PythonFrame>& python, const std::vector<NativeFrame>& native) {
+std::vector<NativeFrame> hybrid_stack(const std::vector<PythonFrame>& python, const std::vector<NativeFrame>& native,
+                                      bool outer_cut) {
     std::vector<NativeFrame> merged;
     merged.reserve(python.size() + native.size());
     size_t next_python = 0;
@@ -491,6 +492,7 @@ std::vector<NativeFrame> hybrid_stack(const std::vector<PythonFrame>& python, co
                 merged.push_back(as_native(python_frame));
                 if (python_frame.is_entry) break;
             }
+            if (outer_cut && next_python == python.size()) return merged;  // the rest ran the callers
             outside_loop_frame = true;
         } else if (is_eval_wrapper(frame.function) && outside_loop_frame) {
             // The wrapper that called this loop frame: the same Python call.

@@ -74,6 +74,10 @@ struct PythonFrame {
 // left (the Python stack was cut at its depth limit) stays native. Python
 // frames left over (none of the loop's frames were captured) are appended
 // outermost. Checked on real 3.9, 3.11 and 3.13 stacks (ctypes -> C).
-std::vector<NativeFrame> hybrid_stack(const std::vector<PythonFrame>& python, const std::vector<NativeFrame>& native);
+// `outer_cut`: the Python stack was cut at its outer end (the capture's
+// stack root): the merged stack ends with the loop frame that ran its
+// outermost frame, as memray's does.
+std::vector<NativeFrame> hybrid_stack(const std::vector<PythonFrame>& python, const std::vector<NativeFrame>& native,
+                                      bool outer_cut = false);
 
 }  // namespace heapscope::read

@@ -30,13 +30,16 @@ struct AllocationEvent {
 };
 
 struct DeallocationEvent {
+    // For munmap: one event per piece of a mapping the call overlapped,
+    // `address` where the released part starts, `size` its length.
     uintptr_t address;
-    uint64_t size;  // the block's size as allocated (for munmap: the length unmapped); estimated when sampled
+    uint64_t size;  // the block's size as allocated (for munmap: the bytes released); estimated when sampled
     uint32_t domain;
     uint32_t thread;
     Allocator allocator;  // kFree, kMunmap, kPymallocFree or kUntrack
     BlockInfo block;      // what the engine kept for the block (block.sink_state: see CaptureSink::on_alloc)
-    uint64_t count = 1;   // blocks it stood for (AllocationEvent::count)
+    uint64_t count = 1;   // blocks it stood for (AllocationEvent::count); for munmap 0 unless the piece went whole
+    Unmapped how = Unmapped::kWhole;  // munmap: what became of the piece (model/block.h)
 };
 
 // Describes Python frames for a capture. Installed by the Python layer, whose
@@ -59,8 +62,12 @@ struct FrameDescriber {
 class CaptureSink {
   public:
     virtual ~CaptureSink() = default;
-    // A thread's first event: `thread` is the engine's small id, `os_tid` gettid().
-    virtual void on_thread(uint32_t thread, uint64_t os_tid) = 0;
+    // A thread's first event: `thread` is the engine's small id, `os_tid`
+    // gettid(). Called by the thread itself, and again whenever it is
+    // renamed (Engine::name_thread), with the new `name`; null for an
+    // announcement without one: a sink that knows the thread (a forked
+    // child's) keeps the name it has, otherwise takes the thread's own.
+    virtual void on_thread(uint32_t thread, uint64_t os_tid, const std::string* name) = 0;
     // A stack node the sink has not been told of: `frame` called from `parent`
     // (0 for the outermost frame). Always before the first event that uses it.
     virtual void on_python_node(uint32_t node, uint32_t parent, FrameKey frame) = 0;

@@ -74,13 +74,6 @@ uint64_t read_rss_bytes() {
     return pages * page_size;
 }
 
-std::string thread_name_of_caller() {
-    char name[64] = {};
-    // For the calling thread glibc asks prctl(PR_GET_NAME): no file, no allocation.
-    if (pthread_getname_np(pthread_self(), name, sizeof name) != 0) return {};
-    return name;
-}
-
 // Holds `lock` if there is one: the hooks' guard, which locks only when the
 // caller does not already hold the writer's state lock for it.
 class MaybeSpinGuard {
@@ -97,6 +90,13 @@ class MaybeSpinGuard {
   private:
     SpinLock* lock_;
 };
+
+std::string thread_name_of_caller() {
+    char name[64] = {};
+    // For the calling thread glibc asks prctl(PR_GET_NAME): no file, no allocation.
+    if (pthread_getname_np(pthread_self(), name, sizeof name) != 0) return {};
+    return name;
+}
 
 }  // namespace
 
@@ -573,14 +573,22 @@ CaptureWriter::~CaptureWriter() {
 // here); never calls Python. Exceptions (only std::bad_alloc is possible)
 // must not escape into an allocator hook: they end the capture instead.
 
-void CaptureWriter::on_thread(uint32_t thread, uint64_t os_tid) {
+void CaptureWriter::on_thread(uint32_t thread, uint64_t os_tid, const std::string* name) {
     Impl& s = *impl_;
     try {
-        format::ThreadRecord record{thread, os_tid, thread_name_of_caller()};
         MaybeSpinGuard guard(s.hooks_own_lock());
         if (!s.accepting()) return;
+        auto known = std::find_if(s.threads.begin(), s.threads.end(),
+                                  [thread](const format::ThreadRecord& t) { return t.thread == thread; });
+        format::ThreadRecord record{thread, os_tid,
+                                    name ? *name : known != s.threads.end() ? known->name : thread_name_of_caller()};
         s.current->thread(record);
-        s.threads.push_back(std::move(record));
+        // A renamed thread's new record replaces its old one (a forked child repeats the latest).
+        if (known != s.threads.end()) {
+            *known = std::move(record);
+        } else {
+            s.threads.push_back(std::move(record));
+        }
         s.after_record_locked();
     } catch (const std::exception&) {
         s.fail("out of memory while recording a thread");
@@ -683,8 +691,8 @@ void CaptureWriter::on_free(const DeallocationEvent& e) {
         }
         const uint32_t id = e.block.sink_state;
         if (id == kNoSinkState || id >= s.locations.size()) return;  // not a location of this capture
-        if (e.size < e.block.size) {
-            s.high_water.shrink(id, e.size);  // part of a mapping: the rest stays a block
+        if (e.allocator == Allocator::kMunmap) {
+            s.high_water.unmap(id, e.size, e.how);  // a piece of a mapping: gone, smaller, or cut in two
         } else {
             s.high_water.remove(id, e.size, e.count);
         }

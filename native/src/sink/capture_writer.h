@@ -78,7 +78,7 @@ class CaptureWriter final : public CaptureSink {
     ~CaptureWriter() override;  // finishes if finish() was not called
 
     // CaptureSink (hook_lock held, if one was given)
-    void on_thread(uint32_t thread, uint64_t os_tid) override;
+    void on_thread(uint32_t thread, uint64_t os_tid, const std::string* name) override;
     void on_python_node(uint32_t node, uint32_t parent, FrameKey frame) override;
     void on_native_node(uint32_t node, uint32_t parent, uintptr_t ip) override;
     bool keeps_block_state() const override;

@@ -22,6 +22,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <cstring>
 
 namespace heapscope {
 
@@ -84,6 +86,16 @@ __attribute__((noinline)) size_t capture_native_stack(uintptr_t* ips, size_t max
     size_t kept = static_cast<size_t>(got) - drop;
     for (size_t i = 0; i < kept; ++i) ips[i] = reinterpret_cast<uintptr_t>(walked[drop + i]);
     return kept;
+}
+
+__attribute__((noinline)) size_t capture_native_stack_into(uintptr_t* ips, size_t capacity) {
+    if (capacity == 0 || capacity > INT32_MAX || !g_unwind_loaded.load(std::memory_order_acquire)) return 0;
+    set_caching_policy_once();
+    // unw_backtrace's first address is inside this function: walk one more, drop it.
+    const int got = g_unwind.backtrace(reinterpret_cast<void**>(ips), static_cast<int>(capacity));
+    if (got <= 1) return 0;
+    std::memmove(ips, ips + 1, (static_cast<size_t>(got) - 1) * sizeof(uintptr_t));
+    return static_cast<size_t>(got) - 1;
 }
 
 void flush_native_unwind_caches() {

@@ -20,6 +20,12 @@ namespace heapscope {
 // Returns 0 until load_native_unwinder() has succeeded.
 size_t capture_native_stack(uintptr_t* ips, size_t max, size_t skip);
 
+// The same without a bound of its own: walks `capacity` frames straight into
+// `ips` and drops the first (this function's own), so it returns at most
+// capacity - 1. That many means the walk filled the buffer and may have been
+// cut short: walk again with more room.
+size_t capture_native_stack_into(uintptr_t* ips, size_t capacity);
+
 // Loads libunwind (libunwind.so.8, privately). False if it is missing. Call
 // before native stacks are wanted, never from a hook: it calls dlopen.
 bool load_native_unwinder();

@@ -73,7 +73,8 @@ def profile_from_capture(reader, which="peak", *, threshold=1, native=False, mer
         key = (record.stack_id, record.native_stack_id)
         stack = stacks.get(key)
         if stack is None:
-            raw = record.hybrid_stack_trace() if hybrid else record.stack_trace()
+            # Qualified names (Class.method) in heapscope's reports; records give memray's plain ones.
+            raw = record.qualified_hybrid_stack_trace() if hybrid else record.qualified_stack_trace()
             if not raw and record.native_stack_id:
                 stack = _frames_of(record.native_stack_trace(), True)  # no Python frame: where in C it was
             else:
@@ -95,8 +96,8 @@ def _timeline(reader):
     snapshots = reader.get_memory_snapshots()
     if not snapshots:
         return None
-    start = reader.metadata.start_time
-    return Timeline(times=[max((s.time - start).total_seconds(), 0.0) for s in snapshots],
+    start_ms = reader.metadata.start_time.timestamp() * 1000
+    return Timeline(times=[max((s.time - start_ms) / 1000, 0.0) for s in snapshots],
                     rss=[s.rss for s in snapshots], heap=[s.heap for s in snapshots])
 
 
