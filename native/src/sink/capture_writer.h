@@ -46,6 +46,12 @@ struct CaptureOptions {
     // events carry weights: the file is version 2. Exact captures are
     // written as version 1, which older readers still read.
     std::string sampling = "exact";
+    // A regular file opened for reading and writing gets a journal: records
+    // are encoded into windows of the file mapped shared, so every event
+    // recorded is in the file even if the process is killed the next
+    // instant (docs/capture-format.md, "Journal"). Other destinations
+    // (sockets, pipes, a file opened write-only) are written a chunk at a time.
+    bool journal = true;
     int compression_level = 3;                // 0: chunks stored uncompressed
     uint32_t memory_interval_ms = 10;         // 0: no memory records
     uint32_t checkpoint_interval_ms = 1000;   // aggregated format
