@@ -442,7 +442,10 @@ struct CaptureWriter::Impl {
     // far enough past the last chunk that the chunks of every slot before it
     // (and its own) fit below it: a chunk is never written over a slot
     // whose records it does not yet hold. Null on failure (the capture fails).
-    std::unique_ptr<Buffer> make_slot(size_t capacity) {
+    // Where a new slot of `capacity` bytes may start at the earliest: past
+    // the chunks of every live slot and its own (they are written first) and,
+    // with `past_live`, past every live slot.
+    uint64_t lowest_slot_offset(size_t capacity, bool past_live) {
         uint64_t reserve = format::kChunkHeaderBytes + capacity, live_end = 0;
         {
             SpinGuard guard(queue_lock);
@@ -456,11 +459,16 @@ struct CaptureWriter::Impl {
             for (const auto& b : spare) count(*b, 0);
             if (current) count(*current, 0);
         }
-        auto up = [&](uint64_t v) { return (v + page_size - 1) / page_size * page_size; };
+        return page_up(std::max(chunks->position() + reserve, past_live ? live_end : 0));
+    }
+
+    uint64_t page_up(uint64_t v) const { return (v + page_size - 1) / page_size * page_size; }
+
+    std::unique_ptr<Buffer> make_slot(size_t capacity) {
         auto slot = std::make_unique<Buffer>();
         slot->capacity = capacity;
-        slot->map_bytes = up(format::kJournalHeaderBytes + capacity);
-        slot->offset = up(std::max(chunks->position() + reserve, live_end));
+        slot->map_bytes = page_up(format::kJournalHeaderBytes + capacity);
+        slot->offset = lowest_slot_offset(capacity, true);
         const uint64_t end = slot->offset + slot->map_bytes;
         struct stat st {};
         if (::fstat(options.fd, &st) != 0) return slot_failed("fstat", errno);
@@ -515,6 +523,28 @@ struct CaptureWriter::Impl {
             (void)::fallocate(options.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),
                               static_cast<off_t>(to - from));
         }
+    }
+
+    // A slot whose chunk is written serves again as the spare while it is far
+    // enough past the chunks (the usual case: chunks grow by the compressed
+    // size of a slot, slots are reused in turn): no mapping to make, no
+    // pages to fault in or drop. Its old header (an older sequence number)
+    // and bytes stay until it becomes current: readers skip them.
+    void recycle_slot(std::unique_ptr<Buffer> slot) {
+        bool reuse = !failed.load(std::memory_order_acquire) && !stop_requested.load(std::memory_order_acquire) &&
+                     slot->capacity == slot_capacity(0) && wanted_capacity.load(std::memory_order_acquire) == 0;
+        if (reuse) {
+            SpinGuard guard(queue_lock);
+            reuse = spare.empty();
+        }
+        // Checked with the slot out of every list: as if it were being made.
+        if (reuse && slot->offset >= lowest_slot_offset(slot->capacity, false)) {
+            slot->encoder.reset();
+            SpinGuard guard(queue_lock);
+            spare.push_back(std::move(slot));
+            return;
+        }
+        retire_slot(*slot);
     }
 
     // Background thread: makes a spare slot if one is wanted.
@@ -589,7 +619,7 @@ struct CaptureWriter::Impl {
                 ready_count.store(ready.size(), std::memory_order_release);
             }
             if (journal) {
-                retire_slot(*done);
+                recycle_slot(std::move(done));
             } else {
                 done->encoder.reset();
                 SpinGuard guard(queue_lock);
@@ -620,9 +650,10 @@ void CaptureWriter::Impl::background_main() {
     const uint64_t checkpoint_every = aggregated ? options.checkpoint_interval_ms : 0;
     uint64_t next_memory = memory_every;
     uint64_t next_checkpoint = checkpoint_every;
-    // With a journal every record is in the file as soon as it is encoded:
-    // nothing needs flushing early.
-    const uint64_t flush_every = journal ? 0 : kFlushIntervalMs;
+    // With a journal every record is in the file as soon as it is encoded;
+    // partial slots still become chunks every kFlushIntervalMs, as buffers
+    // do without one: a file cut short (a full disk, a copy) loses little.
+    const uint64_t flush_every = kFlushIntervalMs;
     uint64_t next_flush = flush_every;
 
     for (;;) {
@@ -661,10 +692,10 @@ void CaptureWriter::Impl::background_main() {
             bool flush = flush_due;
             if (checkpoint_due) {
                 // A checkpoint is in the file at once, whole: in the journal,
-                // or (without one) in a chunk written now.
+                // and in a chunk written now.
                 encode_checkpoint_locked(false, &current->encoder);
                 next_checkpoint = now + checkpoint_every;
-                flush = !journal;
+                flush = true;
             }
             if (journal && !current->encoder.spilled()) format::publish_journal(committed, current->encoder.size());
             bool moved = false;
