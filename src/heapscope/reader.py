@@ -86,6 +86,11 @@ class Metadata:
     # "ranges:128=0.0001,8192=0.1"); sizes and counts are then unbiased
     # estimates (docs/sampling.md).
     sampling: str = "exact"
+    # How the program ended, when ``heapscope run`` ran it: its exit code
+    # (a clean stop), or the signal that killed it (written by the
+    # supervising ``heapscope run`` after the program died). None if unknown.
+    exit_code: Optional[int] = None
+    exit_signal: Optional[int] = None
 
     @property
     def sampled(self):
@@ -266,7 +271,7 @@ class _WholeCapture:
 
 # The Metadata fields that need the whole capture read.
 _PASS_FIELDS = ("end_time", "total_allocations", "total_frames", "peak_memory", "main_thread_id", "complete",
-                "damage")
+                "damage", "exit_code", "exit_signal")
 
 
 def _pass_fields(whole, start, time_base):
@@ -287,7 +292,9 @@ def _pass_fields(whole, start, time_base):
     totals = whole.totals
     return {"end_time": _datetime(end), "total_allocations": totals.total_allocations,
             "total_frames": totals.total_frames, "peak_memory": totals.peak_memory, "main_thread_id": main_thread,
-            "complete": totals.complete, "damage": totals.damage}
+            "complete": totals.complete, "damage": totals.damage,
+            "exit_code": _to_int(raw["exit_code"]) if "exit_code" in raw else None,
+            "exit_signal": _to_int(raw["exit_signal"]) if "exit_signal" in raw else None}
 
 
 def _deferred_field(name):

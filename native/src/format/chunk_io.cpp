@@ -303,7 +303,10 @@ bool ChunkWriter::write_all(const void* first, size_t first_size, const void* se
         pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
     }
     if (error != 0) {
-        error_ = errno_text("writing the capture failed", error);
+        error_number_ = error;
+        error_ = is_socket_ && (error == EPIPE || error == ECONNRESET)
+                     ? "the live viewer disconnected (" + std::string(std::strerror(error)) + ")"
+                     : errno_text("writing the capture failed", error);
         return false;
     }
     return true;

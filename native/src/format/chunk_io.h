@@ -72,6 +72,7 @@ class ChunkWriter {
     void set_positional(uint64_t offset);
     uint64_t position() const { return position_; }  // positional: where the next chunk goes
     uint32_t next_sequence() const { return sequence_; }
+    void set_next_sequence(uint32_t sequence) { sequence_ = sequence; }  // appending to a capture
     ~ChunkWriter();
     ChunkWriter(const ChunkWriter&) = delete;
     ChunkWriter& operator=(const ChunkWriter&) = delete;
@@ -79,6 +80,7 @@ class ChunkWriter {
     bool write_header(const FileHeader& header);
     bool write_chunk(ChunkType type, std::string_view payload);
     const std::string& error() const { return error_; }
+    int error_number() const { return error_number_; }  // errno of a failed write, else 0
     uint64_t bytes_written() const { return bytes_written_; }
 
     // True after a failed write: every later write fails at once.
@@ -97,6 +99,7 @@ class ChunkWriter {
     std::string scratch_;
     void* zstd_ = nullptr;  // ZSTD_CCtx*
     std::string error_;
+    int error_number_ = 0;
 };
 
 // Reads a capture from a file descriptor, streaming: memory is bounded by the
@@ -125,6 +128,10 @@ class ChunkReader {
     Status next(ChunkType* type, std::string* payload);
     const std::string& error() const { return error_; }
     uint64_t offset() const { return offset_; }  // bytes consumed so far
+    // After kEnd: whether the last chunks came from journal slots, and the
+    // sequence number a chunk (or slot) appended now would need.
+    bool read_journal() const { return !journal_.empty(); }
+    uint32_t next_sequence() const { return sequence_; }
 
   private:
     Status damaged(uint64_t chunk_offset, const std::string& what);

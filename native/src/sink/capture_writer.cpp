@@ -31,6 +31,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -226,6 +227,7 @@ struct CaptureWriter::Impl {
     std::atomic<size_t> wanted_capacity{0};
     // Once set, nothing more is encoded or written. Read by the hooks without a lock.
     std::atomic<bool> failed{false};
+    std::atomic<int> failed_errno{0};
     std::atomic<uint64_t> bytes_written{0};
 
     // The state lock: options.hook_lock, or own_lock (see the top).
@@ -597,7 +599,10 @@ struct CaptureWriter::Impl {
         }
         const bool ok = chunks->write_chunk(format::ChunkType::kRecords, payload);
         bytes_written.store(chunks->bytes_written(), std::memory_order_relaxed);
-        if (!ok) fail(chunks->error());
+        if (!ok) {
+            failed_errno.store(chunks->error_number(), std::memory_order_relaxed);
+            fail(chunks->error());
+        }
     }
 
     // Background thread: writes every ready buffer, oldest first, and
@@ -630,6 +635,18 @@ struct CaptureWriter::Impl {
         }
     }
 
+    // Background thread: every viewer waiting on the listener (a second one)
+    // is told the capture has one already, and let go.
+    void turn_away_viewers() {
+        if (options.listener_fd < 0) return;
+        for (;;) {
+            const int viewer = ::accept4(options.listener_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (viewer < 0) return;
+            (void)::send(viewer, kLiveBusy, sizeof kLiveBusy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            ::close(viewer);
+        }
+    }
+
     void background_main();
     bool begin(std::string* error_out);
     bool begin_journal();
@@ -659,6 +676,7 @@ void CaptureWriter::Impl::background_main() {
     for (;;) {
         drain();
         ensure_spare();
+        turn_away_viewers();
         // finish() set stopping under the state lock before this flag, so no
         // hook hands off anything more; finish() writes what is left.
         if (stop_requested.load(std::memory_order_acquire)) break;
@@ -718,6 +736,7 @@ void CaptureWriter::Impl::background_main() {
             if (flush_every) next = std::min(next, next_flush);
             if (memory_every) next = std::min(next, next_memory);
             if (checkpoint_every) next = std::min(next, next_checkpoint);
+            if (options.listener_fd >= 0) next = std::min(next, now_ms() + 100);  // a second viewer waits little
             if (next == UINT64_MAX) {
                 wake_cv.wait(wait_lock, [this] { return wake_pending; });
             } else {
@@ -861,7 +880,7 @@ bool CaptureWriter::Impl::begin(std::string* error_out) {
     return started;
 }
 
-std::unique_ptr<CaptureWriter> CaptureWriter::open(CaptureOptions options, std::string* error) {
+std::unique_ptr<CaptureWriter> CaptureWriter::open(CaptureOptions options, std::string* error, int* error_number) {
     HookGuard guard;  // the writer's own memory is not traced
     std::unique_ptr<CaptureWriter> writer(new CaptureWriter());
     writer->impl_ = std::make_unique<Impl>();
@@ -870,7 +889,10 @@ std::unique_ptr<CaptureWriter> CaptureWriter::open(CaptureOptions options, std::
     if (s.options.native_traces) {
         s.generations.emplace_back(format::LoadedObjectsRecord{1, current_loaded_objects()}, 0);
     }
-    if (!s.begin(error)) return nullptr;
+    if (!s.begin(error)) {
+        if (error_number) *error_number = s.chunks ? s.chunks->error_number() : 0;
+        return nullptr;
+    }
     return writer;
 }
 
@@ -1122,6 +1144,10 @@ bool CaptureWriter::finish(const std::vector<std::pair<std::string, std::string>
         for (auto& buffer : s.ready) s.unmap_slot(*buffer);
         s.committed = &s.unpublished;
     }
+    if (s.options.listener_fd >= 0) {
+        ::close(s.options.listener_fd);
+        s.options.listener_fd = -1;
+    }
     if (::close(s.options.fd) != 0 && !s.failed.load(std::memory_order_acquire)) {
         s.fail(std::string("closing the capture failed: ") + std::strerror(errno));
     }
@@ -1147,6 +1173,7 @@ std::unique_ptr<CaptureWriter> CaptureWriter::clone_in_child(
     Impl& s = *child->impl_;
     s.options = parent.options;
     s.options.fd = fd;
+    s.options.listener_fd = -1;  // the parent's viewers are the parent's
     s.options.metadata = std::move(metadata);
     s.threads = parent.threads;
     s.code_ids = parent.code_ids;
@@ -1194,5 +1221,7 @@ CaptureTotals CaptureWriter::totals() {
 }
 
 bool CaptureWriter::failed() { return impl_->failed.load(std::memory_order_acquire); }
+
+int CaptureWriter::error_number() { return impl_->failed_errno.load(std::memory_order_relaxed); }
 
 }  // namespace heapscope

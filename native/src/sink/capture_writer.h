@@ -65,7 +65,15 @@ struct CaptureOptions {
     // writer. Null: the writer locks for itself (the caller may then call
     // on_* from several threads without a common lock).
     SpinLock* hook_lock = nullptr;
+    // A socket destination's listening socket, or -1. The writer owns it: a
+    // second viewer that connects while this one is served is told so
+    // (kLiveBusy) and let go, by the background thread.
+    int listener_fd = -1;
 };
+
+// What a second live viewer is sent before the connection is closed.
+inline constexpr const char kLiveBusy[] =
+    "HEAPSCOPE-BUSY\nheapscope: error: this program's capture already has a live viewer (one at a time)\n";
 
 struct CaptureTotals {
     uint64_t allocations = 0;    // allocation events seen
@@ -80,7 +88,10 @@ class CaptureWriter final : public CaptureSink {
   public:
     // Writes the header and the metadata, and starts the background thread.
     // Null on failure (`*error` says why); the descriptor is then closed.
-    static std::unique_ptr<CaptureWriter> open(CaptureOptions options, std::string* error);
+    // `*error_number`, if given, gets the errno of a failed write (EPIPE: a
+    // live viewer that left), or 0.
+    static std::unique_ptr<CaptureWriter> open(CaptureOptions options, std::string* error,
+                                               int* error_number = nullptr);
     ~CaptureWriter() override;  // finishes if finish() was not called
 
     // CaptureSink (hook_lock held, if one was given)
@@ -115,6 +126,8 @@ class CaptureWriter final : public CaptureSink {
     CaptureTotals totals();
     // True once a write has failed: the capture is then incomplete.
     bool failed();
+    // The errno of the write that failed (EPIPE: a live viewer left), or 0.
+    int error_number();
 
   private:
     CaptureWriter() = default;
