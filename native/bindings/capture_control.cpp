@@ -123,6 +123,10 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     options.sampling = sampling.describe();
     options.describer = python_describer();
     options.hook_lock = engine().sink_lock();  // one lock per event, not two
+    // HEAPSCOPE_JOURNAL=0: no journal (chunks written as they fill and every
+    // 250 ms, as before it): for a file system that cannot map files shared.
+    const char* journal = std::getenv("HEAPSCOPE_JOURNAL");
+    options.journal = !(journal && std::string(journal) == "0");
     options.listener_fd = listener.fd;
     listener.fd = -1;  // the writer's from here; closed below if the writer cannot start
     std::string error;
