@@ -82,6 +82,10 @@ def wrapped_capture(data):
 def fuzz_capture(data, directory):
     from heapscope import FileReader
 
+    # NotImplementedError: the stack of a record whose allocator frees
+    # (memray's rule). The format lets any allocator name any record (the
+    # writer never does that), so a made-up file may have such rows.
+
     raw = data[1:] if data and data[0] & 1 else wrapped_capture(data[1:])
     path = os.path.join(directory, "input.hscap")
     with open(path, "wb") as out:
@@ -102,7 +106,7 @@ def fuzz_capture(data, directory):
             reader.stats()
             for record in reader.get_temporary_allocation_records():
                 record.stack_trace()
-    except (ValueError, OSError):
+    except (ValueError, OSError, NotImplementedError):
         pass
 
 
