@@ -196,7 +196,21 @@ class AllocationRecord:
 
 
 def _datetime(seconds):
-    return datetime.datetime.fromtimestamp(seconds).astimezone()
+    # A damaged capture may state any time: past what datetime holds, the
+    # nearest it does, rather than an OverflowError.
+    try:
+        return datetime.datetime.fromtimestamp(seconds).astimezone()
+    except (OverflowError, OSError, ValueError):
+        limit = datetime.datetime.max if seconds > 0 else datetime.datetime.min + datetime.timedelta(days=1)
+        return limit.replace(tzinfo=datetime.timezone.utc)
+
+
+def _later(moment, milliseconds):
+    """*moment* plus *milliseconds*, or datetime's largest moment past it."""
+    try:
+        return moment + datetime.timedelta(milliseconds=milliseconds)
+    except OverflowError:
+        return datetime.datetime.max.replace(tzinfo=moment.tzinfo)
 
 
 def _to_int(text, default=0):
@@ -609,7 +623,7 @@ class FileReader:
         [MemorySnapshot(time: datetime, rss, heap)]."""
         self._ensure_open()
         base = _datetime(self._time_base)
-        return [MemorySnapshot(base + datetime.timedelta(milliseconds=record.time_ms), record.rss, record.heap)
+        return [MemorySnapshot(_later(base, record.time_ms), record.rss, record.heap)
                 for record in self._file.memory_snapshots()]
 
     def snapshot_at(self, t):
@@ -659,7 +673,7 @@ class FileReader:
             traces.append((block.domain, block.size, entry[0], entry[1], block.count) if sampled
                           else (block.domain, block.size, entry[0], entry[1]))
         snapshot = Snapshot(traces, deepest)
-        snapshot.time = _datetime(self._time_base) + datetime.timedelta(milliseconds=live.used_ms)
+        snapshot.time = _later(_datetime(self._time_base), live.used_ms)
         return snapshot
 
     def stats(self, top=5):

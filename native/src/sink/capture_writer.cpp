@@ -24,6 +24,21 @@
 // wait holds the state lock (the engine's), so every allocating thread waits
 // with it: a slow destination slows the traced program instead of growing
 // the heap. After a failed write nothing waits any more and nothing is encoded.
+//
+// The journal (a regular file opened read-write; docs/capture-format.md,
+// "Journal"): a buffer is a *slot*, a window of the file past the chunks,
+// mapped shared, and the encoder writes straight into it. After each record
+// (after_record_locked) the slot's committed length is stored, so a process
+// killed at any instant leaves every record it finished in the page cache,
+// hence in the file. Slots get their chunk sequence number when they become
+// current. The background thread makes slots (placed past every live slot,
+// and far enough past the last chunk that the chunks of every slot before
+// them fit below: make_slot), writes a slot's chunk below it, and then
+// reuses the slot as the next spare (recycle_slot) or drops its pages. A
+// record larger than a slot's room moves the hooks to a fresh slot, a larger
+// one made for it if need be (ensure_room_locked); the background thread
+// makes room the same way for a checkpoint, outside the lock. finish()
+// writes the last slots as chunks and truncates the journal away.
 #include "sink/capture_writer.h"
 
 #include <fcntl.h>

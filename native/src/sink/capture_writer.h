@@ -5,7 +5,9 @@
 // profile as of its last checkpoint).
 //
 // Hook side (on_* below, called by the engine with its lock held): encode
-// into the current chunk buffer; a full buffer is handed to the background
+// into the current chunk buffer (for a regular file, a window of the file
+// mapped shared: the journal, so that everything encoded survives a kill of
+// the process); a full buffer is handed to the background
 // thread, and when the destination falls behind (three buffers in flight)
 // the hook waits for it: memory stays bounded. Background thread: compresses
 // and writes chunks (a partial one at least every 250 ms), adds a
