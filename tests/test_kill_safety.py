@@ -166,3 +166,24 @@ def test_pool_terminate_of_follow_fork_workers_leaves_their_allocations(tmp_path
         held = by_line(reader.get_leaked_allocation_records(), script, {"MALLOC"})
         assert held[lines["worker"]] == (sum(100_003 + 1000 * n + i for i in range(50)), 50)
     assert FileReader(capture).metadata.complete
+
+
+def test_os_exit_inside_the_block_keeps_every_allocation(tmp_path, extension_dir):
+    script = tmp_path / "exits.py"
+    lines = write_script(script, """
+        import os, sys
+        import hs_alloc
+        from heapscope import Tracker
+
+        tracker = Tracker(sys.argv[1])
+        tracker.__enter__()
+        for i in range(200):
+            hs_alloc.malloc(i, 5000 + i)   # @held
+        os._exit(0)                        # no __exit__, no interpreter shutdown
+    """)
+    capture = tmp_path / "exits.hscap"
+    result = subprocess.run([sys.executable, str(script), str(capture)], env=python_env(extension_dir), timeout=120)
+    assert result.returncode == 0
+    (size, count), damage = recorded_at_line(capture, script, lines["held"])
+    assert damage is None
+    assert (size, count) == (sum(5000 + i for i in range(200)), 200)
