@@ -20,6 +20,14 @@ for variant in plain sanitize; do
   ctest --test-dir "build/unit-$variant" --output-on-failure -j "$jobs"
 done
 
+echo "== fuzzing the readers, 10 s each (bench/fuzz/fuzz_readers.py)"
+# atheris brings libFuzzer as a wheel; where it has none for this Python, say so.
+if python -m pip install -q --disable-pip-version-check atheris 2>/dev/null; then
+  python bench/fuzz/fuzz_readers.py --all 10
+else
+  echo "fuzz: skipped (atheris cannot be installed for $(python -V))"
+fi
+
 echo "== pytest"
 # Run from tests/ so that the installed package, not src/, is imported.
 (cd tests && python -m pytest -q -p no:cacheprovider "$@")

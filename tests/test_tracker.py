@@ -13,6 +13,7 @@ import pytest
 
 import heapscope
 from heapscope import FileDestination, FileFormat, SocketDestination, Tracker
+from heapscope.tracker import LIVE_HELLO
 from capture_helpers import python_env, run_script, write_script
 
 
@@ -172,6 +173,7 @@ def test_socket_destination_blocks_until_a_reader_connects(tmp_path):
                 time.sleep(0.05)
         stream = _heapscope.CaptureStream()
         with connection:
+            connection.sendall(LIVE_HELLO)  # what heapscope live says first
             while not stream.ended:
                 data = connection.recv(1 << 16)
                 if not data:

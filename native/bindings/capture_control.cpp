@@ -5,10 +5,14 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/vector.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include <cstdlib>
 #include <memory>
@@ -21,6 +25,8 @@
 #include "engine/thread_state.h"
 #include "hooks/record.h"
 #include "hooks/session.h"
+#include "format/chunk_io.h"
+#include "format/records.h"
 #include "sink/capture_writer.h"
 #include "cpython/python_frames.h"
 
@@ -97,9 +103,16 @@ void announce_stack_root(CaptureWriter* writer, uint32_t entry_depth) {
 }
 
 void capture_start(int fd, bool aggregated, bool native_traces, bool trace_python_allocators,
-                   uint32_t memory_interval_ms, bool compress, Metadata metadata, const std::string& sampling_text,
-                   const std::string& door_name, std::optional<uint32_t> entry_depth,
-                   std::vector<std::pair<uint64_t, std::string>> thread_names) {
+                   uint32_t memory_interval_ms, uint32_t checkpoint_interval_ms, bool compress, Metadata metadata,
+                   const std::string& sampling_text, const std::string& door_name, int listener_fd,
+                   std::optional<uint32_t> entry_depth, std::vector<std::pair<uint64_t, std::string>> thread_names) {
+    // Owns `listener_fd` as it owns `fd`: closed on every failure.
+    struct ListenerOwner {
+        int fd;
+        ~ListenerOwner() {
+            if (fd >= 0) ::close(fd);
+        }
+    } listener{listener_fd};
     if (fd < 0) throw nb::value_error("capture_start: the file descriptor must be >= 0");
     SamplingConfig sampling;
     try {
@@ -129,14 +142,32 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     options.trace_python_allocators = trace_python_allocators;
     options.compression_level = compress ? 3 : 0;
     options.memory_interval_ms = memory_interval_ms;
+    if (checkpoint_interval_ms == 0) checkpoint_interval_ms = 1;
+    options.checkpoint_interval_ms = checkpoint_interval_ms;
     options.metadata = std::move(metadata);
     // Readers need to know sizes and counts are estimates.
     options.sampling = sampling.describe();
     options.describer = python_describer();
     options.hook_lock = engine().sink_lock();  // one lock per event, not two
+    // HEAPSCOPE_JOURNAL=0: no journal (chunks written as they fill and every
+    // 250 ms, as before it): for a file system that cannot map files shared.
+    const char* journal = std::getenv("HEAPSCOPE_JOURNAL");
+    options.journal = !(journal && std::string(journal) == "0");
+    options.listener_fd = listener.fd;
+    listener.fd = -1;  // the writer's from here; closed below if the writer cannot start
     std::string error;
-    std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(std::move(options), &error);
-    if (!writer) raise_os_error("cannot start the capture: " + error);
+    const int listener_given = options.listener_fd;
+    int error_number = 0;
+    std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(std::move(options), &error, &error_number);
+    if (!writer) {
+        if (listener_given >= 0) ::close(listener_given);
+        if (error_number != 0) {  // with its errno: a live viewer that left is a ConnectionError
+            PyErr_SetObject(PyExc_OSError,
+                            nb::make_tuple(error_number, "cannot start the capture: " + error).ptr());
+            throw nb::python_error();
+        }
+        raise_os_error("cannot start the capture: " + error);
+    }
     // What heapscope allocates to set itself up is not the program's.
     SuppressTracing untraced;
     session::Options session_options;
@@ -174,23 +205,33 @@ std::string unix_time_text() {
 // Tracker.__exit__ before anything else: its argument is an int the Tracker
 // already holds, so nothing is allocated before the engine stops (a
 // converted argument would be a block of heapscope's in the capture).
-std::optional<nb::dict> capture_stop(long long owner_pid) {
+// `end_metadata` is converted only once the engine has stopped, for the same reason.
+std::optional<nb::dict> capture_stop(long long owner_pid, nb::handle end_metadata) {
     if (static_cast<long long>(getpid()) != owner_pid) return std::nullopt;
     if (!g_writer) raise_runtime_error("no capture is active");
     {
         SuppressTracing untraced;  // unpatching allocates; frees still reach the capture
         stop_engine();
     }
+    Metadata end{{"end_time", unix_time_text()}};
+    for (auto& entry : nb::cast<Metadata>(end_metadata)) end.push_back(std::move(entry));
     std::unique_ptr<CaptureWriter> writer = std::move(g_writer);
-    const Metadata end_metadata{{"end_time", unix_time_text()}};
     std::string error;
     bool ok;
     {
         nb::gil_scoped_release release;  // joins the writer's thread, which never takes the GIL
-        ok = writer->finish(end_metadata, &error);
+        ok = writer->finish(end, &error);
     }
     CaptureTotals totals = writer->totals();
-    if (!ok) raise_os_error("the capture could not be written completely: " + error);
+    if (!ok) {
+        const std::string message = "the capture could not be written completely: " + error;
+        if (writer->error_number() != 0) {
+            // With its errno: a live viewer that left is a BrokenPipeError/ConnectionResetError.
+            PyErr_SetObject(PyExc_OSError, nb::make_tuple(writer->error_number(), message).ptr());
+            throw nb::python_error();
+        }
+        raise_os_error(message);
+    }
     nb::dict result;
     result["allocations"] = totals.allocations;
     result["deallocations"] = totals.deallocations;
@@ -236,20 +277,78 @@ void capture_thread_name(uint64_t ident, nb::handle name) {
     engine().name_thread(ident, std::string(text, static_cast<size_t>(length)));
 }
 
+// heapscope run's supervisor, after the program died without ending its
+// capture: appends a Metadata record (how it ended) where a reader finds it:
+// one more journal slot past the last, or one more chunk after the last.
+// "appended", or why not: "complete" (the capture was ended), "damaged".
+std::string capture_append_metadata(const std::string& path, Metadata entries) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) raise_os_error(path + ": " + std::strerror(errno));
+    std::string outcome;
+    {
+        nb::gil_scoped_release release;
+        format::ChunkReader reader(fd);
+        format::FileHeader header;
+        format::ChunkReader::Status status = format::ChunkReader::Status::kDamaged;
+        bool ended = false;
+        if (reader.read_header(&header)) {
+            format::ChunkType type;
+            std::string payload;
+            while ((status = reader.next(&type, &payload)) == format::ChunkReader::Status::kChunk) {
+                if (type == format::ChunkType::kEnd) ended = true;
+            }
+        }
+        format::MetadataRecord record;
+        record.entries = std::move(entries);
+        format::RecordEncoder encoder;
+        encoder.metadata(record);
+        const std::string_view bytes = encoder.view();
+        struct stat st {};
+        if (ended) {
+            outcome = "complete";
+        } else if (status == format::ChunkReader::Status::kDamaged || ::fstat(fd, &st) != 0) {
+            outcome = "damaged";
+        } else if (reader.read_journal()) {
+            const uint64_t at = (static_cast<uint64_t>(st.st_size) + format::kJournalAlign - 1) /
+                                format::kJournalAlign * format::kJournalAlign;
+            std::string slot(format::kJournalHeaderBytes + bytes.size(), '\0');
+            alignas(8) char head[format::kJournalHeaderBytes];
+            format::init_journal_slot(head, reader.next_sequence(), static_cast<uint32_t>(bytes.size()));
+            format::publish_journal(reinterpret_cast<uint64_t*>(head + format::kJournalCommittedOffset), bytes.size());
+            std::memcpy(slot.data(), head, sizeof head);
+            std::memcpy(slot.data() + sizeof head, bytes.data(), bytes.size());
+            const ssize_t n = ::pwrite(fd, slot.data(), slot.size(), static_cast<off_t>(at));
+            outcome = n == static_cast<ssize_t>(slot.size()) ? "appended" : std::string("write failed: ") + std::strerror(errno);
+        } else {
+            format::ChunkWriter writer(fd, 0);
+            writer.set_positional(reader.offset());
+            writer.set_next_sequence(reader.next_sequence());
+            outcome = writer.write_chunk(format::ChunkType::kRecords, bytes) ? "appended" : writer.error();
+        }
+    }
+    ::close(fd);
+    return outcome;
+}
+
 }  // namespace
 
 void bind_capture_control(nb::module_& m) {
+    m.def("capture_append_metadata", &capture_append_metadata, nb::arg("path"), nb::arg("entries"),
+          "After the program died without ending its capture: append a Metadata record. Returns 'appended',\n"
+          "'complete' (nothing to do) or why not.");
     m.def("capture_start", &capture_start, nb::arg("fd"), nb::kw_only(), nb::arg("aggregated"),
           nb::arg("native_traces"), nb::arg("trace_python_allocators"), nb::arg("memory_interval_ms"),
-          nb::arg("compress"), nb::arg("metadata"), nb::arg("sampling") = "exact", nb::arg("door") = "tracker",
-          nb::arg("entry_depth") = nb::none(), nb::arg("thread_names") = std::vector<std::pair<uint64_t, std::string>>{},
+          nb::arg("checkpoint_interval_ms") = 1000, nb::arg("compress"), nb::arg("metadata"), nb::arg("sampling") = "exact",
+          nb::arg("door") = "tracker", nb::arg("listener_fd") = -1, nb::arg("entry_depth") = nb::none(),
+          nb::arg("thread_names") = std::vector<std::pair<uint64_t, std::string>>{},
           "Start capturing every allocation into `fd` (a file or a connected socket; the capture owns it).\n"
+          "listener_fd: a listening socket the writer serves (refuses a second viewer on).\n"
           "entry_depth: the frames from the caller to the frame that entered the Tracker (1: the caller's\n"
           "caller); the stacks of this thread start there. None: stacks are kept whole.\n"
           "thread_names: (ident, name) of threads that exist already: their names in the capture.");
-    m.def("capture_stop", &capture_stop, nb::arg("owner_pid"),
-          "Stop the capture of process `owner_pid`, write its end (end_time stamped now) and close it. "
-          "Returns totals; None in another process.");
+    m.def("capture_stop", &capture_stop, nb::arg("owner_pid"), nb::arg("end_metadata"),
+          "Stop the capture of process `owner_pid`, write its end (end_time stamped now, then\n"
+          "`end_metadata`, a list of (key, value) str pairs) and close it. Returns totals; None in another process.");
     m.def("capture_active", [] { return static_cast<bool>(g_writer); });
     m.def("capture_thread_name", &capture_thread_name, nb::arg("ident"), nb::arg("name"),
           "While capturing: the thread with this ident (threading.get_ident()) is called `name` (a str).");

@@ -13,12 +13,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <new>
 #include <map>
 #include <mutex>
 #include <random>
@@ -1022,4 +1025,212 @@ TEST_P(CaptureWriterLocks, ChildCaptureAfterForkIsSelfContained) {
             EXPECT_EQ(checkpoints[0]->checkpoint.locations, 2u);  // the location emptied before the fork is not repeated
         }
     }
+}
+
+// --- the journal: what a killed process leaves ----------------------------------
+
+namespace {
+
+struct KilledCapture {
+    std::string bytes;   // the file as the kill left it
+    uint64_t logged = 0;  // events the child had been told were recorded
+};
+
+uint64_t expected_address(uint64_t i) { return 0x5000 + i * 48; }
+uint64_t expected_size(uint64_t i) { return 1 + i % 700; }
+
+// A child records allocations, counting each in shared memory once the
+// writer has returned, and is SIGKILLed after `delay`.
+// It stops recording after `max_events` and waits to be killed.
+KilledCapture kill_a_capture(size_t chunk_bytes, FileFormat format, std::chrono::microseconds delay,
+                             uint64_t max_events = 200000) {
+    CaptureFile file;
+    void* shared = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    auto* logged = new (shared) std::atomic<uint64_t>(0);
+    const pid_t child = ::fork();
+    if (child == 0) {
+        CaptureOptions o = options_for(file.writer_fd(), format);
+        o.chunk_bytes = chunk_bytes;
+        o.memory_interval_ms = 1;
+        o.checkpoint_interval_ms = 5;
+        std::string error;
+        std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(o, &error);
+        if (!writer) ::_exit(3);
+        Feeder feeder(writer.get(), format == FileFormat::kAggregatedAllocations);
+        feeder.thread(1);
+        const uint32_t node = feeder.python_node(0, FrameKey{0x2000, 10});
+        for (uint64_t i = 0; i < max_events; ++i) {
+            feeder.alloc(1, expected_address(i), expected_size(i), node);
+            logged->store(i + 1, std::memory_order_release);
+        }
+        for (;;) ::pause();
+    }
+    // From the first event on (the child's set-up is not what is measured).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (logged->load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();
+    }
+    std::this_thread::sleep_for(delay);
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    KilledCapture out;
+    out.logged = logged->load(std::memory_order_acquire);
+    out.bytes = file_bytes(file.fd);
+    ::munmap(shared, 4096);
+    return out;
+}
+
+// Checks that `c`'s allocations are the first ones the child made, in order.
+size_t expect_prefix_of_the_childs_events(const Capture& c) {
+    const std::vector<const Record*> allocations = c.of(RecordType::kAllocation);
+    for (size_t i = 0; i < allocations.size(); ++i) {
+        const AllocationRecord& a = allocations[i]->allocation;
+        if (a.address != expected_address(i) || a.size != expected_size(i)) {
+            ADD_FAILURE() << "allocation " << i << " is " << a.address << "/" << a.size;
+            break;
+        }
+    }
+    return allocations.size();
+}
+
+}  // namespace
+
+TEST(CaptureWriterJournal, EveryEventRecordedBeforeASigkillIsInTheFile) {
+    std::mt19937 rng(14);
+    for (int round = 0; round < 24; ++round) {
+        const size_t chunk_bytes = round % 3 == 0 ? (1 << 20) : (round % 3 == 1 ? 4096 : 100);
+        const auto delay = std::chrono::microseconds(rng() % 30000);
+        KilledCapture killed = kill_a_capture(chunk_bytes, FileFormat::kAllAllocations, delay);
+        Capture c = decode_bytes(killed.bytes);
+        ASSERT_TRUE(c.header_ok) << c.error;
+        EXPECT_FALSE(c.damaged) << c.error;
+        EXPECT_FALSE(c.end_chunk);
+        const size_t read = expect_prefix_of_the_childs_events(c);
+        EXPECT_GE(read, killed.logged) << "round " << round << ", chunk_bytes " << chunk_bytes;
+        EXPECT_GT(killed.logged, 0u);
+    }
+}
+
+TEST(CaptureWriterJournal, AggregatedCaptureKilledHoldsACheckpointOfTheLastInterval) {
+    // 1000 allocations, then 500 ms (a hundred checkpoint intervals) of nothing, then the kill.
+    KilledCapture killed =
+        kill_a_capture(4096, FileFormat::kAggregatedAllocations, std::chrono::milliseconds(500), 1000);
+    ASSERT_EQ(killed.logged, 1000u);
+    Capture c = decode_bytes(killed.bytes);
+    EXPECT_FALSE(c.damaged) << c.error;
+    Replayed r = replay(c);
+    EXPECT_FALSE(r.final);
+    uint64_t total = 0;
+    for (const Record* l : c.of(RecordType::kLocation)) total = std::max(total, l->location.total_count);
+    EXPECT_EQ(total, 1000u);  // one location: the last checkpoint counts every allocation
+}
+
+// A killed capture cut at any byte (a copy that stopped, a full disk) reads
+// as a prefix of the events, and says it is damaged when it lost some.
+TEST(CaptureWriterJournal, KilledCaptureCutAtAnyByteReadsAPrefix) {
+    KilledCapture killed = kill_a_capture(1024, FileFormat::kAllAllocations, std::chrono::milliseconds(5), 600);
+    const std::string& bytes = killed.bytes;
+    Capture whole = decode_bytes(bytes);
+    ASSERT_FALSE(whole.damaged) << whole.error;
+    const size_t all = expect_prefix_of_the_childs_events(whole);
+    ASSERT_GE(all, killed.logged);
+    // Every byte near the chunks and the slots' headers and ends; a stride elsewhere.
+    std::vector<size_t> cuts;
+    std::vector<std::pair<size_t, size_t>> dense{{0, 6000}};
+    // Cuts from the end of a slot to the end of the next one's header lose
+    // that next slot unseen, as a cut at a chunk boundary loses the chunks after it.
+    std::vector<std::pair<size_t, size_t>> unseen;
+    for (size_t at = 0; at + 64 <= bytes.size(); at += 4096) {
+        if (bytes.compare(at, 4, "HSJL") != 0) continue;
+        uint64_t committed = 0;
+        uint32_t capacity = 0;
+        std::memcpy(&committed, bytes.data() + at + 32, 8);
+        std::memcpy(&capacity, bytes.data() + at + 12, 4);
+        if (!unseen.empty()) unseen.back().second = at + 64;
+        unseen.emplace_back(at + 64 + capacity, bytes.size() + 1);
+        dense.emplace_back(at > 64 ? at - 64 : 0, at + 128);
+        const size_t end = at + 64 + committed;
+        dense.emplace_back(end > 200 ? end - 200 : 0, end + 8);
+        dense.emplace_back(at + 64 + capacity - 8, at + 64 + capacity + 8);
+    }
+    for (size_t cut = 0; cut <= bytes.size(); ++cut) {
+        bool near = cut % 509 == 0 || cut == bytes.size();
+        for (const auto& [from, to] : dense) near = near || (cut >= from && cut < to);
+        if (near) cuts.push_back(cut);
+    }
+    // Where the chunks before the journal end: a file cut there is not
+    // damaged, only shorter (as if the process had been killed then).
+    std::vector<size_t> boundaries{kFileHeaderBytes};
+    for (size_t at = kFileHeaderBytes; at + kChunkHeaderBytes <= bytes.size();) {
+        if (bytes.compare(at, 4, "HSCK") != 0) break;
+        uint32_t stored = 0;
+        std::memcpy(&stored, bytes.data() + at + 16, 4);
+        at += kChunkHeaderBytes + stored;
+        boundaries.push_back(at);
+    }
+    size_t previous = 0;
+    for (size_t cut : cuts) {
+        Capture c = decode_bytes(bytes.substr(0, cut));
+        if (!c.header_ok) {
+            EXPECT_LT(cut, 40u);
+            continue;
+        }
+        const size_t read = expect_prefix_of_the_childs_events(c);
+        EXPECT_GE(read, previous) << "cut at " << cut;  // more bytes never read less
+        previous = read;
+        bool boundary = std::find(boundaries.begin(), boundaries.end(), cut) != boundaries.end();
+        for (const auto& [from, to] : unseen) boundary = boundary || (cut >= from && cut < to);
+        if (read < all && !boundary) {
+            EXPECT_TRUE(c.damaged) << "cut at " << cut << " lost events without saying so";
+        }
+        if (::testing::Test::HasFailure()) break;
+    }
+    EXPECT_EQ(previous, all);
+}
+
+TEST(CaptureWriterJournal, AFinishedCaptureHasNoJournalLeft) {
+    CaptureFile file;
+    std::string error;
+    std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(options_for(file.writer_fd()), &error);
+    ASSERT_TRUE(writer) << error;
+    Feeder feeder(writer.get());
+    feeder.thread(1);
+    const uint32_t node = feeder.python_node(0, FrameKey{0x2000, 10});
+    for (uint64_t i = 0; i < 5000; ++i) feeder.alloc(1, expected_address(i), expected_size(i), node);
+    // A record larger than a slot goes through too.
+    writer->add_metadata({{"big", std::string(300000, 'x')}});
+    ASSERT_TRUE(writer->finish({}, &error)) << error;
+    const std::string bytes = file_bytes(file.fd);
+    EXPECT_EQ(bytes.size(), writer->totals().bytes_written);
+    EXPECT_EQ(bytes.find("HSJL"), std::string::npos);
+    Capture c = decode_bytes(bytes);
+    EXPECT_FALSE(c.damaged) << c.error;
+    EXPECT_TRUE(c.end_chunk);
+    EXPECT_EQ(expect_prefix_of_the_childs_events(c), 5000u);
+    EXPECT_EQ(c.metadata()["big"].size(), 300000u);
+}
+
+// A descriptor opened write-only cannot be mapped: the writer falls back to
+// writing a chunk at a time.
+TEST(CaptureWriterJournal, WriteOnlyDescriptorsAreWrittenWithoutAJournal) {
+    char path[] = "/tmp/heapscope-journal-XXXXXX";
+    const int fd = ::mkstemp(path);
+    ASSERT_GE(fd, 0);
+    const int write_only = ::open(path, O_WRONLY | O_CLOEXEC);
+    ::close(fd);
+    std::string error;
+    std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(options_for(write_only), &error);
+    ASSERT_TRUE(writer) << error;
+    Feeder feeder(writer.get());
+    feeder.thread(1);
+    const uint32_t node = feeder.python_node(0, FrameKey{0x2000, 10});
+    for (uint64_t i = 0; i < 3000; ++i) feeder.alloc(1, expected_address(i), expected_size(i), node);
+    ASSERT_TRUE(writer->finish({}, &error)) << error;
+    const int reader = ::open(path, O_RDONLY | O_CLOEXEC);
+    Capture c = decode_bytes(file_bytes(reader));
+    ::close(reader);
+    ::unlink(path);
+    EXPECT_TRUE(c.end_chunk);
+    EXPECT_EQ(expect_prefix_of_the_childs_events(c), 3000u);
 }

@@ -15,6 +15,8 @@ import zlib
 from array import array
 from operator import itemgetter
 
+from heapscope._private_files import PRIVATE_MODE, make_private
+
 __all__ = ["SnapshotFileError", "write_snapshot", "read_snapshot",
            "MAGIC", "FORMAT_VERSION"]
 
@@ -457,7 +459,13 @@ def write_snapshot(filename, traces, traceback_limit, attributes=None):
     version = 3 if flags & _FLAG_ATTRIBUTES else 2 if flags & _FLAG_COUNTS else 1
     header = _HEADER.pack(MAGIC, version, *fields, body_crc)
     compressor = zlib.compressobj(_COMPRESS_LEVEL)
-    with open(filename, "wb") as fp:
+    fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_MODE)
+    try:
+        make_private(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "wb") as fp:
         fp.write(header)
         fp.write(_HEADER_CRC.pack(zlib.crc32(header)))
         for chunk in chunks:

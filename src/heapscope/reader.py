@@ -86,6 +86,11 @@ class Metadata:
     # "ranges:128=0.0001,8192=0.1"); sizes and counts are then unbiased
     # estimates (docs/sampling.md).
     sampling: str = "exact"
+    # How the program ended, when ``heapscope run`` ran it: its exit code
+    # (a clean stop), or the signal that killed it (written by the
+    # supervising ``heapscope run`` after the program died). None if unknown.
+    exit_code: Optional[int] = None
+    exit_signal: Optional[int] = None
 
     @property
     def sampled(self):
@@ -282,7 +287,21 @@ class TemporalAllocationRecord(_StackRecord):
 
 
 def _datetime(seconds):
-    return datetime.datetime.fromtimestamp(seconds).astimezone()
+    # A damaged capture may state any time: past what datetime holds, the
+    # nearest it does, rather than an OverflowError.
+    try:
+        return datetime.datetime.fromtimestamp(seconds).astimezone()
+    except (OverflowError, OSError, ValueError):
+        limit = datetime.datetime.max if seconds > 0 else datetime.datetime.min + datetime.timedelta(days=1)
+        return limit.replace(tzinfo=datetime.timezone.utc)
+
+
+def _later(moment, milliseconds):
+    """*moment* plus *milliseconds*, or datetime's largest moment past it."""
+    try:
+        return moment + datetime.timedelta(milliseconds=milliseconds)
+    except OverflowError:
+        return datetime.datetime.max.replace(tzinfo=moment.tzinfo)
 
 
 def _to_int(text, default=0):
@@ -373,7 +392,7 @@ class _WholeCapture:
 
 # The Metadata fields that need the whole capture read.
 _PASS_FIELDS = ("end_time", "total_allocations", "total_frames", "peak_memory", "main_thread_id", "complete",
-                "damage")
+                "damage", "exit_code", "exit_signal")
 
 
 def _pass_fields(whole, start, time_base):
@@ -394,7 +413,9 @@ def _pass_fields(whole, start, time_base):
     totals = whole.totals
     return {"end_time": _datetime(end), "total_allocations": totals.total_allocations,
             "total_frames": totals.total_frames, "peak_memory": totals.peak_memory, "main_thread_id": main_thread,
-            "complete": totals.complete, "damage": totals.damage}
+            "complete": totals.complete, "damage": totals.damage,
+            "exit_code": _to_int(raw["exit_code"]) if "exit_code" in raw else None,
+            "exit_signal": _to_int(raw["exit_signal"]) if "exit_signal" in raw else None}
 
 
 def _deferred_field(name):
@@ -829,7 +850,7 @@ class FileReader(_StackResolver):
             traces.append((block.domain, block.size, entry[0], entry[1], block.count) if sampled
                           else (block.domain, block.size, entry[0], entry[1]))
         snapshot = Snapshot(traces, deepest)
-        snapshot.time = _datetime(self._time_base) + datetime.timedelta(milliseconds=live.used_ms)
+        snapshot.time = _later(_datetime(self._time_base), live.used_ms)
         return snapshot
 
     def stats(self, top=5):

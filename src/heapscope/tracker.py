@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from heapscope import _heapscope
+from heapscope._private_files import open_private
 from heapscope._sampling import describe_sampling
 
 __all__ = ["Tracker", "FileDestination", "SocketDestination", "FileFormat", "Destination"]
@@ -146,6 +147,9 @@ class Tracker:
             are recorded, in milliseconds.
         file_format: FileFormat.ALL_ALLOCATIONS (default) or
             FileFormat.AGGREGATED_ALLOCATIONS (needs a file destination).
+        checkpoint_interval_ms: AGGREGATED_ALLOCATIONS: how often the
+            profile so far is written (default 1000): a process killed
+            (SIGKILL, the OOM killer) loses at most this much.
         sampling: None (default: every allocation), True (Poisson byte
             sampling, one sample per 64 KiB on average), an int (that mean
             interval in bytes) or a mapping {size upper bound: probability}
@@ -154,7 +158,8 @@ class Tracker:
     """
 
     def __init__(self, file_name=None, *, destination=None, native_traces=False, trace_python_allocators=False,
-                 follow_fork=False, memory_interval_ms=10, file_format=FileFormat.ALL_ALLOCATIONS, sampling=None):
+                 follow_fork=False, memory_interval_ms=10, file_format=FileFormat.ALL_ALLOCATIONS, sampling=None,
+                 checkpoint_interval_ms=1000):
         if (file_name, destination).count(None) != 1:
             raise TypeError("Exactly one of 'file_name' or 'destination' argument must be specified")
         if file_name is not None:
@@ -169,6 +174,11 @@ class Tracker:
         if not 1 <= memory_interval_ms <= 2 ** 31 - 1:
             raise ValueError(f"memory_interval_ms must be at least 1, got {memory_interval_ms}")
         self._memory_interval_ms = memory_interval_ms
+        if isinstance(checkpoint_interval_ms, bool) or not isinstance(checkpoint_interval_ms, int):
+            raise TypeError(f"checkpoint_interval_ms must be an int, not {type(checkpoint_interval_ms).__name__}")
+        if not 1 <= checkpoint_interval_ms <= 2 ** 31 - 1:
+            raise ValueError(f"checkpoint_interval_ms must be at least 1, got {checkpoint_interval_ms}")
+        self._checkpoint_interval_ms = checkpoint_interval_ms
         self._file_format = _file_format(file_format)
         self._sampling = describe_sampling(sampling)
 
@@ -201,8 +211,10 @@ class Tracker:
         self._start_metadata = None
         self._command_line = None  # heapscope run names the program it runs, not itself
         self._launcher = None  # heapscope run: the script that started heapscope (a console script)
+        self._end_metadata = []  # heapscope run: how the program ended (exit_code)
         self.totals = None  # what capture_stop reported: allocations, deallocations, peak_memory, bytes_written
         self._thread_patch = None  # what _intercept_thread_names changed, for __exit__ to restore
+        self.viewer_left = False  # SocketDestination: the viewer disconnected before the end
 
     @property
     def destination(self):
@@ -224,11 +236,13 @@ class Tracker:
         ]
 
     def _open_file(self, path, overwrite):
-        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if overwrite else os.O_EXCL)
         if _is_dev_null(path):
-            flags = os.O_WRONLY | os.O_CLOEXEC
+            try:
+                return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except OSError as error:
+                raise _os_error(error, f"Could not create output file {path}: {error.strerror}") from None
         try:
-            return os.open(path, flags, 0o644)
+            return open_private(path, overwrite)
         except FileExistsError:
             raise FileExistsError(f"Output file {path} already exists. heapscope can overwrite it with "
                                   f"the --force CLI argument or the overwrite=True API argument.") from None
@@ -236,16 +250,27 @@ class Tracker:
             raise _os_error(error, f"Could not create output file {path}: {error.strerror}") from None
 
     def _serve(self, destination):
-        """Listens and waits for one reader; the connected socket's descriptor."""
+        """Listens and waits for one viewer (``heapscope live``), which
+        greets with LIVE_HELLO: the connected socket's descriptor and the
+        listener's (the writer turns away any second viewer on it). A client
+        that says anything else, or nothing within a few seconds, is sent an
+        error line and let go; the wait goes on."""
         try:
             listener = socket.create_server((destination.address, destination.server_port), reuse_port=False)
         except OSError as error:
             raise _os_error(error, f"Could not listen on {destination.address}:{destination.server_port}: "
                                    f"{error.strerror}") from None
-        with listener:
-            connection, _ = listener.accept()  # Ctrl-C interrupts it (KeyboardInterrupt)
+        try:
+            while True:
+                connection, _ = listener.accept()  # Ctrl-C interrupts it (KeyboardInterrupt)
+                if _greeted(connection):
+                    break
+        except BaseException:
+            listener.close()
+            raise
         connection.setblocking(True)
-        return connection.detach()
+        listener.setblocking(False)
+        return connection.detach(), listener.detach()
 
     def __enter__(self):
         global _active_tracker
@@ -256,12 +281,13 @@ class Tracker:
             _heapscope.check_can_start(self._door)  # before the file is made
             destination = self._destination
             created = None
+            listener_fd = -1
             if isinstance(destination, FileDestination):
                 path = os.fspath(destination.path)
                 fd = self._open_file(path, self._overwrite)
                 created = None if _is_dev_null(path) else path
             else:
-                fd = self._serve(destination)
+                fd, listener_fd = self._serve(destination)
             start_time = time.time()
             metadata = self._metadata(start_time)
             _register_fork_handler()  # every forked child must end or continue its copy of the capture
@@ -278,6 +304,7 @@ class Tracker:
                     native_traces=self._native_traces,
                     trace_python_allocators=self._trace_python_allocators,
                     memory_interval_ms=self._memory_interval_ms,
+                    checkpoint_interval_ms=self._checkpoint_interval_ms,
                     compress=self._compress,
                     metadata=metadata,
                     sampling=self._sampling,
@@ -286,7 +313,17 @@ class Tracker:
                     # called __enter__ (memray's rule): its callers are cut.
                     entry_depth=1,
                     thread_names=thread_names,
+                    listener_fd=listener_fd,
                 )
+            except (BrokenPipeError, ConnectionResetError) as error:
+                if created is not None or not isinstance(destination, SocketDestination):
+                    raise
+                # The viewer left before the capture began: the program goes on, untracked.
+                self._used = True
+                self.viewer_left = True
+                _warn_viewer_left(error)
+                _restore_thread_names(self._thread_patch)
+                return self
             except BaseException:
                 _restore_thread_names(self._thread_patch)
                 if created is not None and not self._overwrite:
@@ -312,10 +349,18 @@ class Tracker:
             if _active_tracker is not self:
                 return False
             _active_tracker = None
-            totals = _heapscope.capture_stop(self._owner_pid)
-            if totals is not None:
-                self.totals = totals
-            _restore_thread_names(self._thread_patch)
+            try:
+                totals = _heapscope.capture_stop(self._owner_pid, self._end_metadata)
+                if totals is not None:
+                    self.totals = totals
+            except (BrokenPipeError, ConnectionResetError) as error:
+                if not isinstance(self._destination, SocketDestination):
+                    raise
+                # The viewer left: the program went on, unrecorded from then.
+                self.viewer_left = True
+                _warn_viewer_left(error)
+            finally:
+                _restore_thread_names(self._thread_patch)
         finally:
             _tracker_lock.release()
         return False
@@ -372,6 +417,49 @@ def _restore_thread_names(saved):
         thread._set_os_name = set_os_name
 
 
+#: What ``heapscope live`` sends first: a port that serves a capture streams
+#: it only to a client that says this.
+LIVE_HELLO = b"HEAPSCOPE-LIVE 1\n"
+#: What a second viewer is sent (by the capture's writer) before it is let go.
+LIVE_BUSY = b"HEAPSCOPE-BUSY\n"
+_HELLO_TIMEOUT_S = 5.0
+
+
+def _warn_viewer_left(error):
+    print(f"heapscope: warning: the live viewer disconnected ({os.strerror(error.errno)}); the program went on "
+          f"without being recorded from then", file=sys.stderr, flush=True)
+
+
+def _greeted(connection):
+    """True if the client sent LIVE_HELLO; otherwise it is sent why not and closed."""
+    connection.settimeout(_HELLO_TIMEOUT_S)
+    received = b""
+    try:
+        while len(received) < len(LIVE_HELLO) and LIVE_HELLO.startswith(received):
+            data = connection.recv(len(LIVE_HELLO) - len(received))
+            if not data:
+                break
+            received += data
+    except OSError:  # silent past the timeout, or reset
+        pass
+    if received == LIVE_HELLO:
+        return True
+    try:
+        connection.sendall(b"heapscope: error: this port serves a heapscope capture; "
+                           b"view it with: heapscope live PORT\n")
+        # What the client sent past the greeting is read, briefly, before the
+        # close: unread bytes would turn it into a reset that can lose the line.
+        connection.shutdown(socket.SHUT_WR)
+        connection.settimeout(0.5)
+        for _ in range(64):
+            if not connection.recv(1 << 16):
+                break
+    except OSError:
+        pass
+    connection.close()
+    return False
+
+
 def _os_error(error, message):
     """The same kind of OSError, with the same errno, and a message that reads as one sentence."""
     clear = type(error)(message)
@@ -409,7 +497,7 @@ def _after_fork_in_child():
         return
     path = f"{os.fspath(tracker._destination.path)}.{os.getpid()}"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = open_private(path, True)
     except OSError as error:
         print(f"heapscope: cannot follow the fork into {path}: {error.strerror}", file=sys.stderr)
         _heapscope.capture_fork_child(None, [])

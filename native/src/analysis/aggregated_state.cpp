@@ -26,14 +26,7 @@ void AggregatedState::on_location(const format::LocationRecord& r) {
 }
 
 void AggregatedState::commit() {
-    for (const format::LocationRecord& r : pending_) {
-        if (r.location >= locations_.size()) {
-            locations_.resize(static_cast<size_t>(r.location) + 1);
-            defined_.resize(static_cast<size_t>(r.location) + 1, false);
-        }
-        locations_[r.location] = r;
-        defined_[r.location] = true;
-    }
+    for (const format::LocationRecord& r : pending_) locations_[r.location] = r;
     pending_.clear();
     checkpoint_ = pending_checkpoint_;
     in_checkpoint_ = false;
@@ -42,18 +35,15 @@ void AggregatedState::commit() {
 
 std::vector<LocationTotal> AggregatedState::current_rows() const {
     std::vector<LocationTotal> rows;
-    for (size_t i = 0; i < locations_.size(); ++i) {
-        const format::LocationRecord& r = locations_[i];
-        if (defined_[i] && r.current_count > 0) rows.push_back(LocationTotal{key_of(r), r.current_count, r.current_bytes});
+    for (const auto& [id, r] : locations_) {
+        if (r.current_count > 0) rows.push_back(LocationTotal{key_of(r), r.current_count, r.current_bytes});
     }
     return rows;
 }
 
 std::vector<LocationTotal> AggregatedState::peak_rows() const {
     std::vector<LocationTotal> rows;
-    for (size_t i = 0; i < locations_.size(); ++i) {
-        if (!defined_[i]) continue;
-        const format::LocationRecord& r = locations_[i];
+    for (const auto& [id, r] : locations_) {
         // The writer's counters, read with the writer's rule (high_water_mark.h).
         LocationCounters c;
         c.current_count = r.current_count;
@@ -69,9 +59,8 @@ std::vector<LocationTotal> AggregatedState::peak_rows() const {
 
 std::vector<LocationTotal> AggregatedState::total_rows() const {
     std::vector<LocationTotal> rows;
-    for (size_t i = 0; i < locations_.size(); ++i) {
-        const format::LocationRecord& r = locations_[i];
-        if (defined_[i] && r.total_count > 0) rows.push_back(LocationTotal{key_of(r), r.total_count, r.total_bytes});
+    for (const auto& [id, r] : locations_) {
+        if (r.total_count > 0) rows.push_back(LocationTotal{key_of(r), r.total_count, r.total_bytes});
     }
     return rows;
 }

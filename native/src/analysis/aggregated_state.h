@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <vector>
 
 #include "model/location.h"
@@ -34,8 +35,10 @@ class AggregatedState {
   private:
     void commit();
 
-    std::vector<format::LocationRecord> locations_;  // by the writer's location id
-    std::vector<bool> defined_;
+    // By the writer's location id. A map, not a vector indexed by id: ids
+    // are dense in a capture but not in a forked child's, and a damaged file
+    // may name any id.
+    std::map<uint32_t, format::LocationRecord> locations_;
     std::vector<format::LocationRecord> pending_;
     format::CheckpointRecord pending_checkpoint_{};
     bool in_checkpoint_ = false;

@@ -12,6 +12,7 @@
 // Integers are little-endian.
 #include "format/chunk_io.h"
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -24,6 +25,8 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <algorithm>
+
 #include "format/crc32c.h"
 
 namespace heapscope::format {
@@ -33,6 +36,7 @@ namespace {
 constexpr char kFileMagic[24] = "HEAPSCOPE-CAPTURE";  // the rest of the 24 bytes are NUL
 constexpr size_t kFileMagicBytes = sizeof kFileMagic;
 constexpr uint32_t kChunkMagic = 0x4b435348;  // "HSCK" in file order
+constexpr uint32_t kJournalMagic = 0x4c4a5348;  // "HSJL" in file order
 constexpr uint8_t kCodecStored = 0;
 constexpr uint8_t kCodecZstd = 1;
 constexpr uint8_t kFlagNativeTraces = 1;
@@ -198,6 +202,28 @@ ssize_t read_fully(int fd, void* buffer, size_t size, int* error) {
 
 // ---------------------------------------------------------------------------
 
+// Journal slot header (kJournalHeaderBytes, at a multiple of kJournalAlign):
+//   0 magic "HSJL"  4 u32 reserved (0)  8 u32 sequence number
+//   12 u32 capacity (payload bytes)  16 u64 reserved (0)
+//   24 u32 CRC32C of bytes 0..23  28 u32 reserved
+//   32 u64 committed length (not in the CRC)  40..63 reserved (0)
+void init_journal_slot(char* slot, uint32_t sequence, uint32_t capacity) {
+    uint8_t h[kJournalHeaderBytes] = {};
+    put_u32(h, kJournalMagic);
+    put_u32(h + 8, sequence);
+    put_u32(h + 12, capacity);
+    put_u32(h + 24, crc32c(h, 24));
+    // The magic goes last: a process that dies part-way leaves a header whose
+    // magic or checksum is wrong, never a valid one with a stale length.
+    volatile uint32_t* magic = reinterpret_cast<volatile uint32_t*>(slot);
+    *magic = 0;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    std::memcpy(slot + 4, h + 4, kJournalHeaderBytes - 4);
+    publish_journal(reinterpret_cast<uint64_t*>(slot + kJournalCommittedOffset), 0);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    *magic = get_u32(h);  // little-endian machines: the same bytes
+}
+
 ChunkWriter::ChunkWriter(int fd, int compression_level) : fd_(fd), level_(compression_level) {
     struct stat st;
     if (::fstat(fd, &st) == 0) {
@@ -208,6 +234,11 @@ ChunkWriter::ChunkWriter(int fd, int compression_level) : fd_(fd), level_(compre
 }
 
 ChunkWriter::~ChunkWriter() { ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(zstd_)); }
+
+void ChunkWriter::set_positional(uint64_t offset) {
+    positional_ = true;
+    position_ = offset;
+}
 
 // Writes both pieces whole, or fails with error_ set. Never raises SIGPIPE.
 bool ChunkWriter::write_all(const void* first, size_t first_size, const void* second, size_t second_size) {
@@ -231,7 +262,9 @@ bool ChunkWriter::write_all(const void* first, size_t first_size, const void* se
     int error = 0;
     while (count > 0) {
         ssize_t n;
-        if (is_socket_) {
+        if (positional_) {
+            n = ::pwritev(fd_, next, count, static_cast<off_t>(position_));
+        } else if (is_socket_) {
             struct msghdr message {};
             message.msg_iov = next;
             message.msg_iovlen = static_cast<size_t>(count);
@@ -250,6 +283,7 @@ bool ChunkWriter::write_all(const void* first, size_t first_size, const void* se
             break;
         }
         bytes_written_ += static_cast<uint64_t>(n);
+        position_ += static_cast<uint64_t>(n);
         size_t left = static_cast<size_t>(n);
         while (count > 0 && left >= next->iov_len) {
             left -= next->iov_len;
@@ -269,7 +303,10 @@ bool ChunkWriter::write_all(const void* first, size_t first_size, const void* se
         pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
     }
     if (error != 0) {
-        error_ = errno_text("writing the capture failed", error);
+        error_number_ = error;
+        error_ = is_socket_ && (error == EPIPE || error == ECONNRESET)
+                     ? "the live viewer disconnected (" + std::string(std::strerror(error)) + ")"
+                     : errno_text("writing the capture failed", error);
         return false;
     }
     return true;
@@ -375,27 +412,33 @@ ChunkReader::Status ChunkReader::next(ChunkType* type, std::string* payload) {
         damaged_ = true;
         return Status::kDamaged;
     }
+    if (journal_checked_) return next_from_journal(type, payload);
     const uint64_t chunk_offset = offset_;
+    // Where the chain of chunks stops: the journal may go on from there.
+    auto chain_stops = [&](const std::string& what) {
+        if (find_journal(chunk_offset)) return next_from_journal(type, payload);
+        return what.empty() ? Status::kEnd : damaged(chunk_offset, what);
+    };
     uint8_t h[kChunkHeaderBytes];
     int read_error = 0;
     ssize_t n = read_fully(fd_, h, sizeof h, &read_error);
     if (n < 0) return damaged(chunk_offset, errno_text("read error", read_error));
-    if (n == 0) return Status::kEnd;
+    if (n == 0) return chain_stops("");
     offset_ += static_cast<uint64_t>(n);
     if (static_cast<size_t>(n) < sizeof h) {
-        return damaged(chunk_offset, "the file ends inside the chunk header (" + std::to_string(n) + " of " +
-                                         std::to_string(kChunkHeaderBytes) + " bytes)");
+        return chain_stops("the file ends inside the chunk header (" + std::to_string(n) + " of " +
+                           std::to_string(kChunkHeaderBytes) + " bytes)");
     }
     ChunkHeader header;
     std::string what;
-    if (!parse_chunk_header(h, sequence_, &header, &what)) return damaged(chunk_offset, what);
+    if (!parse_chunk_header(h, sequence_, &header, &what)) return chain_stops(what);
     stored_.resize(header.stored_length);
     n = read_fully(fd_, stored_.data(), header.stored_length, &read_error);
     if (n < 0) return damaged(chunk_offset, errno_text("read error", read_error));
     offset_ += static_cast<uint64_t>(n);
     if (static_cast<size_t>(n) < header.stored_length) {
-        return damaged(chunk_offset, "the file ends inside the chunk payload (" + std::to_string(n) + " of " +
-                                         std::to_string(header.stored_length) + " bytes)");
+        return chain_stops("the file ends inside the chunk payload (" + std::to_string(n) + " of " +
+                           std::to_string(header.stored_length) + " bytes)");
     }
     if (header.codec == kCodecZstd && zstd_ == nullptr) {
         zstd_ = ZSTD_createDCtx();
@@ -403,13 +446,95 @@ ChunkReader::Status ChunkReader::next(ChunkType* type, std::string* payload) {
     }
     if (!decode_payload(static_cast<ZSTD_DCtx*>(zstd_), header, reinterpret_cast<const uint8_t*>(stored_.data()),
                         payload, &what)) {
-        return damaged(chunk_offset, what);
+        return chain_stops(what);
     }
     // A chunk buffer a hundred times the usual size is not kept for the rest of the file.
     if (stored_.capacity() > (size_t{64} << 20)) std::string().swap(stored_);
     ++sequence_;
     *type = header.type;
     if (header.type == ChunkType::kEnd) ended_ = true;
+    return Status::kChunk;
+}
+
+// Journal slots lie past the last chunk, at multiples of kJournalAlign. The
+// scan reads the rest of the file (its last GiB at most) a block at a time.
+bool ChunkReader::find_journal(uint64_t chunk_offset) {
+    journal_checked_ = true;
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    constexpr uint64_t kScanLimit = uint64_t{1} << 30;
+    uint64_t from = (chunk_offset + kJournalAlign - 1) / kJournalAlign * kJournalAlign;
+    if (size > kScanLimit && from < size - kScanLimit) from = (size - kScanLimit) / kJournalAlign * kJournalAlign;
+    std::vector<JournalSlot> found;
+    std::string block;
+    constexpr size_t kBlock = size_t{1} << 20;  // a multiple of kJournalAlign
+    for (uint64_t at = from; at + kJournalHeaderBytes <= size; at += kBlock) {
+        block.resize(static_cast<size_t>(std::min<uint64_t>(kBlock, size - at)));
+        const ssize_t n = ::pread(fd_, block.data(), block.size(), static_cast<off_t>(at));
+        if (n <= 0) break;
+        const uint8_t* data = reinterpret_cast<const uint8_t*>(block.data());
+        for (size_t pos = 0; pos + kJournalHeaderBytes <= static_cast<size_t>(n); pos += kJournalAlign) {
+            const uint8_t* h = data + pos;
+            if (get_u32(h) != kJournalMagic || crc32c(h, 24) != get_u32(h + 24)) continue;
+            uint64_t committed = 0;
+            for (int i = 7; i >= 0; --i) committed = committed << 8 | h[kJournalCommittedOffset + i];
+            const uint32_t capacity = get_u32(h + 12);
+            found.push_back(JournalSlot{get_u32(h + 8), at + pos, committed, capacity});
+        }
+    }
+    // By sequence number; of two slots with the same one (a stale copy), the fuller.
+    std::sort(found.begin(), found.end(), [](const JournalSlot& a, const JournalSlot& b) {
+        return a.sequence != b.sequence ? a.sequence < b.sequence : a.committed > b.committed;
+    });
+    journal_file_size_ = size;
+    uint32_t expected = sequence_;
+    for (const JournalSlot& slot : found) {
+        if (slot.sequence < expected) continue;  // its chunk was written (or a duplicate)
+        if (slot.sequence != expected) break;     // a gap: nothing after it follows on
+        journal_.push_back(slot);
+        ++expected;
+    }
+    return !journal_.empty();
+}
+
+ChunkReader::Status ChunkReader::next_from_journal(ChunkType* type, std::string* payload) {
+    if (journal_next_ >= journal_.size()) {
+        if (!journal_damage_.empty()) {
+            damaged_ = true;
+            error_ = journal_damage_;
+            return Status::kDamaged;
+        }
+        return Status::kEnd;
+    }
+    const JournalSlot slot = journal_[journal_next_++];
+    if (slot.committed > slot.capacity || slot.committed > kMaxChunkBytes) {
+        return damaged(slot.offset, "journal slot whose committed length exceeds its capacity");
+    }
+    payload->resize(static_cast<size_t>(slot.committed));
+    size_t done = 0;
+    while (done < payload->size()) {
+        const ssize_t n = ::pread(fd_, payload->data() + done, payload->size() - done,
+                                  static_cast<off_t>(slot.offset + kJournalHeaderBytes + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        done += static_cast<size_t>(n);
+    }
+    // A writer extends the file past every slot it makes: a file that ends
+    // inside one was cut short. What is there is returned (its last record
+    // may be torn, which the decoder reports), then the damage.
+    const uint64_t slot_end = slot.offset + kJournalHeaderBytes + slot.capacity;
+    if (done < payload->size() || slot_end > journal_file_size_) {
+        journal_damage_ = damage_text(slot.sequence, slot.offset,
+                                      "the file ends inside the journal slot (" +
+                                          std::to_string(journal_file_size_ - std::min(journal_file_size_, slot.offset)) +
+                                          " of " + std::to_string(kJournalHeaderBytes + slot.capacity) + " bytes)");
+        payload->resize(done);
+        journal_.resize(journal_next_);
+    }
+    offset_ = slot.offset + kJournalHeaderBytes + done;
+    sequence_ = slot.sequence + 1;
+    *type = ChunkType::kRecords;
     return Status::kChunk;
 }
 

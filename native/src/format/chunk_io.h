@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace heapscope::format {
 
@@ -23,6 +24,28 @@ inline constexpr size_t kChunkHeaderBytes = 28;
 // The largest chunk payload, before or after compression: a length above it
 // is damage, and readers never allocate more than this for one chunk.
 inline constexpr size_t kMaxChunkBytes = size_t{1} << 28;
+
+// Journal slots (docs/capture-format.md, "Journal"): where a writer to a
+// regular file encodes records as they happen, in a window of the file it
+// maps shared, so that a process killed at any moment leaves them in the
+// file. Each slot holds the raw payload of one chunk-to-be (its sequence
+// number); once that chunk is written the slot is dead. Slots start at
+// offsets that are multiples of kJournalAlign, past the last chunk.
+inline constexpr size_t kJournalHeaderBytes = 64;
+inline constexpr size_t kJournalAlign = 4096;
+// Offset of the committed length in a slot header: a little-endian u64, the
+// payload bytes that hold whole records, stored (8-byte aligned, so in one
+// piece) after each record is complete. Not covered by the header checksum.
+inline constexpr size_t kJournalCommittedOffset = 32;
+
+// Writes a slot's header into `slot` (kJournalHeaderBytes, 8-byte aligned)
+// with a committed length of 0, in an order that leaves either the previous
+// header or a header whose checksum fails if the process dies part-way.
+void init_journal_slot(char* slot, uint32_t sequence, uint32_t capacity);
+// Publishes `committed` payload bytes of the slot whose header word is `word`.
+inline void publish_journal(uint64_t* word, uint64_t committed) {
+    __atomic_store_n(word, committed, __ATOMIC_RELEASE);  // after the record's bytes, in program order
+}
 
 enum class FileFormat : uint8_t { kAllAllocations = 0, kAggregatedAllocations = 1 };
 
@@ -44,6 +67,12 @@ class ChunkWriter {
   public:
     // `compression_level` 0 stores chunks uncompressed.
     ChunkWriter(int fd, int compression_level);
+    // Writes at explicit offsets from `offset` on (pwrite) instead of at the
+    // descriptor's position: a regular file whose tail holds journal slots.
+    void set_positional(uint64_t offset);
+    uint64_t position() const { return position_; }  // positional: where the next chunk goes
+    uint32_t next_sequence() const { return sequence_; }
+    void set_next_sequence(uint32_t sequence) { sequence_ = sequence; }  // appending to a capture
     ~ChunkWriter();
     ChunkWriter(const ChunkWriter&) = delete;
     ChunkWriter& operator=(const ChunkWriter&) = delete;
@@ -51,6 +80,7 @@ class ChunkWriter {
     bool write_header(const FileHeader& header);
     bool write_chunk(ChunkType type, std::string_view payload);
     const std::string& error() const { return error_; }
+    int error_number() const { return error_number_; }  // errno of a failed write, else 0
     uint64_t bytes_written() const { return bytes_written_; }
 
     // True after a failed write: every later write fails at once.
@@ -62,11 +92,14 @@ class ChunkWriter {
     int level_;
     bool is_socket_ = false;  // send(MSG_NOSIGNAL): a closed peer gives EPIPE, not SIGPIPE
     bool is_fifo_ = false;    // SIGPIPE blocked around the write, for the same reason
+    bool positional_ = false;
+    uint64_t position_ = 0;
     uint32_t sequence_ = 0;
     uint64_t bytes_written_ = 0;
     std::string scratch_;
     void* zstd_ = nullptr;  // ZSTD_CCtx*
     std::string error_;
+    int error_number_ = 0;
 };
 
 // Reads a capture from a file descriptor, streaming: memory is bounded by the
@@ -87,16 +120,40 @@ class ChunkReader {
     // chunk, a bad length, an out-of-order sequence number or a decompression
     // error: error() then names the chunk's number and byte offset. Nothing
     // is read past damage. A capture without a kEnd chunk stopped uncleanly
-    // (the process was killed) but is readable up to its last chunk.
+    // (the process was killed) but is readable up to its last chunk, and
+    // then through the journal slots that go on from it: where the chain
+    // stops (at the end of the file or at a chunk torn by the kill), slots
+    // holding the next sequence numbers are returned as stored records
+    // chunks, and a torn chunk they replace is not damage.
     Status next(ChunkType* type, std::string* payload);
     const std::string& error() const { return error_; }
     uint64_t offset() const { return offset_; }  // bytes consumed so far
+    // After kEnd: whether the last chunks came from journal slots, and the
+    // sequence number a chunk (or slot) appended now would need.
+    bool read_journal() const { return !journal_.empty(); }
+    uint32_t next_sequence() const { return sequence_; }
 
   private:
     Status damaged(uint64_t chunk_offset, const std::string& what);
+    // The chain of chunks stopped at `chunk_offset` (the file ends there, or
+    // the chunk there is damaged): true if journal slots go on from the
+    // expected sequence number (then next() returns them).
+    bool find_journal(uint64_t chunk_offset);
+    Status next_from_journal(ChunkType* type, std::string* payload);
+    struct JournalSlot {
+        uint32_t sequence;
+        uint64_t offset;
+        uint64_t committed;
+        uint32_t capacity;
+    };
     int fd_;
     uint64_t offset_ = 0;
     uint32_t sequence_ = 0;
+    bool journal_checked_ = false;
+    std::vector<JournalSlot> journal_;  // sorted by sequence, from the expected one on, without gaps
+    size_t journal_next_ = 0;
+    uint64_t journal_file_size_ = 0;
+    std::string journal_damage_;        // reported after the slot that the file cuts short
     bool header_read_ = false;
     bool ended_ = false;    // the end chunk was read: nothing after it is read
     bool damaged_ = false;  // nothing after damage is read

@@ -49,6 +49,20 @@ bool valid_allocator(uint8_t value) { return value >= 1 && value <= kMaxAllocato
 RecordEncoder::RecordEncoder() = default;
 
 void RecordEncoder::reset() {
+    if (attached_ || spilled_) {  // back to a buffer of its own
+        attached_ = spilled_ = false;
+        data_ = owned_.get();
+        capacity_ = owned_capacity_;
+    }
+    size_ = 0;
+    state_ = detail::CodecState{};
+}
+
+void RecordEncoder::attach(char* data, size_t capacity) {
+    data_ = data;
+    capacity_ = capacity;
+    attached_ = true;
+    spilled_ = false;
     size_ = 0;
     state_ = detail::CodecState{};
 }
@@ -60,14 +74,20 @@ void RecordEncoder::reserve_bytes(size_t bytes) {
 void RecordEncoder::grow(size_t n) {
     const size_t capacity = std::max(size_ + n, capacity_ * 2);
     std::unique_ptr<char[]> data(new char[capacity]);  // uninitialised: only written bytes are read
-    if (size_) std::memcpy(data.get(), data_.get(), size_);
-    data_ = std::move(data);
+    if (size_) std::memcpy(data.get(), data_, size_);
+    owned_ = std::move(data);
+    data_ = owned_.get();
     capacity_ = capacity;
+    owned_capacity_ = capacity;
+    if (attached_) {
+        attached_ = false;
+        spilled_ = true;
+    }
 }
 
 void RecordEncoder::append_varint(uint64_t v) {
     char* p = room(detail::kMaxVarintBytes);
-    size_ = static_cast<size_t>(detail::put_varint(p, v) - data_.get());
+    size_ = static_cast<size_t>(detail::put_varint(p, v) - data_);
 }
 
 void RecordEncoder::append_string(std::string_view s) {

@@ -270,7 +270,7 @@ class RecordEncoder {
     void metadata(const MetadataRecord& r);
 
     // The payload so far; valid until the next call that appends or resets.
-    std::string_view view() const { return {data_.get(), size_}; }
+    std::string_view view() const { return {data_, size_}; }
     // A copy of the payload, for callers that keep it past the next append.
     std::string bytes() const { return std::string(view()); }
     size_t size() const { return size_; }
@@ -278,18 +278,30 @@ class RecordEncoder {
     void reset();
     // Reserves room so that appending up to `bytes` in all does not allocate.
     void reserve_bytes(size_t bytes);
+    // Starts a new chunk payload in memory the caller owns (`capacity`
+    // bytes, e.g. a file window shared with the kernel): records are written
+    // there until a record does not fit, when the encoder moves what it has
+    // to a buffer of its own and goes on there (spilled() turns true).
+    void attach(char* data, size_t capacity);
+    // The records no longer live in the attached memory (see attach).
+    bool spilled() const { return spilled_; }
+    size_t capacity() const { return capacity_; }
 
   private:
     // Room for `n` more bytes at the end; grows the buffer if needed.
     char* room(size_t n) {
         if (capacity_ - size_ < n) grow(n);
-        return data_.get() + size_;
+        return data_ + size_;
     }
     void grow(size_t n);
     void append_varint(uint64_t v);
     void append_string(std::string_view s);
 
-    std::unique_ptr<char[]> data_;  // capacity_ bytes, the first size_ written
+    char* data_ = nullptr;          // capacity_ bytes, the first size_ written: owned_, or attached memory
+    std::unique_ptr<char[]> owned_;
+    size_t owned_capacity_ = 0;     // owned_'s size
+    bool attached_ = false;         // data_ is the caller's
+    bool spilled_ = false;          // a record did not fit the attached memory
     size_t size_ = 0;
     size_t capacity_ = 0;
     detail::CodecState state_;  // restarted by reset()

@@ -14,35 +14,36 @@ bool Definitions::apply(const format::Record& record, uint32_t* generation) {
     switch (record.type) {
         case RecordType::kThread: {
             // Always taken: a thread may be written again once it has a name.
-            Thread& thread = slot(&threads_, record.thread.thread);
-            thread.info.os_tid = record.thread.os_tid;
-            thread.info.name = record.thread.name;
-            thread.defined = true;
+            Thread* thread = slot(&threads_, record.thread.thread);
+            if (!thread) return true;
+            thread->info.os_tid = record.thread.os_tid;
+            thread->info.name = record.thread.name;
+            thread->defined = true;
             return true;
         }
         case RecordType::kCode: {
-            Code& code = slot(&codes_, record.code.code);
-            if (!code.defined) {
-                code.function = record.code.function;
-                code.filename = record.code.filename;
-                code.defined = true;
+            Code* code = slot(&codes_, record.code.code);
+            if (code && !code->defined) {
+                code->function = record.code.function;
+                code->filename = record.code.filename;
+                code->defined = true;
             }
             return true;
         }
         case RecordType::kPythonNode: {
             const format::PythonNodeRecord& r = record.python_node;
-            PythonNode& node = slot(&python_nodes_, r.node);
-            if (!node.defined) {
-                node = PythonNode{r.parent, r.code, r.lineno, r.is_entry, true};
+            PythonNode* node = slot(&python_nodes_, r.node);
+            if (node && !node->defined) {
+                *node = PythonNode{r.parent, r.code, r.lineno, r.is_entry, true};
                 ++python_node_count_;
             }
             return true;
         }
         case RecordType::kNativeNode: {
             const format::NativeNodeRecord& r = record.native_node;
-            NativeNode& node = slot(&native_nodes_, r.node);
-            if (!node.defined) {
-                node = NativeNode{r.ip, r.parent, *generation, true};
+            NativeNode* node = slot(&native_nodes_, r.node);
+            if (node && !node->defined) {
+                *node = NativeNode{r.ip, r.parent, *generation, true};
                 ++native_node_count_;
             }
             return true;

@@ -94,10 +94,18 @@ class Definitions {
         bool defined = false;
     };
 
+    // The entry for `id`, made if need be; null for an id far past any a
+    // writer gives (they are dense: each about the count of definitions
+    // before it), which only a damaged file has: memory stays proportional
+    // to the definitions read, whatever ids a file names.
     template <typename T>
-    static T& slot(std::vector<T>* items, uint32_t id) {
-        if (id >= items->size()) items->resize(static_cast<size_t>(id) + 1);
-        return (*items)[id];
+    T* slot(std::vector<T>* items, uint32_t id) {
+        ++definitions_read_;
+        if (id >= items->size()) {
+            if (id > 2 * definitions_read_ + 65536) return nullptr;
+            items->resize(static_cast<size_t>(id) + 1);
+        }
+        return &(*items)[id];
     }
     void add_metadata(const std::string& key, const std::string& value);
 
@@ -107,6 +115,7 @@ class Definitions {
     std::vector<NativeNode> native_nodes_;
     size_t python_node_count_ = 0;
     size_t native_node_count_ = 0;
+    uint64_t definitions_read_ = 0;
     std::unordered_map<uint32_t, std::vector<LoadedObject>> loaded_objects_;  // by generation
     std::unordered_set<uint32_t> given_to_symbolizer_;
     std::vector<std::pair<std::string, std::string>> metadata_;

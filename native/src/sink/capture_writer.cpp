@@ -24,15 +24,36 @@
 // wait holds the state lock (the engine's), so every allocating thread waits
 // with it: a slow destination slows the traced program instead of growing
 // the heap. After a failed write nothing waits any more and nothing is encoded.
+//
+// The journal (a regular file opened read-write; docs/capture-format.md,
+// "Journal"): a buffer is a *slot*, a window of the file past the chunks,
+// mapped shared, and the encoder writes straight into it. After each record
+// (after_record_locked) the slot's committed length is stored, so a process
+// killed at any instant leaves every record it finished in the page cache,
+// hence in the file. Slots get their chunk sequence number when they become
+// current. The background thread makes slots (placed past every live slot,
+// and far enough past the last chunk that the chunks of every slot before
+// them fit below: make_slot), writes a slot's chunk below it, and then
+// reuses the slot as the next spare (recycle_slot) or drops its pages. A
+// record larger than a slot's room moves the hooks to a fresh slot, a larger
+// one made for it if need be (ensure_room_locked); the background thread
+// makes room the same way for a checkpoint, outside the lock. finish()
+// writes the last slots as chunks and truncates the journal away.
 #include "sink/capture_writer.h"
 
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -98,6 +119,21 @@ std::string thread_name_of_caller() {
     return name;
 }
 
+// The most bytes a variable-size record takes (a journal slot must have room for it).
+constexpr size_t kVarint = format::detail::kMaxVarintBytes;
+size_t bound_of(const format::ThreadRecord& r) { return 1 + 3 * kVarint + r.name.size(); }
+size_t bound_of(const format::CodeRecord& r) { return 1 + 4 * kVarint + r.function.size() + r.filename.size(); }
+size_t bound_of(const format::LoadedObjectsRecord& r) {
+    size_t n = 1 + 2 * kVarint;
+    for (const LoadedObject& o : r.objects) n += 3 * kVarint + o.path.size() + o.segments.size() * 2 * kVarint;
+    return n;
+}
+size_t bound_of(const format::MetadataRecord& r) {
+    size_t n = 1 + kVarint;
+    for (const auto& [key, value] : r.entries) n += 2 * kVarint + key.size() + value.size();
+    return n;
+}
+
 }  // namespace
 
 // ForkGate: fork() waits, briefly, until no writer's background thread is
@@ -159,9 +195,26 @@ class ForkGate {
     std::vector<std::timed_mutex*> held_;   // locked by prepare(); reserved by add(), so fork allocates nothing
 };
 
+// A chunk-to-be: the encoder, and in journal mode the slot of the file it
+// writes into (docs/capture-format.md, "Journal"). The slot's fields are set
+// when it is made and never change; `sequence` when it becomes current.
+struct Buffer {
+    format::RecordEncoder encoder;
+    char* map = nullptr;   // the slot: its header, then `capacity` payload bytes
+    size_t map_bytes = 0;
+    uint64_t offset = 0;   // of the slot in the file
+    size_t capacity = 0;
+    uint32_t sequence = 0;
+    uint64_t* committed_word() const { return reinterpret_cast<uint64_t*>(map + format::kJournalCommittedOffset); }
+};
+
 struct CaptureWriter::Impl {
     CaptureOptions options;
     bool aggregated = false;
+    // Records go into journal slots of the file (a regular file opened for
+    // reading and writing) instead of memory: a killed process leaves them.
+    bool journal = false;
+    size_t page_size = 4096;
     Clock::time_point start_time;
     uint64_t start_unix_ms = 0;
     // Written by open() and finish() on the caller's thread, by the
@@ -185,8 +238,11 @@ struct CaptureWriter::Impl {
     // Bumped when a spare buffer comes back, and on failure: a hook waiting
     // for a spare waits for it to change.
     std::atomic<uint32_t> buffers_returned{0};
+    // Journal: the capacity a hook waits for (a record larger than a slot), 0 if none.
+    std::atomic<size_t> wanted_capacity{0};
     // Once set, nothing more is encoded or written. Read by the hooks without a lock.
     std::atomic<bool> failed{false};
+    std::atomic<int> failed_errno{0};
     std::atomic<uint64_t> bytes_written{0};
 
     // The state lock: options.hook_lock, or own_lock (see the top).
@@ -194,7 +250,12 @@ struct CaptureWriter::Impl {
     SpinLock* state_lock = &own_lock;
 
     // --- guarded by *state_lock ---
-    std::unique_ptr<format::RecordEncoder> current;
+    std::unique_ptr<Buffer> current;
+    // Where each record's end is published: the current slot's committed
+    // length (journal), or `unpublished` (no journal, or a spilled slot).
+    uint64_t* committed = &unpublished;
+    uint64_t unpublished = 0;
+    uint32_t next_slot_sequence = 0;  // journal: the chunk number the next current slot becomes
     bool stopping = false;  // finish() began: the hooks record nothing more
 
     // Accounting (writer's own: what it was told)
@@ -220,8 +281,10 @@ struct CaptureWriter::Impl {
 
     // --- guarded by queue_lock (taken after the state lock, never before it) ---
     SpinLock queue_lock;
-    std::vector<std::unique_ptr<format::RecordEncoder>> ready;  // oldest first
-    std::vector<std::unique_ptr<format::RecordEncoder>> spare;
+    // Oldest first. The background thread leaves a buffer here while it
+    // writes it: in journal mode its slot stays live until its chunk is whole.
+    std::vector<std::unique_ptr<Buffer>> ready;
+    std::vector<std::unique_ptr<Buffer>> spare;
     std::string error;                  // why the capture failed
     std::atomic<size_t> ready_count{0};  // ready.size(), for lock_state()
 
@@ -264,39 +327,69 @@ struct CaptureWriter::Impl {
         return error;
     }
 
-    // Moves `current` to `ready` and takes a spare in its place; false if no
-    // spare is free. State lock held.
-    bool swap_current_locked() {
+    // Makes `buffer` the one records go to. State lock and queue_lock held.
+    void make_current_locked(std::unique_ptr<Buffer> buffer) {
+        current = std::move(buffer);
+        if (!journal) {
+            committed = &unpublished;
+            return;
+        }
+        current->sequence = next_slot_sequence++;
+        format::init_journal_slot(current->map, current->sequence, static_cast<uint32_t>(current->capacity));
+        current->encoder.attach(current->map + format::kJournalHeaderBytes, current->capacity);
+        committed = current->committed_word();
+    }
+
+    // Moves `current` to `ready` and takes a spare (with room for `need`
+    // bytes) in its place; false if there is none. State lock held.
+    bool swap_current_locked(size_t need = 0) {
         SpinGuard guard(queue_lock);
-        if (spare.empty()) return false;
+        if (spare.empty() || spare.back()->capacity < need) return false;
         ready.push_back(std::move(current));
         ready_count.store(ready.size(), std::memory_order_release);
-        current = std::move(spare.back());
+        std::unique_ptr<Buffer> next = std::move(spare.back());
         spare.pop_back();
+        make_current_locked(std::move(next));
         return true;
     }
 
-    // A hook's record went into `current`: hand it off if it is full.
+    // A record went into `current`: publish it (journal) and hand the
+    // buffer off if it is full. Hooks only: it may wait.
     void after_record_locked() {
-        if (current->size() >= options.chunk_bytes) hand_off_full_locked();
+        format::RecordEncoder& out = current->encoder;
+        if (__builtin_expect(out.spilled(), 0)) committed = &unpublished;  // the slot no longer holds them
+        format::publish_journal(committed, out.size());
+        if (out.size() >= options.chunk_bytes || __builtin_expect(out.spilled(), 0)) hand_off_full_locked();
+    }
+
+    // Journal: before a record of up to `bound` bytes, makes sure it fits the
+    // current slot, moving to another (a larger one if need be) if not.
+    void ensure_room_locked(size_t bound) {
+        if (!journal) return;
+        const format::RecordEncoder& out = current->encoder;
+        if (out.spilled() || out.capacity() - out.size() >= bound) return;
+        hand_off_full_locked(bound);
     }
 
     // Hands the full `current` to the background thread. May wait, holding
     // the state lock (the engine's), for the background thread to return a
-    // buffer: see the top.
-    __attribute__((noinline)) void hand_off_full_locked() {
+    // buffer (or, in journal mode, to make a slot of `need` bytes): see the top.
+    __attribute__((noinline)) void hand_off_full_locked(size_t need = 0) {
         for (;;) {
             const uint32_t seen = buffers_returned.load(std::memory_order_acquire);
-            if (swap_current_locked()) break;
+            if (swap_current_locked(need)) break;
             if (failed.load(std::memory_order_acquire)) {
-                current->reset();
+                current->encoder.reset();
+                committed = &unpublished;
                 return;
             }
+            if (need > options.chunk_bytes) wanted_capacity.store(need, std::memory_order_release);
             wake_background();
             // A buffer returned (or a failure) after `seen` was read changes the
             // counter, so this cannot miss it.
             buffers_returned.wait(seen, std::memory_order_acquire);
         }
+        wanted_capacity.store(0, std::memory_order_release);
         wake_background();
     }
 
@@ -307,6 +400,9 @@ struct CaptureWriter::Impl {
             dirty.push_back(location);
         }
     }
+
+    // The most a checkpoint and its Location records take.
+    size_t checkpoint_bound_locked() const { return 64 + dirty.size() * (2 + 12 * format::detail::kMaxVarintBytes); }
 
     // Appends to `out` a checkpoint and the locations changed since the last one.
     void encode_checkpoint_locked(bool final, format::RecordEncoder* out) {
@@ -327,13 +423,14 @@ struct CaptureWriter::Impl {
     }
 
     // Background thread: takes the state lock, unless a full buffer waits
-    // to be written (false). A hook that holds the state lock may be waiting
-    // for exactly that write, so waiting for the lock then could deadlock;
-    // the caller writes first and tries again.
+    // to be written, or a hook waits for a slot (false). A hook that holds
+    // the state lock may be waiting for exactly that, so waiting for the
+    // lock then could deadlock; the caller does its part first and tries again.
     bool lock_state() {
         for (int spins = 0;; ++spins) {
             if (state_lock->try_lock()) return true;
             if (ready_count.load(std::memory_order_acquire) != 0) return false;
+            if (journal && spare_wanted()) return false;
             if (spins < 64) {
                 cpu_relax();
             } else {
@@ -342,44 +439,240 @@ struct CaptureWriter::Impl {
         }
     }
 
-    void write_buffer(const format::RecordEncoder& buffer) {
+    // --- journal slots (background thread, and begin()/finish()) ---
+
+    size_t slot_capacity(size_t need) const {
+        const size_t normal = options.chunk_bytes + kBufferSlack;
+        return std::max(normal, need + kBufferSlack);
+    }
+
+    // A spare slot should be made: there is none (or none large enough for
+    // a waiting hook) and fewer than kBuffers slots are mapped.
+    bool spare_wanted() {
+        SpinGuard guard(queue_lock);
+        const size_t want = wanted_capacity.load(std::memory_order_acquire);
+        if (!spare.empty() && spare.back()->capacity >= want) return false;
+        return ready.size() + spare.size() + (current ? 1 : 0) < kBuffers || (!spare.empty() && want != 0);
+    }
+
+    // Maps a new slot for `capacity` payload bytes past every live slot and
+    // far enough past the last chunk that the chunks of every slot before it
+    // (and its own) fit below it: a chunk is never written over a slot
+    // whose records it does not yet hold. Null on failure (the capture fails).
+    // Where a new slot of `capacity` bytes may start at the earliest: past
+    // the chunks of every live slot and its own (they are written first) and,
+    // with `past_live`, past every live slot.
+    uint64_t lowest_slot_offset(size_t capacity, bool past_live) {
+        uint64_t reserve = format::kChunkHeaderBytes + capacity, live_end = 0;
+        {
+            SpinGuard guard(queue_lock);
+            // Written buffers (ready) no longer change; the current one may
+            // be written to meanwhile, up to its capacity.
+            auto count = [&](const Buffer& b, size_t size) {
+                reserve += format::kChunkHeaderBytes + std::max(b.capacity, size);
+                live_end = std::max(live_end, b.offset + b.map_bytes);
+            };
+            for (const auto& b : ready) count(*b, b->encoder.size());
+            for (const auto& b : spare) count(*b, 0);
+            if (current) count(*current, 0);
+        }
+        return page_up(std::max(chunks->position() + reserve, past_live ? live_end : 0));
+    }
+
+    uint64_t page_up(uint64_t v) const { return (v + page_size - 1) / page_size * page_size; }
+
+    std::unique_ptr<Buffer> make_slot(size_t capacity) {
+        auto slot = std::make_unique<Buffer>();
+        slot->capacity = capacity;
+        slot->map_bytes = page_up(format::kJournalHeaderBytes + capacity);
+        slot->offset = lowest_slot_offset(capacity, true);
+        const uint64_t end = slot->offset + slot->map_bytes;
+        struct stat st {};
+        if (::fstat(options.fd, &st) != 0) return slot_failed("fstat", errno);
+        if (static_cast<uint64_t>(st.st_size) < end && ::ftruncate(options.fd, static_cast<off_t>(end)) != 0) {
+            return slot_failed("extending the file", errno);
+        }
+        // Blocks now, so that a full disk fails the capture here instead of
+        // raising SIGBUS in the program when a hook writes the page.
+        const int allocated = ::posix_fallocate(options.fd, static_cast<off_t>(slot->offset),
+                                                static_cast<off_t>(slot->map_bytes));
+        if (allocated != 0 && allocated != EOPNOTSUPP && allocated != EINVAL) {
+            return slot_failed("reserving disk space", allocated);
+        }
+        void* map = ::mmap(nullptr, slot->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, options.fd,
+                           static_cast<off_t>(slot->offset));
+        if (map == MAP_FAILED) return slot_failed("mapping the file", errno);
+        slot->map = static_cast<char*>(map);
+        // Fault the pages in here, not in the hooks. (MADV_POPULATE_WRITE is
+        // Linux 5.14; before it, a write per page does the same.)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+        if (::madvise(map, slot->map_bytes, MADV_POPULATE_WRITE) != 0) {
+            if (errno != EINVAL) {
+                unmap_slot(*slot);
+                return slot_failed("faulting the file's pages in", errno);
+            }
+            for (size_t at = 0; at < slot->map_bytes; at += page_size) {
+                reinterpret_cast<volatile char*>(slot->map)[at] = 0;
+            }
+        }
+        return slot;
+    }
+
+    std::unique_ptr<Buffer> slot_failed(const char* what, int error_number) {
+        fail(std::string("the capture's journal: ") + what + " failed: " + std::strerror(error_number));
+        return nullptr;
+    }
+
+    void unmap_slot(Buffer& slot) {
+        if (slot.map) ::munmap(slot.map, slot.map_bytes);
+        slot.map = nullptr;
+    }
+
+    // A slot whose chunk is written: its pages are dropped (never written
+    // back) unless chunks already cover them.
+    void retire_slot(Buffer& slot) {
+        unmap_slot(slot);
+        const uint64_t from = std::max(slot.offset, chunks->position());
+        const uint64_t to = slot.offset + slot.map_bytes;
+        if (from < to) {
+            (void)::fallocate(options.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),
+                              static_cast<off_t>(to - from));
+        }
+    }
+
+    // A slot whose chunk is written serves again as the spare while it is far
+    // enough past the chunks (the usual case: chunks grow by the compressed
+    // size of a slot, slots are reused in turn): no mapping to make, no
+    // pages to fault in or drop. Its old header (an older sequence number)
+    // and bytes stay until it becomes current: readers skip them.
+    void recycle_slot(std::unique_ptr<Buffer> slot) {
+        bool reuse = !failed.load(std::memory_order_acquire) && !stop_requested.load(std::memory_order_acquire) &&
+                     slot->capacity == slot_capacity(0) && wanted_capacity.load(std::memory_order_acquire) == 0;
+        if (reuse) {
+            SpinGuard guard(queue_lock);
+            reuse = spare.empty();
+        }
+        // Checked with the slot out of every list: as if it were being made.
+        if (reuse && slot->offset >= lowest_slot_offset(slot->capacity, false)) {
+            slot->encoder.reset();
+            SpinGuard guard(queue_lock);
+            spare.push_back(std::move(slot));
+            return;
+        }
+        retire_slot(*slot);
+    }
+
+    // Background thread: makes a spare slot if one is wanted.
+    void ensure_spare() {
+        if (!journal || failed.load(std::memory_order_acquire) || stop_requested.load(std::memory_order_acquire) ||
+            !spare_wanted()) {
+            return;
+        }
+        const size_t want = wanted_capacity.load(std::memory_order_acquire);
+        {
+            // One too small for a waiting hook goes (it is not live: no hook used it).
+            std::unique_ptr<Buffer> small;
+            {
+                SpinGuard guard(queue_lock);
+                if (!spare.empty() && spare.back()->capacity < want) {
+                    small = std::move(spare.back());
+                    spare.pop_back();
+                }
+            }
+            if (small) unmap_slot(*small);
+        }
+        std::unique_ptr<Buffer> slot = make_slot(slot_capacity(want));
+        if (!slot) return;
+        {
+            SpinGuard guard(queue_lock);
+            spare.push_back(std::move(slot));
+        }
+        release_waiters();
+    }
+
+    // Writes one buffer's records as a chunk. In journal mode the chunk must
+    // not reach a live slot but the buffer's own.
+    void write_buffer(const Buffer& buffer) {
         // Called without a lock: only this thread writes `chunks` meanwhile.
-        const bool ok = chunks->write_chunk(format::ChunkType::kRecords, buffer.view());
+        const std::string_view payload = buffer.encoder.view();
+        if (journal && buffer.encoder.spilled()) {
+            uint64_t lowest = UINT64_MAX;
+            {
+                SpinGuard guard(queue_lock);
+                for (const auto& b : ready) {
+                    if (b.get() != &buffer) lowest = std::min(lowest, b->offset);
+                }
+                for (const auto& b : spare) lowest = std::min(lowest, b->offset);
+                if (current) lowest = std::min(lowest, current->offset);
+            }
+            if (chunks->position() + format::kChunkHeaderBytes + payload.size() > lowest) {
+                fail("a record too large for the capture's journal (" + std::to_string(payload.size()) + " bytes)");
+                return;
+            }
+        }
+        const bool ok = chunks->write_chunk(format::ChunkType::kRecords, payload);
         bytes_written.store(chunks->bytes_written(), std::memory_order_relaxed);
-        if (!ok) fail(chunks->error());
+        if (!ok) {
+            failed_errno.store(chunks->error_number(), std::memory_order_relaxed);
+            fail(chunks->error());
+        }
     }
 
     // Background thread: writes every ready buffer, oldest first, and
-    // returns each to the spares.
+    // returns each to the spares (or, in journal mode, retires its slot).
     void drain() {
         for (;;) {
-            std::unique_ptr<format::RecordEncoder> buffer;
+            Buffer* buffer;
             {
                 SpinGuard guard(queue_lock);
                 if (ready.empty()) return;
-                buffer = std::move(ready.front());
+                buffer = ready.front().get();
+            }
+            if (!failed.load(std::memory_order_acquire)) write_buffer(*buffer);
+            std::unique_ptr<Buffer> done;
+            {
+                SpinGuard guard(queue_lock);
+                done = std::move(ready.front());
                 ready.erase(ready.begin());
                 ready_count.store(ready.size(), std::memory_order_release);
             }
-            if (!failed.load(std::memory_order_acquire)) write_buffer(*buffer);
-            buffer->reset();
-            {
+            if (journal) {
+                recycle_slot(std::move(done));
+            } else {
+                done->encoder.reset();
                 SpinGuard guard(queue_lock);
-                spare.push_back(std::move(buffer));
+                spare.push_back(std::move(done));
             }
             release_waiters();
+            ensure_spare();
+        }
+    }
+
+    // Background thread: every viewer waiting on the listener (a second one)
+    // is told the capture has one already, and let go.
+    void turn_away_viewers() {
+        if (options.listener_fd < 0) return;
+        for (;;) {
+            const int viewer = ::accept4(options.listener_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (viewer < 0) return;
+            (void)::send(viewer, kLiveBusy, sizeof kLiveBusy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            ::close(viewer);
         }
     }
 
     void background_main();
     bool begin(std::string* error_out);
+    bool begin_journal();
     void write_definitions(format::RecordEncoder* out) const;
 };
 
-// The background thread: writes handed-off buffers, adds memory records and
-// checkpoints, and flushes a partial buffer every kFlushIntervalMs. Its
-// HookGuard stays set for its whole life, so nothing it allocates (zstd's
-// buffers included) is traced or takes the engine lock.
+// The background thread: writes handed-off buffers, makes journal slots,
+// adds memory records and checkpoints, and (without a journal) flushes a
+// partial buffer every kFlushIntervalMs. Its HookGuard stays set for its
+// whole life, so nothing it allocates (zstd's buffers included) is traced or
+// takes the engine lock.
 void CaptureWriter::Impl::background_main() {
     HookGuard guard;
     std::unique_lock<std::timed_mutex> working(busy);
@@ -389,10 +682,16 @@ void CaptureWriter::Impl::background_main() {
     const uint64_t checkpoint_every = aggregated ? options.checkpoint_interval_ms : 0;
     uint64_t next_memory = memory_every;
     uint64_t next_checkpoint = checkpoint_every;
-    uint64_t next_flush = kFlushIntervalMs;
+    // With a journal every record is in the file as soon as it is encoded;
+    // partial slots still become chunks every kFlushIntervalMs, as buffers
+    // do without one: a file cut short (a full disk, a copy) loses little.
+    const uint64_t flush_every = kFlushIntervalMs;
+    uint64_t next_flush = flush_every;
 
     for (;;) {
         drain();
+        ensure_spare();
+        turn_away_viewers();
         // finish() set stopping under the state lock before this flag, so no
         // hook hands off anything more; finish() writes what is left.
         if (stop_requested.load(std::memory_order_acquire)) break;
@@ -400,31 +699,46 @@ void CaptureWriter::Impl::background_main() {
         uint64_t now = now_ms();
         const bool memory_due = memory_every && now >= next_memory;
         const bool checkpoint_due = checkpoint_every && now >= next_checkpoint;
-        const bool flush_due = now >= next_flush;
+        const bool flush_due = flush_every && now >= next_flush;
         if ((memory_due || checkpoint_due || flush_due) && !failed.load(std::memory_order_acquire)) {
             const uint64_t rss = memory_due ? read_rss_bytes() : 0;  // a system call or three: outside the lock
-            if (!lock_state()) continue;  // write the waiting buffer first
+            if (!lock_state()) continue;  // write the waiting buffer (or make the slot) first
+            if (checkpoint_due && journal) {
+                // The checkpoint and its locations go into one slot, published
+                // together: make room first, outside the lock if a slot must be made.
+                const size_t need = checkpoint_bound_locked() + 64;
+                const format::RecordEncoder& out = current->encoder;
+                if (!out.spilled() && out.capacity() - out.size() < need && !swap_current_locked(need)) {
+                    state_lock->unlock();
+                    if (need > options.chunk_bytes) wanted_capacity.store(need, std::memory_order_release);
+                    drain();
+                    ensure_spare();
+                    wanted_capacity.store(0, std::memory_order_release);
+                    continue;
+                }
+            }
             now = now_ms();
             if (memory_due) {
-                current->memory(format::MemoryRecord{now, rss, heap});
+                current->encoder.memory(format::MemoryRecord{now, rss, heap});
                 next_memory = now + memory_every - (now - next_memory) % memory_every;
             }
             bool flush = flush_due;
             if (checkpoint_due) {
-                // A checkpoint is written out at once, whole in one chunk, so
-                // a killed process leaves it readable.
-                encode_checkpoint_locked(false, current.get());
+                // A checkpoint is in the file at once, whole: in the journal,
+                // and in a chunk written now.
+                encode_checkpoint_locked(false, &current->encoder);
                 next_checkpoint = now + checkpoint_every;
                 flush = true;
             }
+            if (journal && !current->encoder.spilled()) format::publish_journal(committed, current->encoder.size());
             bool moved = false;
-            if (flush && current->size() != 0) {
+            if (flush && current->encoder.size() != 0) {
                 moved = swap_current_locked();  // no spare: retried after the next write
             } else if (flush) {
-                next_flush = now + kFlushIntervalMs;
+                next_flush = now + flush_every;
             }
             state_lock->unlock();
-            if (moved) next_flush = now + kFlushIntervalMs;
+            if (moved) next_flush = now + flush_every;
             if (flush && (moved || ready_count.load(std::memory_order_acquire) != 0)) continue;  // write it now
         }
         std::unique_lock<std::mutex> wait_lock(wake_mutex);
@@ -433,11 +747,17 @@ void CaptureWriter::Impl::background_main() {
             // Nothing is due any more: sleep until finish() (or a hook) wakes us.
             wake_cv.wait(wait_lock, [this] { return wake_pending; });
         } else {
-            uint64_t next = next_flush;
+            uint64_t next = UINT64_MAX;
+            if (flush_every) next = std::min(next, next_flush);
             if (memory_every) next = std::min(next, next_memory);
             if (checkpoint_every) next = std::min(next, next_checkpoint);
-            wake_cv.wait_until(wait_lock, start_time + std::chrono::milliseconds(next),
-                               [this] { return wake_pending; });
+            if (options.listener_fd >= 0) next = std::min(next, now_ms() + 100);  // a second viewer waits little
+            if (next == UINT64_MAX) {
+                wake_cv.wait(wait_lock, [this] { return wake_pending; });
+            } else {
+                wake_cv.wait_until(wait_lock, start_time + std::chrono::milliseconds(next),
+                                   [this] { return wake_pending; });
+            }
         }
         wake_pending = false;
         wait_lock.unlock();
@@ -467,25 +787,51 @@ void CaptureWriter::Impl::write_definitions(format::RecordEncoder* out) const {
     }
 }
 
+// Journal mode, after the opening chunk: the first slot becomes current.
+// False (and no journal) if the file cannot have one.
+bool CaptureWriter::Impl::begin_journal() {
+    std::unique_ptr<Buffer> first = make_slot(slot_capacity(0));
+    if (!first) {
+        // Not worth failing the capture for: write it the way sockets are.
+        SpinGuard guard(queue_lock);
+        failed.store(false, std::memory_order_relaxed);
+        error.clear();
+        return false;
+    }
+    SpinGuard guard(*state_lock);
+    SpinGuard queue(queue_lock);
+    next_slot_sequence = chunks->next_sequence();
+    make_current_locked(std::move(first));
+    return true;
+}
+
 // Writes the header and the opening chunk (metadata, then `definitions`),
 // then starts the background thread. On failure closes the descriptor.
 bool CaptureWriter::Impl::begin(std::string* error_out) {
     aggregated = options.format == format::FileFormat::kAggregatedAllocations;
     state_lock = options.hook_lock ? options.hook_lock : &own_lock;
     if (options.chunk_bytes == 0) options.chunk_bytes = 1;
+    page_size = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    if (page_size < format::kJournalAlign || page_size % format::kJournalAlign != 0) page_size = format::kJournalAlign;
     start_time = Clock::now();
     start_unix_ms = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
             .count());
     chunks = std::make_unique<format::ChunkWriter>(options.fd, options.compression_level);
-    for (size_t i = 0; i < kBuffers; ++i) {
-        auto buffer = std::make_unique<format::RecordEncoder>();
-        buffer->reset();
-        spare.push_back(std::move(buffer));
+    // A journal needs a regular file that can be mapped shared for writing.
+    struct stat st {};
+    const int mode = ::fcntl(options.fd, F_GETFL);
+    const off_t start = ::lseek(options.fd, 0, SEEK_CUR);
+    journal = options.journal && ::fstat(options.fd, &st) == 0 && S_ISREG(st.st_mode) && mode >= 0 &&
+              (mode & O_ACCMODE) == O_RDWR && !(mode & O_APPEND) && start >= 0;
+    if (journal) chunks->set_positional(static_cast<uint64_t>(start));
+    if (!journal) {
+        for (size_t i = 0; i < kBuffers; ++i) spare.push_back(std::make_unique<Buffer>());
+        current = std::move(spare.back());
+        spare.pop_back();
     }
-    current = std::move(spare.back());
-    spare.pop_back();
-    ready.reserve(kBuffers);  // moving buffers never allocates (spare has room for all)
+    ready.reserve(kBuffers + 1);  // moving buffers never allocates
+    spare.reserve(kBuffers + 1);
 
     format::FileHeader header;
     header.version = options.sampling != "exact" ? format::kFormatVersion : 1;
@@ -518,8 +864,16 @@ bool CaptureWriter::Impl::begin(std::string* error_out) {
         return false;
     }
     bytes_written.store(chunks->bytes_written(), std::memory_order_relaxed);
-    for (auto& buffer : spare) buffer->reserve_bytes(options.chunk_bytes + kBufferSlack);
-    current->reserve_bytes(options.chunk_bytes + kBufferSlack);
+    if (journal && !begin_journal()) {
+        journal = false;
+        for (size_t i = 0; i < kBuffers; ++i) spare.push_back(std::make_unique<Buffer>());
+        current = std::move(spare.back());
+        spare.pop_back();
+    }
+    if (!journal) {
+        for (auto& buffer : spare) buffer->encoder.reserve_bytes(options.chunk_bytes + kBufferSlack);
+        current->encoder.reserve_bytes(options.chunk_bytes + kBufferSlack);
+    }
     // The thread starts with every signal blocked: process signals (SIGINT,
     // a profiler's SIGPROF) go to the program's threads, and a write to a
     // socket or pipe whose reader left gets EPIPE instead of SIGPIPE.
@@ -541,7 +895,7 @@ bool CaptureWriter::Impl::begin(std::string* error_out) {
     return started;
 }
 
-std::unique_ptr<CaptureWriter> CaptureWriter::open(CaptureOptions options, std::string* error) {
+std::unique_ptr<CaptureWriter> CaptureWriter::open(CaptureOptions options, std::string* error, int* error_number) {
     HookGuard guard;  // the writer's own memory is not traced
     std::unique_ptr<CaptureWriter> writer(new CaptureWriter());
     writer->impl_ = std::make_unique<Impl>();
@@ -550,7 +904,10 @@ std::unique_ptr<CaptureWriter> CaptureWriter::open(CaptureOptions options, std::
     if (s.options.native_traces) {
         s.generations.emplace_back(format::LoadedObjectsRecord{1, current_loaded_objects()}, 0);
     }
-    if (!s.begin(error)) return nullptr;
+    if (!s.begin(error)) {
+        if (error_number) *error_number = s.chunks ? s.chunks->error_number() : 0;
+        return nullptr;
+    }
     return writer;
 }
 
@@ -582,7 +939,8 @@ void CaptureWriter::on_thread(uint32_t thread, uint64_t os_tid, const std::strin
                                   [thread](const format::ThreadRecord& t) { return t.thread == thread; });
         format::ThreadRecord record{thread, os_tid,
                                     name ? *name : known != s.threads.end() ? known->name : thread_name_of_caller()};
-        s.current->thread(record);
+        s.ensure_room_locked(bound_of(record));
+        s.current->encoder.thread(record);
         // A renamed thread's new record replaces its old one (a forked child repeats the latest).
         if (known != s.threads.end()) {
             *known = std::move(record);
@@ -615,14 +973,15 @@ void CaptureWriter::on_python_node(uint32_t node, uint32_t parent, FrameKey fram
                     first_lineno = 0;
                 }
                 code.first_lineno = first_lineno;
-                s.current->code(code);
+                s.ensure_room_locked(bound_of(code));
+                s.current->encoder.code(code);
                 s.codes.push_back(std::move(code));
             }
             record.code = it->second;
             record.lineno = s.options.describer.lineno ? s.options.describer.lineno(frame) : 0;
             record.is_entry = s.options.describer.is_entry ? s.options.describer.is_entry(frame) : false;
         }
-        s.current->python_node(record);
+        s.current->encoder.python_node(record);
         s.python_nodes.push_back(record);
         s.after_record_locked();
     } catch (const std::exception&) {
@@ -636,7 +995,7 @@ void CaptureWriter::on_native_node(uint32_t node, uint32_t parent, uintptr_t ip)
         MaybeSpinGuard guard(s.hooks_own_lock());
         if (!s.accepting()) return;
         format::NativeNodeRecord record{node, parent, ip};
-        s.current->native_node(record);
+        s.current->encoder.native_node(record);
         s.native_nodes.push_back(record);
         s.after_record_locked();
     } catch (const std::exception&) {
@@ -656,7 +1015,7 @@ uint32_t CaptureWriter::on_alloc(const AllocationEvent& e) {
         s.heap += e.size;
         if (s.heap > s.peak_heap) s.peak_heap = s.heap;
         if (!s.aggregated) {
-            s.current->allocation(format::AllocationRecord{e.thread, e.address, e.size, e.allocator, e.domain,
+            s.current->encoder.allocation(format::AllocationRecord{e.thread, e.address, e.size, e.allocator, e.domain,
                                                            e.python_node, e.native_node,
                                                            static_cast<uint32_t>(e.count)});
             s.after_record_locked();
@@ -685,7 +1044,7 @@ void CaptureWriter::on_free(const DeallocationEvent& e) {
         s.heap -= std::min(s.heap, e.size);
         if (!s.aggregated) {
             const uint64_t size = e.allocator == Allocator::kMunmap ? e.size : 0;
-            s.current->deallocation(format::DeallocationRecord{e.thread, e.address, size, e.allocator, e.domain});
+            s.current->encoder.deallocation(format::DeallocationRecord{e.thread, e.address, size, e.allocator, e.domain});
             s.after_record_locked();
             return;
         }
@@ -718,7 +1077,8 @@ void CaptureWriter::on_mappings_changed() {
         if (!s.accepting()) return;
         const uint32_t generation = s.generations.empty() ? 1 : s.generations.back().first.generation + 1;
         s.generations.emplace_back(format::LoadedObjectsRecord{generation, std::move(objects)}, s.native_nodes.size());
-        s.current->loaded_objects(s.generations.back().first);
+        s.ensure_room_locked(bound_of(s.generations.back().first));
+        s.current->encoder.loaded_objects(s.generations.back().first);
         s.after_record_locked();
     } catch (const std::exception&) {
         s.fail("out of memory while recording loaded objects");
@@ -734,7 +1094,8 @@ void CaptureWriter::add_metadata(std::vector<std::pair<std::string, std::string>
         record.entries = std::move(entries);
         SpinGuard guard(*s.state_lock);
         if (!s.accepting()) return;
-        s.current->metadata(record);
+        s.ensure_room_locked(bound_of(record));
+        s.current->encoder.metadata(record);
         s.late_metadata.insert(s.late_metadata.end(), record.entries.begin(), record.entries.end());
         s.after_record_locked();
     } catch (const std::exception&) {
@@ -771,7 +1132,11 @@ bool CaptureWriter::finish(const std::vector<std::pair<std::string, std::string>
     SpinGuard guard_state(*s.state_lock);
     s.drain();  // anything handed off after the background thread's last pass
     if (!s.failed.load(std::memory_order_acquire)) {
-        format::RecordEncoder& out = *s.current;
+        // With a journal the current slot becomes its chunk, and the end
+        // records follow in a chunk of their own.
+        format::RecordEncoder end_records;
+        if (s.journal && s.current->encoder.size() != 0) s.write_buffer(*s.current);
+        format::RecordEncoder& out = s.journal ? end_records : s.current->encoder;
         const uint64_t now = s.now_ms();
         if (s.options.memory_interval_ms) out.memory(format::MemoryRecord{now, read_rss_bytes(), s.heap});
         format::MetadataRecord metadata;
@@ -783,12 +1148,28 @@ bool CaptureWriter::finish(const std::vector<std::pair<std::string, std::string>
         metadata.entries.emplace_back("duration_ms", std::to_string(now));
         out.metadata(metadata);
         if (s.aggregated) s.encode_checkpoint_locked(true, &out);
-        if (!s.chunks->write_chunk(format::ChunkType::kRecords, out.view()) ||
+        if (s.failed.load(std::memory_order_acquire) ||
+            !s.chunks->write_chunk(format::ChunkType::kRecords, out.view()) ||
             !s.chunks->write_chunk(format::ChunkType::kEnd, {})) {
-            s.fail(s.chunks->error());
+            if (!s.failed.load(std::memory_order_acquire)) s.fail(s.chunks->error());
+        } else if (s.journal && ::ftruncate(s.options.fd, static_cast<off_t>(s.chunks->position())) != 0) {
+            // Everything is in chunks now: the journal's slots go.
+            s.fail(std::string("truncating the capture failed: ") + std::strerror(errno));
         }
         s.bytes_written.store(s.chunks->bytes_written(), std::memory_order_relaxed);
         out.reset();
+    }
+    if (s.journal) {
+        // After a failure the slots stay in the file: a reader finds what they hold.
+        SpinGuard queue(s.queue_lock);
+        s.unmap_slot(*s.current);
+        for (auto& buffer : s.spare) s.unmap_slot(*buffer);
+        for (auto& buffer : s.ready) s.unmap_slot(*buffer);
+        s.committed = &s.unpublished;
+    }
+    if (s.options.listener_fd >= 0) {
+        ::close(s.options.listener_fd);
+        s.options.listener_fd = -1;
     }
     if (::close(s.options.fd) != 0 && !s.failed.load(std::memory_order_acquire)) {
         s.fail(std::string("closing the capture failed: ") + std::strerror(errno));
@@ -815,6 +1196,7 @@ std::unique_ptr<CaptureWriter> CaptureWriter::clone_in_child(
     Impl& s = *child->impl_;
     s.options = parent.options;
     s.options.fd = fd;
+    s.options.listener_fd = -1;  // the parent's viewers are the parent's
     s.options.metadata = std::move(metadata);
     s.threads = parent.threads;
     s.code_ids = parent.code_ids;
@@ -862,5 +1244,7 @@ CaptureTotals CaptureWriter::totals() {
 }
 
 bool CaptureWriter::failed() { return impl_->failed.load(std::memory_order_acquire); }
+
+int CaptureWriter::error_number() { return impl_->failed_errno.load(std::memory_order_relaxed); }
 
 }  // namespace heapscope

@@ -5,7 +5,9 @@
 // profile as of its last checkpoint).
 //
 // Hook side (on_* below, called by the engine with its lock held): encode
-// into the current chunk buffer; a full buffer is handed to the background
+// into the current chunk buffer (for a regular file, a window of the file
+// mapped shared: the journal, so that everything encoded survives a kill of
+// the process); a full buffer is handed to the background
 // thread, and when the destination falls behind (three buffers in flight)
 // the hook waits for it: memory stays bounded. Background thread: compresses
 // and writes chunks (a partial one at least every 250 ms), adds a
@@ -46,6 +48,12 @@ struct CaptureOptions {
     // events carry weights: the file is version 2. Exact captures are
     // written as version 1, which older readers still read.
     std::string sampling = "exact";
+    // A regular file opened for reading and writing gets a journal: records
+    // are encoded into windows of the file mapped shared, so every event
+    // recorded is in the file even if the process is killed the next
+    // instant (docs/capture-format.md, "Journal"). Other destinations
+    // (sockets, pipes, a file opened write-only) are written a chunk at a time.
+    bool journal = true;
     int compression_level = 3;                // 0: chunks stored uncompressed
     uint32_t memory_interval_ms = 10;         // 0: no memory records
     uint32_t checkpoint_interval_ms = 1000;   // aggregated format
@@ -59,7 +67,15 @@ struct CaptureOptions {
     // writer. Null: the writer locks for itself (the caller may then call
     // on_* from several threads without a common lock).
     SpinLock* hook_lock = nullptr;
+    // A socket destination's listening socket, or -1. The writer owns it: a
+    // second viewer that connects while this one is served is told so
+    // (kLiveBusy) and let go, by the background thread.
+    int listener_fd = -1;
 };
+
+// What a second live viewer is sent before the connection is closed.
+inline constexpr const char kLiveBusy[] =
+    "HEAPSCOPE-BUSY\nheapscope: error: this program's capture already has a live viewer (one at a time)\n";
 
 struct CaptureTotals {
     uint64_t allocations = 0;    // allocation events seen
@@ -74,7 +90,10 @@ class CaptureWriter final : public CaptureSink {
   public:
     // Writes the header and the metadata, and starts the background thread.
     // Null on failure (`*error` says why); the descriptor is then closed.
-    static std::unique_ptr<CaptureWriter> open(CaptureOptions options, std::string* error);
+    // `*error_number`, if given, gets the errno of a failed write (EPIPE: a
+    // live viewer that left), or 0.
+    static std::unique_ptr<CaptureWriter> open(CaptureOptions options, std::string* error,
+                                               int* error_number = nullptr);
     ~CaptureWriter() override;  // finishes if finish() was not called
 
     // CaptureSink (hook_lock held, if one was given)
@@ -109,6 +128,8 @@ class CaptureWriter final : public CaptureSink {
     CaptureTotals totals();
     // True once a write has failed: the capture is then incomplete.
     bool failed();
+    // The errno of the write that failed (EPIPE: a live viewer left), or 0.
+    int error_number();
 
   private:
     CaptureWriter() = default;

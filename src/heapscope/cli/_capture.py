@@ -93,8 +93,19 @@ def finish(reader):
         _warn(f"{reader.path} is damaged: {metadata.damage}; the report covers what was read before it")
         return 2
     if not metadata.complete:
-        _warn(f"{reader.path} was not finished (was the program killed?); "
-              f"the report covers what was written")
+        signal_number = metadata.exit_signal
+        if signal_number:
+            import signal
+
+            try:
+                name = signal.Signals(signal_number).name
+            except ValueError:
+                name = f"signal {signal_number}"
+            _warn(f"{reader.path} was not finished: the program was killed by {name}; "
+                  f"the report covers what it recorded until then")
+        else:
+            _warn(f"{reader.path} was not finished (was the program killed?); "
+                  f"the report covers what was written")
     return 0
 
 

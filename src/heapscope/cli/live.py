@@ -31,10 +31,14 @@ def register(commands):
 
 
 def _connect(address, port):
+    from heapscope.tracker import LIVE_HELLO
+
     deadline = time.monotonic() + _CONNECT_TIMEOUT_S
     while True:
         try:
-            return socket.create_connection((address, port), timeout=_CONNECT_TIMEOUT_S)
+            connection = socket.create_connection((address, port), timeout=_CONNECT_TIMEOUT_S)
+            connection.sendall(LIVE_HELLO)
+            return connection
         except ConnectionRefusedError:
             if time.monotonic() >= deadline:
                 raise CommandError(f"nothing is serving a capture on {address}:{port} "
@@ -96,41 +100,59 @@ class LiveView:
 
 
 def run(parser, options):
-    from heapscope import _heapscope
-
     if not options.interval > 0:
         parser.error("--interval must be more than 0")
     connection = _connect(options.address, options.port)
-    stream = _heapscope.CaptureStream()
-    view = LiveView(stream)
     tty = sys.stdout.isatty()
     rows = options.rows or (max(5, os.get_terminal_size().lines - 6) if tty else 20)
-    started = time.monotonic()
-    next_draw = started + options.interval
-    closed = False
-    connection.settimeout(min(options.interval, 0.2))
     with connection:
-        while True:
-            try:
-                data = connection.recv(1 << 16)
+        return follow(connection, options.interval, rows, tty, where=f"{options.address}:{options.port}")
+
+
+def follow(connection, interval, rows, tty=False, where="the port"):
+    """Shows the capture arriving on *connection* until it ends, the
+    connection closes or the stream is damaged; the exit code (0: the
+    program ended), or CommandError. The stream may stop at any byte."""
+    from heapscope import _heapscope
+    from heapscope.tracker import LIVE_BUSY
+
+    stream = _heapscope.CaptureStream()
+    view = LiveView(stream)
+    started = time.monotonic()
+    next_draw = started + interval
+    closed = False
+    first = b""  # the first bytes, until they tell a capture from a refusal
+    connection.settimeout(min(interval, 0.2))
+    while True:
+        try:
+            data = connection.recv(1 << 16)
+            if data:
+                if first is not None:
+                    first += data
+                    if len(first) < len(LIVE_BUSY) and LIVE_BUSY.startswith(first):
+                        data = b""
+                    elif first.startswith(LIVE_BUSY):
+                        raise CommandError(f"the program on {where} already has a live viewer (one at a time)")
+                    else:
+                        data, first = first, None
                 if data:
                     stream.feed(data)
-                else:
-                    closed = True
-            except socket.timeout:
-                pass
-            except ConnectionError:
+            else:
                 closed = True
-            finished = closed or stream.ended or stream.damage is not None
-            now = time.monotonic()
-            if finished or now >= next_draw:
-                state = "the program ended" if stream.ended else ("stopped" if finished else "running")
-                text = view.render(rows, now - started, state)
-                sys.stdout.write((_CLEAR + text + "\n") if tty else (text + "\n\n"))
-                sys.stdout.flush()
-                next_draw = now + options.interval
-            if finished:
-                break
+        except socket.timeout:
+            pass
+        except ConnectionError:
+            closed = True
+        finished = closed or stream.ended or stream.damage is not None
+        now = time.monotonic()
+        if finished or now >= next_draw:
+            state = "the program ended" if stream.ended else ("stopped" if finished else "running")
+            text = view.render(rows, now - started, state)
+            sys.stdout.write((_CLEAR + text + "\n") if tty else (text + "\n\n"))
+            sys.stdout.flush()
+            next_draw = now + interval
+        if finished:
+            break
     if stream.damage is not None:
         raise CommandError(f"the capture stream is damaged: {stream.damage}", exit_code=2)
     if not stream.ended:

@@ -17,6 +17,8 @@ import os
 import struct
 import zlib
 
+from heapscope._private_files import PRIVATE_MODE
+
 HPM_FORMAT = "heapscope.heapprof metadata"
 HPM_VERSION = 1
 HPC_MAGIC = b"HEAPSCOPE-DIGEST"  # 16 bytes
@@ -37,12 +39,12 @@ class DamagedDigest(HeapprofFileError):
 def write_atomically(path, data):
     """Writes *data* (bytes) to *path* through a temporary file in the same
     directory and a rename: readers see the old file or the new one, never
-    a part. The file gets the usual permissions (0666 less the umask)."""
+    a part. The file is private (mode 0600): it names the program's code."""
     directory = os.path.dirname(os.path.abspath(path))
     for _ in range(100):
         temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_MODE)
             break
         except FileExistsError:
             continue
