@@ -940,9 +940,12 @@ class SocketReader(_StackResolver):
                 break
             except ConnectionRefusedError:
                 time.sleep(self._CONNECT_RETRY_S)
+        from heapscope.tracker import LIVE_HELLO
+
         self._stream = _heapscope.CaptureStream()
         self._python_stacks, self._native_stacks, self._hybrid_stacks = {}, {}, {}
         try:
+            connection.sendall(LIVE_HELLO)  # a capture's port streams only to a client that greets it
             while "pid" not in self._stream.metadata:  # the opening chunk: what the program says of itself
                 data = connection.recv(1 << 16)
                 if not data:
