@@ -30,7 +30,10 @@ fi
 
 echo "== pytest"
 # Run from tests/ so that the installed package, not src/, is imported.
-(cd tests && python -m pytest -q -p no:cacheprovider "$@")
+# pytest-xdist spreads the tests over every core (HEAPSCOPE_TEST_WORKERS=0: one process).
+workers=${HEAPSCOPE_TEST_WORKERS:-$jobs}
+export HEAPSCOPE_TEST_WORKERS=$workers
+(cd tests && python -m pytest -q -p no:cacheprovider -n "$workers" "$@")
 
 # The other supported CPython versions this machine has (3.9-3.13).
 bash scripts/test_other_pythons.sh

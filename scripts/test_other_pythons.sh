@@ -32,7 +32,8 @@ for version in 3.9 3.10 3.11 3.12 3.13; do
   [ -x "$venv/bin/python" ] || "$interpreter" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test]"
   # The HTML pages do not depend on the interpreter: the browser tests run once, in the main run.
-  (cd tests && HEAPSCOPE_BROWSER_TESTS=0 "$repo/$venv/bin/python" -m pytest -q -p no:cacheprovider)
+  (cd tests && HEAPSCOPE_BROWSER_TESTS=0 "$repo/$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    -n "${HEAPSCOPE_TEST_WORKERS:-$(nproc)}")
   tested+=("$version")
 done
 echo "== other Python versions tested: ${tested[*]:-none}"
