@@ -65,8 +65,32 @@ def run_json(args, timeout=None, json_line_prefix=None):
     return {"error": f"exit {proc.returncode}: {tail}"}
 
 
-def run_driver(mode, workload, timeout=None):
-    return run_json([DRIVER, mode, os.path.join(WORKLOADS, workload + ".py")], timeout)
+def workload_path(workload):
+    return os.path.join(WORKLOADS, workload + ".py")
+
+
+def run_driver(mode, workload, timeout=None, target=None):
+    """One timed run of *workload* (a bench/workloads name, unless the driver's
+    *target* is given, such as ``bench/pyperf_workloads.py::raytrace``)."""
+    return run_json([DRIVER, mode, target or workload_path(workload)], timeout)
+
+
+def run_driver_under_scalene(target, timeout=None):
+    """One run of the driver's plain mode as a program under Scalene's memory
+    profiler (``scalene run --memory``: CPU and memory profiling, its sampled
+    allocation tracking through LD_PRELOAD). Scalene cannot be started inside
+    a running interpreter; the figure is still the driver's own timed span."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="heapscope-bench-") as scratch:
+        return run_json(["-m", "scalene", "run", "--memory", "-o", os.path.join(scratch, "profile.json"),
+                         DRIVER, "---", "plain", target], timeout=timeout, json_line_prefix="{")
+
+
+def probe_scalene():
+    version = package_versions(["scalene"])["scalene"]
+    return ({"ok": True, "version": version} if version
+            else {"ok": False, "error": "scalene is not installed (pip install scalene)"})
 
 
 def probe_modes(modes):

@@ -59,13 +59,16 @@ def run_all(args, runnable, run_one=h.run_driver):
         result = run_one(mode, workload, timeout=args.timeout)
         result.update(rep=rep, workload=workload, mode=mode)
         runs.append(result)
-        status = h.fmt_seconds(result.get("elapsed_s")) if "error" not in result else "FAILED: " + result["error"]
+        status = ("FAILED: " + result["error"] if "error" in result else
+                  h.fmt_seconds(result.get("elapsed_s")) +
+                  (f" wall, {h.fmt_seconds(result['cpu_s'])} CPU" if "cpu_s" in result else ""))
         h.progress(f"[{i}/{len(schedule)}] rep {rep + 1}/{args.reps} {workload} / {mode}: {status}")
     return runs
 
 
 def summarize(runs, workloads, modes):
-    """{(workload, mode): {"time", "ratio", "tool_memory", "rss", "capture", "ok", "errors"}}."""
+    """{(workload, mode): {"time", "cpu", "ratio", "tool_memory", "rss", "capture", "ok", "errors"}}:
+    medians of the successful runs ("time" is wall time, "ratio" its ratio to plain's)."""
     cells = {}
     for w in workloads:
         for m in modes:
@@ -74,6 +77,7 @@ def summarize(runs, workloads, modes):
             cells[w, m] = {
                 "ok": len(ok), "errors": [r["error"] for r in mine if "error" in r],
                 "time": h.median([r["elapsed_s"] for r in ok]),
+                "cpu": h.median([r.get("cpu_s") for r in ok]),
                 "tool_memory": h.median([r.get("tool_memory_bytes") for r in ok]),
                 "rss": h.median([r.get("peak_rss_bytes") for r in ok]),
                 "capture": h.median([r.get("capture_bytes") for r in ok]),
