@@ -84,6 +84,9 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per cell (default 3)")
     p.add_argument("--modes", nargs="+", type=names(list(MODES)), action="extend", metavar="M",
                    help=f"subset of: {', '.join(MODES)} (plain always runs)")
+    p.add_argument("--once", nargs="*", type=names(list(MODES)), action="extend", metavar="M",
+                   help="modes run in the first repetition only (default: tracemalloc-64, 50x plain, "
+                        "which alone would take half the run); --once with no name: none")
     p.add_argument("--timeout", type=float, default=600, help="seconds per run (default 600)")
     p.add_argument("--json", metavar="PATH", help="write the raw runs and summary here too")
     p.add_argument("--write-results", action="store_true",
@@ -96,6 +99,7 @@ def parse_args(argv):
     chosen = sum(args.modes or [list(MODES)], [])
     args.modes = [m for m in MODES if m in chosen or m == "plain"]
     args.reps = args.repeats  # the name run_tracemalloc.run_all reads
+    args.once = ["tracemalloc-64"] if args.once is None else sum(args.once, [])
     return args
 
 
@@ -202,8 +206,11 @@ def report(args, cells, runnable, skipped):
     workloads = args.workloads
     errors = failed(cells)
     pairs = [p for p in HEAD_TO_HEAD if p[0] in runnable and p[1] in runnable]
+    once = [m for m in args.once if m in runnable and args.reps > 1]
     out = ["**CPU time** (primary) against plain Python: median of "
-           f"{args.reps} interleaved run(s) per cell; the plain column is plain's CPU seconds.", "",
+           f"{args.reps} interleaved run(s) per cell" +
+           (f" ({', '.join(once)}: one run, in the first repetition)" if once else "") +
+           "; the plain column is plain's CPU seconds.", "",
            run_sampling.ratio_table(workloads, runnable, lambda w: cells[w, "plain"]["cpu"],
                                     lambda w, m: ratio(cells, w, m, "plain", "cpu"), errors),
            "", "**Wall time** against plain Python (same runs; more exposed to the other jobs on the machine).", "",
@@ -246,7 +253,7 @@ def main(argv=None):
         sys.exit("plain mode cannot run: " + skipped.get("plain", "?"))
 
     load_before = os.getloadavg()
-    runs = rt.run_all(args, runnable, run_one)
+    runs = rt.run_all(args, runnable, run_one, once=args.once)
     load_after = os.getloadavg()
     cells = rt.summarize(runs, args.workloads, runnable)
     text, results = report(args, cells, runnable, skipped)
@@ -255,6 +262,7 @@ def main(argv=None):
     tools.update({m: report_probe[m].get("version") for m in runnable if m != "plain"})
     command, date = h.command_line(), h.now_utc()
     data = {"command": command, "date": date, "machine": machine, "tools": tools, "reps": args.reps,
+            "once": args.once,
             "load_average_before": load_before, "load_average_after": load_after,
             "workloads": args.workloads, "modes": runnable, "skipped": skipped, "targets": results,
             "cells": [{"workload": w, "mode": m, **{k: v for k, v in c.items() if k != "errors"},

@@ -50,10 +50,13 @@ def parse_args(argv, modes=MODES):
     return args
 
 
-def run_all(args, runnable, run_one=h.run_driver):
+def run_all(args, runnable, run_one=h.run_driver, once=()):
     """Every (workload, mode) pair args.reps times, interleaved; *run_one(mode,
-    workload, timeout=...)* makes one run (a fresh driver process by default)."""
-    schedule = h.interleave([(w, m) for w in args.workloads for m in runnable], args.reps)
+    workload, timeout=...)* makes one run (a fresh driver process by default).
+    Modes in *once* run in the first repetition only, still interleaved."""
+    schedule = [(rep, (w, m)) for rep, (w, m) in
+                h.interleave([(w, m) for w in args.workloads for m in runnable], args.reps)
+                if rep == 0 or m not in once]
     runs = []
     for i, (rep, (workload, mode)) in enumerate(schedule, 1):
         result = run_one(mode, workload, timeout=args.timeout)
