@@ -4,6 +4,7 @@ Generic parts only: timed subprocess runs of bench/_driver.py, interleaved
 schedules, medians and geometric means, Markdown tables, RESULTS.md section
 replacement, machine description and raw-result files.
 """
+import argparse
 import datetime
 import json
 import math
@@ -94,10 +95,14 @@ def probe_scalene():
 
 
 def probe_modes(modes):
-    """Ask a fresh interpreter which modes can run: {mode: {"ok", "version" | "error"}}."""
-    report = run_json([DRIVER, "--probe"] + list(modes), timeout=120)
+    """Ask a fresh interpreter which modes can run: {mode: {"ok", "version" | "error"}}.
+    The mode "scalene" (a launcher around the driver) is looked up as a package."""
+    driven = [m for m in modes if m != "scalene"]
+    report = run_json([DRIVER, "--probe"] + driven, timeout=120) if driven else {}
     if "error" in report:
-        return {m: {"ok": False, "error": "probe failed: " + report["error"]} for m in modes}
+        report = {m: {"ok": False, "error": "probe failed: " + report["error"]} for m in driven}
+    if "scalene" in modes:
+        report["scalene"] = probe_scalene()
     return report
 
 
@@ -110,6 +115,17 @@ def package_versions(names):
             "print(json.dumps({n: v(n) for n in sys.argv[1:]}))")
     found = run_json(["-c", code] + list(names), timeout=60)
     return {n: found.get(n) for n in names}
+
+
+def name_list(choices):
+    """An argparse type: a comma-separated list of names, each one of *choices*."""
+    def split(text):
+        items = [s for s in text.split(",") if s]
+        bad = [s for s in items if s not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
+        return items
+    return split
 
 
 def interleave(keys, reps):

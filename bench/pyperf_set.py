@@ -1,8 +1,9 @@
 """The "real programs" set (issue 17): pyperformance's benchmarks under every tool, side by side.
 
     python bench/pyperf_set.py --list
-    python bench/pyperf_set.py [--only NAME ...] [--repeats N] [--modes M ...]
+    python bench/pyperf_set.py [--only NAME ...] [--repeats N] [--modes M ...] [--once M ...]
                                [--timeout S] [--json PATH] [--write-results]
+    python bench/pyperf_set.py --from-json bench/out/pyperf-....json [--write-results]
 
 Each benchmark is pyperformance's own workload function, imported from the
 installed pyperformance package and run in-process for a fixed amount of work
@@ -67,15 +68,7 @@ COLLECTION = os.path.join(h.BENCH, "pyperf_workloads.py")
 
 
 def parse_args(argv):
-    def names(choices):
-        def split(text):
-            items = [s for s in text.split(",") if s]
-            bad = [s for s in items if s not in choices]
-            if bad:
-                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
-            return items
-        return split
-
+    names = h.name_list
     benchmarks = sorted(pyperf_workloads.BENCHMARKS)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--list", action="store_true", help="list the benchmarks and modes, then exit")
@@ -89,6 +82,8 @@ def parse_args(argv):
                         "which alone would take half the run); --once with no name: none")
     p.add_argument("--timeout", type=float, default=600, help="seconds per run (default 600)")
     p.add_argument("--json", metavar="PATH", help="write the raw runs and summary here too")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="no runs: report (and with --write-results publish) the runs saved in PATH")
     p.add_argument("--write-results", action="store_true",
                    help="rewrite the 'Real programs (issue 17)' section of bench/RESULTS.md")
     args = p.parse_args(argv)
@@ -109,13 +104,6 @@ def list_benchmarks():
     print(h.markdown_table(["benchmark", "work", "what it runs"], rows))
     print()
     print(h.markdown_table(["mode", "what runs around the workload"], [[m, what] for m, what in MODES.items()]))
-
-
-def probe(modes):
-    report = h.probe_modes([m for m in modes if m != "scalene"])
-    if "scalene" in modes:
-        report["scalene"] = h.probe_scalene()
-    return report
 
 
 def run_one(mode, workload, timeout):
@@ -238,56 +226,67 @@ def report(args, cells, runnable, skipped):
     return "\n".join(out), results
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.list:
-        list_benchmarks()
-        return
+def measure(args):
+    """Run the set; return the record that bench/out/pyperf-*.json keeps."""
     pyperf_workloads.benchmarks_dir()  # fails early, with the install hint, without pyperformance
-    report_probe = probe(args.modes)
+    report_probe = h.probe_modes(args.modes)
     runnable = [m for m in args.modes if report_probe[m]["ok"]]
     skipped = {m: report_probe[m]["error"] for m in args.modes if not report_probe[m]["ok"]}
     for m, why in skipped.items():
         h.progress(f"skipping {m}: {why}")
     if "plain" not in runnable:
         sys.exit("plain mode cannot run: " + skipped.get("plain", "?"))
-
     load_before = os.getloadavg()
     runs = rt.run_all(args, runnable, run_one, once=args.once)
     load_after = os.getloadavg()
-    cells = rt.summarize(runs, args.workloads, runnable)
-    text, results = report(args, cells, runnable, skipped)
-    machine = h.machine_info()
     tools = {"pyperformance": h.package_versions(["pyperformance"])["pyperformance"]}
-    tools.update({m: report_probe[m].get("version") for m in runnable if m != "plain"})
-    command, date = h.command_line(), h.now_utc()
-    data = {"command": command, "date": date, "machine": machine, "tools": tools, "reps": args.reps,
-            "once": args.once,
-            "load_average_before": load_before, "load_average_after": load_after,
-            "workloads": args.workloads, "modes": runnable, "skipped": skipped, "targets": results,
-            "cells": [{"workload": w, "mode": m, **{k: v for k, v in c.items() if k != "errors"},
-                       "errors": c["errors"]} for (w, m), c in cells.items()],
-            "runs": runs}
-    raw = h.save_raw(SECTION, data)
+    tools.update({m.split("-")[0]: report_probe[m].get("version") for m in runnable if m != "plain"})
+    return {"command": h.command_line(), "date": h.now_utc(), "machine": h.machine_info(), "tools": tools,
+            "reps": args.reps, "once": args.once, "load_average_before": load_before,
+            "load_average_after": load_after, "workloads": args.workloads, "modes": runnable,
+            "skipped": skipped, "runs": runs}
+
+
+def results_section(data, runnable, text):
+    load = lambda key: ", ".join(f"{x:.1f}" for x in data[key])  # noqa: E731
+    return "\n".join([
+        "## Real programs (issue 17)", "",
+        "pyperformance's benchmarks, each its own workload function imported from the pyperformance "
+        "package and run in-process for a fixed amount of work (bench/pyperf_workloads.py; no pyperf "
+        "worker processes), under every tool in one run.", "",
+        f"- Date: {data['date']}", f"- Command: `{data['command']}`",
+        h.machine_markdown(data["machine"], data["tools"]),
+        f"- Load average (1, 5, 15 min) at the start: {load('load_average_before')}; at the end: "
+        f"{load('load_average_after')}. Other engineers build and test on the same 2 cores during the run, "
+        "so wall times are inflated and noisy; **CPU time is the primary figure**, and even it is disturbed "
+        "by the shared caches and clock. Read the ratios as ±5-10%.",
+        "", h.markdown_table(["mode", "what runs around the workload"], [[m, MODES[m]] for m in runnable]),
+        "", text])
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        list_benchmarks()
+        return
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            data = json.load(f)
+        args.workloads, args.reps, args.once = data["workloads"], data["reps"], data["once"]
+    else:
+        data = measure(args)
+    runnable = data["modes"]
+    cells = rt.summarize(data["runs"], args.workloads, runnable)
+    text, data["targets"] = report(args, cells, runnable, data["skipped"])
+    data["cells"] = [{"workload": w, "mode": m, **c} for (w, m), c in cells.items()]
+    if not args.from_json:
+        h.progress(f"raw results: {h.save_raw(SECTION, data)}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
     print(text)
-    h.progress(f"raw results: {raw}")
     if args.write_results:
-        h.replace_section(SECTION, "\n".join([
-            "## Real programs (issue 17)", "",
-            "pyperformance's benchmarks, each its own workload function imported from the pyperformance "
-            "package and run in-process for a fixed amount of work (bench/pyperf_workloads.py; no pyperf "
-            "worker processes), under every tool in one run.", "",
-            f"- Date: {date}", f"- Command: `{command}`", h.machine_markdown(machine, tools),
-            f"- Load average (1, 5, 15 min) at the start: {', '.join(f'{x:.1f}' for x in load_before)}; "
-            f"at the end: {', '.join(f'{x:.1f}' for x in load_after)}. Other engineers build and test on "
-            "the same 2 cores during the run, so wall times are inflated and noisy; **CPU time is the primary "
-            "figure**, and even it is disturbed by the shared caches and frequency. Read the ratios as ±5-10%.",
-            "", h.markdown_table(["mode", "what runs around the workload"],
-                                 [[m, MODES[m]] for m in runnable]),
-            "", text]))
+        h.replace_section(SECTION, results_section(data, runnable, text))
         h.progress(f"wrote section '{SECTION}' of {h.RESULTS_MD}")
 
 

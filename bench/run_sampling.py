@@ -27,13 +27,6 @@ INTERVAL_MODES = [f"heapscope-sampled-{k}k" for k in (16, 32, 64, 128, 256, 512,
 SECTION = "sampling"
 
 
-def probe(modes):
-    report = h.probe_modes([m for m in modes if m != "scalene"])
-    if "scalene" in modes:
-        report["scalene"] = h.probe_scalene()
-    return report
-
-
 def run_one(mode, workload, timeout):
     if mode == "scalene":
         return h.run_driver_under_scalene(h.workload_path(workload), timeout)
@@ -135,7 +128,7 @@ def main(argv=None):
     args = rt.parse_args(argv, modes)
     if "--modes" not in argv:  # the default set, and the interval sweep only when asked
         args.modes = MODES + (INTERVAL_MODES if intervals else [])
-    report = probe(args.modes)
+    report = h.probe_modes(args.modes)
     runnable = [m for m in args.modes if report[m]["ok"]]
     for m in args.modes:
         if not report[m]["ok"]:

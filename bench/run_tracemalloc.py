@@ -21,15 +21,7 @@ SECTION = "tracemalloc"
 
 
 def parse_args(argv, modes=MODES):
-    def names(choices):
-        def split(text):
-            items = [s for s in text.split(",") if s]
-            bad = [s for s in items if s not in choices]
-            if bad:
-                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {choices}")
-            return items
-        return split
-
+    names = h.name_list
     workloads = h.workload_names()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=5, help="repetitions per (workload, mode)")
