@@ -240,7 +240,7 @@ def measure(args):
     runs = rt.run_all(args, runnable, run_one, once=args.once)
     load_after = os.getloadavg()
     tools = {"pyperformance": h.package_versions(["pyperformance"])["pyperformance"]}
-    tools.update({m.split("-")[0]: report_probe[m].get("version") for m in runnable if m != "plain"})
+    tools.update({m: report_probe[m].get("version") for m in runnable if m != "plain"})
     return {"command": h.command_line(), "date": h.now_utc(), "machine": h.machine_info(), "tools": tools,
             "reps": args.reps, "once": args.once, "load_average_before": load_before,
             "load_average_after": load_after, "workloads": args.workloads, "modes": runnable,
@@ -249,13 +249,14 @@ def measure(args):
 
 def results_section(data, runnable, text):
     load = lambda key: ", ".join(f"{x:.1f}" for x in data[key])  # noqa: E731
+    tools = {mode.split("-")[0]: version for mode, version in data["tools"].items()}  # one line per tool
     return "\n".join([
         "## Real programs (issue 17)", "",
         "pyperformance's benchmarks, each its own workload function imported from the pyperformance "
         "package and run in-process for a fixed amount of work (bench/pyperf_workloads.py; no pyperf "
         "worker processes), under every tool in one run.", "",
         f"- Date: {data['date']}", f"- Command: `{data['command']}`",
-        h.machine_markdown(data["machine"], data["tools"]),
+        h.machine_markdown(data["machine"], tools),
         f"- Load average (1, 5, 15 min) at the start: {load('load_average_before')}; at the end: "
         f"{load('load_average_after')}. Other engineers build and test on the same 2 cores during the run, "
         "so wall times are inflated and noisy; **CPU time is the primary figure**, and even it is disturbed "
