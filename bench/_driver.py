@@ -1,6 +1,8 @@
 """Run one workload under one tool in this (fresh) process; report as JSON.
 
     python bench/_driver.py MODE path/to/workload.py   # one timed run
+    python bench/_driver.py MODE bench/pyperf_workloads.py::raytrace
+                                                       # one of a collection's workloads
     python bench/_driver.py --probe MODE...            # which modes can run here
 
 The tool is imported and the workload module loaded (its imports done) before
@@ -80,14 +82,15 @@ class Memray(Plain):
 
 
 class Capture(Plain):
-    """A capture to a file with Python allocators traced (memray's
+    """A capture to a file, by default with Python allocators traced (memray's
     ``trace_python_allocators=True``), optionally with native stacks. After the
     timed span, the time to compute the peak report from the file is measured
     in a fresh process (bench/_peak_report.py)."""
 
-    def __init__(self, tool, native, sampling=None, report=True):
+    def __init__(self, tool, native, sampling=None, report=True, python_allocators=True):
         self.tool, self.native = tool, native
         self.sampling, self.report = sampling, report
+        self.python_allocators = python_allocators
         if tool == "memray":
             import memray
             self.module = memray
@@ -104,7 +107,7 @@ class Capture(Plain):
         self.dir = tempfile.mkdtemp(prefix="heapscope-bench-")
         self.path = os.path.join(self.dir, "capture.bin")
         extra = {} if self.sampling is None else {"sampling": self.sampling}
-        self.tracker = self.tracker_class(self.path, trace_python_allocators=True,
+        self.tracker = self.tracker_class(self.path, trace_python_allocators=self.python_allocators,
                                           native_traces=self.native, **extra)
         self.tracker.__enter__()
 
@@ -190,6 +193,10 @@ MODES = {
     "memray-file": lambda: Capture("memray", False, report=False),
     "heapscope-exact": lambda: Capture("heapscope", False, report=False),
     "heapscope-sampled": lambda: Capture("heapscope", False, sampling=True, report=False),
+    # bench/pyperf_set.py: both tools' default modes, Python's allocators not traced
+    # (memray then sees pymalloc's arenas, not its blocks)
+    "memray-file-nopyalloc": lambda: Capture("memray", False, report=False, python_allocators=False),
+    "heapscope-exact-nopyalloc": lambda: Capture("heapscope", False, report=False, python_allocators=False),
     "heapscope-door-sampled": lambda: Tracemalloc("heapscope.tracemalloc", 64, sampling=True),
 }
 for _kib in (16, 32, 64, 128, 256, 512, 1024):
@@ -231,6 +238,15 @@ def _load(path):
     return module
 
 
+def _workload_main(target):
+    """The workload's callable, its imports and set-up done: ``main`` of
+    workload.py, or for ``collection.py::NAME`` what ``prepare(NAME)`` of that
+    collection returns (bench/pyperf_workloads.py)."""
+    path, _, name = target.partition("::")
+    module = _load(path)
+    return module.prepare(name) if name else module.main
+
+
 def probe(modes):
     report = {}
     for mode in modes:
@@ -241,14 +257,14 @@ def probe(modes):
     return report
 
 
-def run(mode, path):
+def run(mode, target):
     tool = MODES[mode]()
-    workload = _load(path)
+    workload_main = _workload_main(target)
     gc.collect()
     c0, t0 = time.process_time(), time.perf_counter()
     tool.start()
     try:
-        kept = workload.main()  # alive until after stop, so live traces count
+        kept = workload_main()  # alive until after stop, so live traces count
         c1, t1 = time.process_time(), time.perf_counter()
         tool_memory = tool.memory()
         c2, t2 = time.process_time(), time.perf_counter()
@@ -257,7 +273,7 @@ def run(mode, path):
     c3, t3 = time.process_time(), time.perf_counter()
     result = {
         "mode": mode,
-        "workload": os.path.splitext(os.path.basename(path))[0],
+        "workload": target.partition("::")[2] or os.path.splitext(os.path.basename(target))[0],
         "elapsed_s": (t1 - t0) + (t3 - t2),
         # CPU time of every thread of the process over the same spans: less
         # sensitive than wall time to other jobs on a shared machine.
@@ -277,7 +293,7 @@ def main(argv):
     elif len(argv) == 2 and argv[0] in MODES:
         out = run(*argv)
     else:
-        sys.exit(f"usage: _driver.py {{{'|'.join(MODES)}}} WORKLOAD.py | --probe [MODE...]")
+        sys.exit(f"usage: _driver.py {{{'|'.join(MODES)}}} WORKLOAD.py|COLLECTION.py::NAME | --probe [MODE...]")
     sys.stdout.flush()
     print(json.dumps(out))
 

@@ -4,6 +4,7 @@ Generic parts only: timed subprocess runs of bench/_driver.py, interleaved
 schedules, medians and geometric means, Markdown tables, RESULTS.md section
 replacement, machine description and raw-result files.
 """
+import argparse
 import datetime
 import json
 import math
@@ -65,15 +66,43 @@ def run_json(args, timeout=None, json_line_prefix=None):
     return {"error": f"exit {proc.returncode}: {tail}"}
 
 
-def run_driver(mode, workload, timeout=None):
-    return run_json([DRIVER, mode, os.path.join(WORKLOADS, workload + ".py")], timeout)
+def workload_path(workload):
+    return os.path.join(WORKLOADS, workload + ".py")
+
+
+def run_driver(mode, workload, timeout=None, target=None):
+    """One timed run of *workload* (a bench/workloads name, unless the driver's
+    *target* is given, such as ``bench/pyperf_workloads.py::raytrace``)."""
+    return run_json([DRIVER, mode, target or workload_path(workload)], timeout)
+
+
+def run_driver_under_scalene(target, timeout=None):
+    """One run of the driver's plain mode as a program under Scalene's memory
+    profiler (``scalene run --memory``: CPU and memory profiling, its sampled
+    allocation tracking through LD_PRELOAD). Scalene cannot be started inside
+    a running interpreter; the figure is still the driver's own timed span."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="heapscope-bench-") as scratch:
+        return run_json(["-m", "scalene", "run", "--memory", "-o", os.path.join(scratch, "profile.json"),
+                         DRIVER, "---", "plain", target], timeout=timeout, json_line_prefix="{")
+
+
+def probe_scalene():
+    version = package_versions(["scalene"])["scalene"]
+    return ({"ok": True, "version": version} if version
+            else {"ok": False, "error": "scalene is not installed (pip install scalene)"})
 
 
 def probe_modes(modes):
-    """Ask a fresh interpreter which modes can run: {mode: {"ok", "version" | "error"}}."""
-    report = run_json([DRIVER, "--probe"] + list(modes), timeout=120)
+    """Ask a fresh interpreter which modes can run: {mode: {"ok", "version" | "error"}}.
+    The mode "scalene" (a launcher around the driver) is looked up as a package."""
+    driven = [m for m in modes if m != "scalene"]
+    report = run_json([DRIVER, "--probe"] + driven, timeout=120) if driven else {}
     if "error" in report:
-        return {m: {"ok": False, "error": "probe failed: " + report["error"]} for m in modes}
+        report = {m: {"ok": False, "error": "probe failed: " + report["error"]} for m in driven}
+    if "scalene" in modes:
+        report["scalene"] = probe_scalene()
     return report
 
 
@@ -86,6 +115,17 @@ def package_versions(names):
             "print(json.dumps({n: v(n) for n in sys.argv[1:]}))")
     found = run_json(["-c", code] + list(names), timeout=60)
     return {n: found.get(n) for n in names}
+
+
+def name_list(choices):
+    """An argparse type: a comma-separated list of names, each one of *choices*."""
+    def split(text):
+        items = [s for s in text.split(",") if s]
+        bad = [s for s in items if s not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
+        return items
+    return split
 
 
 def interleave(keys, reps):

@@ -18,7 +18,6 @@ the per-line error of sampled captures against exact ones (bench/_accuracy.py).
 """
 import os
 import sys
-import tempfile
 
 import _harness as h
 import run_tracemalloc as rt
@@ -28,25 +27,10 @@ INTERVAL_MODES = [f"heapscope-sampled-{k}k" for k in (16, 32, 64, 128, 256, 512,
 SECTION = "sampling"
 
 
-def run_scalene(workload, timeout):
-    """One run of the driver's plain mode under Scalene's memory profiler."""
-    with tempfile.TemporaryDirectory(prefix="heapscope-bench-") as scratch:
-        return h.run_json(["-m", "scalene", "run", "--memory", "-o", os.path.join(scratch, "profile.json"),
-                           h.DRIVER, "---", "plain", os.path.join(h.WORKLOADS, workload + ".py")],
-                          timeout=timeout, json_line_prefix="{")
-
-
-def probe(modes):
-    report = h.probe_modes([m for m in modes if m != "scalene"])
-    if "scalene" in modes:
-        versions = h.package_versions(["scalene"])
-        report["scalene"] = ({"ok": True, "version": versions["scalene"]} if versions["scalene"]
-                             else {"ok": False, "error": "scalene is not installed (pip install scalene)"})
-    return report
-
-
 def run_one(mode, workload, timeout):
-    return run_scalene(workload, timeout) if mode == "scalene" else h.run_driver(mode, workload, timeout=timeout)
+    if mode == "scalene":
+        return h.run_driver_under_scalene(h.workload_path(workload), timeout)
+    return h.run_driver(mode, workload, timeout=timeout)
 
 
 def cpu_ratios(runs, workloads, modes):
@@ -144,7 +128,7 @@ def main(argv=None):
     args = rt.parse_args(argv, modes)
     if "--modes" not in argv:  # the default set, and the interval sweep only when asked
         args.modes = MODES + (INTERVAL_MODES if intervals else [])
-    report = probe(args.modes)
+    report = h.probe_modes(args.modes)
     runnable = [m for m in args.modes if report[m]["ok"]]
     for m in args.modes:
         if not report[m]["ok"]:

@@ -21,15 +21,7 @@ SECTION = "tracemalloc"
 
 
 def parse_args(argv, modes=MODES):
-    def names(choices):
-        def split(text):
-            items = [s for s in text.split(",") if s]
-            bad = [s for s in items if s not in choices]
-            if bad:
-                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {choices}")
-            return items
-        return split
-
+    names = h.name_list
     workloads = h.workload_names()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=5, help="repetitions per (workload, mode)")
@@ -50,22 +42,28 @@ def parse_args(argv, modes=MODES):
     return args
 
 
-def run_all(args, runnable, run_one=h.run_driver):
+def run_all(args, runnable, run_one=h.run_driver, once=()):
     """Every (workload, mode) pair args.reps times, interleaved; *run_one(mode,
-    workload, timeout=...)* makes one run (a fresh driver process by default)."""
-    schedule = h.interleave([(w, m) for w in args.workloads for m in runnable], args.reps)
+    workload, timeout=...)* makes one run (a fresh driver process by default).
+    Modes in *once* run in the first repetition only, still interleaved."""
+    schedule = [(rep, (w, m)) for rep, (w, m) in
+                h.interleave([(w, m) for w in args.workloads for m in runnable], args.reps)
+                if rep == 0 or m not in once]
     runs = []
     for i, (rep, (workload, mode)) in enumerate(schedule, 1):
         result = run_one(mode, workload, timeout=args.timeout)
         result.update(rep=rep, workload=workload, mode=mode)
         runs.append(result)
-        status = h.fmt_seconds(result.get("elapsed_s")) if "error" not in result else "FAILED: " + result["error"]
+        status = ("FAILED: " + result["error"] if "error" in result else
+                  h.fmt_seconds(result.get("elapsed_s")) +
+                  (f" wall, {h.fmt_seconds(result['cpu_s'])} CPU" if "cpu_s" in result else ""))
         h.progress(f"[{i}/{len(schedule)}] rep {rep + 1}/{args.reps} {workload} / {mode}: {status}")
     return runs
 
 
 def summarize(runs, workloads, modes):
-    """{(workload, mode): {"time", "ratio", "tool_memory", "rss", "capture", "ok", "errors"}}."""
+    """{(workload, mode): {"time", "cpu", "ratio", "tool_memory", "rss", "capture", "ok", "errors"}}:
+    medians of the successful runs ("time" is wall time, "ratio" its ratio to plain's)."""
     cells = {}
     for w in workloads:
         for m in modes:
@@ -74,6 +72,7 @@ def summarize(runs, workloads, modes):
             cells[w, m] = {
                 "ok": len(ok), "errors": [r["error"] for r in mine if "error" in r],
                 "time": h.median([r["elapsed_s"] for r in ok]),
+                "cpu": h.median([r.get("cpu_s") for r in ok]),
                 "tool_memory": h.median([r.get("tool_memory_bytes") for r in ok]),
                 "rss": h.median([r.get("peak_rss_bytes") for r in ok]),
                 "capture": h.median([r.get("capture_bytes") for r in ok]),
