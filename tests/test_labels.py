@@ -299,3 +299,27 @@ def _has_matplotlib():
     except ImportError:
         return False
     return True
+
+
+def test_a_tracker_entered_in_a_function_cuts_its_callers_but_keeps_labels(extension_dir, tmp_path):
+    script = tmp_path / "entered.py"
+    lines = write_script(script, """
+        import sys
+        import hs_alloc
+        import heapscope
+
+        def profiled():
+            with heapscope.Tracker(sys.argv[1]):
+                hs_alloc.malloc(1, 123_123)             # @unlabelled
+                with heapscope.label("phase"):
+                    hs_alloc.malloc(2, 321_321)         # @labelled
+
+        profiled()                                      # @caller
+    """)
+    capture = tmp_path / "entered.bin"
+    run_script(script, capture, extra_paths=[extension_dir])
+    with FileReader(capture) as reader:
+        stacks = {r.size: [(f, line) for f, _, line in reversed(r.stack_trace())]
+                  for r in reader.get_high_watermark_allocation_records() if r.size in (123_123, 321_321)}
+    assert stacks == {123_123: [("profiled", lines["unlabelled"])],
+                      321_321: [("[label] phase", 0), ("profiled", lines["labelled"])]}
