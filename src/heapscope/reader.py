@@ -685,7 +685,7 @@ class FileReader(_StackResolver):
         """Every entry the capture wrote at its start, as text: a dict of the
         Metadata's sources and any others (``host``, ``parent_pid``,
         ``dask_worker_name``, ``dask_worker_address``, ...)."""
-        return {str(key): str(value) for key, value in self._file.metadata}
+        return {str(key): str(value) for key, value in self._file.metadata.items()}
 
     @property
     def is_aggregated(self):
