@@ -60,8 +60,26 @@ if __name__ == "__main__":
             time.sleep(0.5)  # the capture's journal writes at most this long after
             pid = client.run(os.getpid, workers=[first])[first]
             os.kill(pid, signal.SIGKILL)
-            client.wait_for_workers(2, timeout=30)  # the nanny restarts it
-        summary["after_kill"] = {"path": killed.path, "captures": killed.captures, "killed": killed.killed}
+            deadline = time.monotonic() + 40  # the nanny starts a new worker, which joins the run
+            while time.monotonic() < deadline:
+                now = set(client.scheduler_info()["workers"])
+                if first not in now and len(now) == 2:
+                    break
+                time.sleep(0.1)
+            restarted = (now - {first, second}).pop()
+            table = client.submit(make_table, 2_000_000, key="after-restart-1", workers=[restarted])
+            wait([table])
+        summary["after_kill"] = {"path": killed.path, "captures": killed.captures, "killed": killed.killed,
+                                 "restarted": restarted}
+        del table
+        # memray_workers' arguments: raw captures, then each worker's own flame graph page.
+        raw, pages = os.path.join(output, "raw"), os.path.join(output, "pages")
+        with heapscope.dask.heapscope_workers(raw, report_args=False):
+            client.submit(make_table, 1_000_000, key="make-table-2").result()
+        with heapscope.dask.heapscope_workers(pages, workers=1):
+            client.submit(make_index, 1_000_000, key="make-index-2").result()
+        summary["raw"] = sorted(os.listdir(raw))
+        summary["pages"] = sorted(os.listdir(pages))
     print(json.dumps(summary))
 """
 
@@ -127,6 +145,10 @@ def test_a_killed_worker_keeps_what_its_capture_held(scenarios):
     # The merged capture has it too, with the surviving worker and the restarted one.
     merged = collapsed(directory, after["path"])
     assert any(size == 7_000_001 and frames[1] == "[label] doomed (<label>:0)" for frames, size in merged)
+    # The worker that took its place joined during the run: profiled from then on.
+    assert len(after["captures"]) == 2, after
+    assert any(size == 2_000_001 and after["restarted"] in frames[0] and frames[1] == "[label] after-restart (<label>:0)"
+               for frames, size in merged)
 
 
 def test_importing_without_distributed_says_what_is_missing(tmp_path):
@@ -143,3 +165,14 @@ def test_importing_without_distributed_says_what_is_missing(tmp_path):
     result = run_script(script)
     assert "heapscope.dask needs Dask's distributed scheduler, which is not installed: pip install distributed" \
         in result.stdout
+
+
+def test_heapscope_workers_takes_memray_workers_arguments(scenarios):
+    directory, _lines, summary = scenarios
+    names = sorted([summary["first"][1], summary["second"][1]])
+    assert summary["raw"] == [f"{name}.bin" for name in names]
+    assert len(summary["pages"]) == 1 and summary["pages"][0].endswith(".html")
+    page = (directory / "pages" / summary["pages"][0]).read_text()
+    assert page.startswith("<!DOCTYPE html>") and "Temporal flame graph" in page
+    for name in names:
+        assert collapsed(directory, directory / "raw" / f"{name}.bin")  # each a capture the reports read
