@@ -36,20 +36,22 @@ PROCESS_FILENAME = "<process>"
 
 
 def process_name(metadata, extra=None):
-    """``pid 4242: python app.py (host, worker NAME at ADDRESS)`` from a
-    capture's Metadata and its raw start metadata *extra* (a dict: ``host``,
-    ``dask_worker_name``, ``dask_worker_address``)."""
+    """How a merged report names a capture's process, from its Metadata and
+    its raw start metadata *extra* (a dict: ``host``, ``parent_pid``,
+    ``dask_worker_name``, ``dask_worker_address``): ``worker NAME at
+    ADDRESS (pid 4242, host)`` for a Dask worker, otherwise ``pid 4242:
+    python app.py (host, child of 4240)``."""
     extra = extra or {}
-    command = " ".join(str(metadata.command_line).split()) or "(unknown command)"
-    if len(command) > 120:
-        command = command[:117] + "..."
-    details = []
-    if extra.get("host"):
-        details.append(str(extra["host"]))
+    host = str(extra.get("host") or "")
     worker = extra.get("dask_worker_name")
     address = extra.get("dask_worker_address")
     if worker or address:
-        details.append(f"worker {worker} at {address}" if worker and address else f"worker {worker or address}")
+        where = f"worker {worker} at {address}" if worker and address else f"worker {worker or address}"
+        return f"{where} (pid {metadata.pid}{', ' + host if host else ''})"
+    command = " ".join(str(metadata.command_line).split()) or "(unknown command)"
+    if len(command) > 120:
+        command = command[:117] + "..."
+    details = [host] if host else []
     if extra.get("parent_pid"):
         details.append(f"child of {extra['parent_pid']}")
     suffix = f" ({', '.join(details)})" if details else ""
