@@ -88,7 +88,8 @@ if __name__ == "__main__":
 def scenarios(tmp_path_factory):
     directory = tmp_path_factory.mktemp("dask")
     lines = write_script(directory / "scenarios.py", SCENARIOS)
-    result = run_script(directory / "scenarios.py", directory, timeout=120, cwd=directory)
+    # About 15 s on an idle machine; a loaded one (a cluster of 2 processes, a kill and a restart) takes longer.
+    result = run_script(directory / "scenarios.py", directory, timeout=240, cwd=directory)
     return directory, lines, json.loads(result.stdout.strip().splitlines()[-1])
 
 
