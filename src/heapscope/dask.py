@@ -96,29 +96,42 @@ def _task_prefix(key):
     return key_split(key)
 
 
-def _labelled(run_task):
-    """distributed.worker._run_task, with the task's prefix as the thread's label while it runs."""
+# The worker's task runners, looked up in distributed.worker at each task:
+# _run_task since distributed 2024.12, apply_function (thread pools) before.
+# Each takes the task's key as its argument `key`.
+_TASK_RUNNERS = ("_run_task", "apply_function")
+
+
+def _labelled(runner):
+    """*runner* with the task's prefix as the thread's label while it runs."""
+    import inspect
+
     from heapscope.labels import label
 
-    def run_task_labelled(task, data, execution_state, key, *args, **kwargs):
-        with label(_task_prefix(key)):
-            return run_task(task, data, execution_state, key, *args, **kwargs)
+    position = list(inspect.signature(runner).parameters).index("key")
 
-    run_task_labelled.heapscope_original = run_task
-    return run_task_labelled
+    def run_labelled(*args, **kwargs):
+        key = args[position] if len(args) > position else kwargs.get("key")
+        with label(_task_prefix(key)):
+            return runner(*args, **kwargs)
+
+    run_labelled.heapscope_original = runner
+    return run_labelled
 
 
 def _label_tasks(on):
-    """Labels every task this process's workers run (on), or stops (off).
-    The worker looks `_run_task` up in its module at each task."""
+    """Labels every task this process's workers run (on), or stops (off)."""
     import distributed.worker as worker_module
 
-    current = worker_module._run_task
-    original = getattr(current, "heapscope_original", None)
-    if on and original is None:
-        worker_module._run_task = _labelled(current)
-    elif not on and original is not None:
-        worker_module._run_task = original
+    for name in _TASK_RUNNERS:
+        current = getattr(worker_module, name, None)
+        if current is None:
+            continue
+        original = getattr(current, "heapscope_original", None)
+        if on and original is None:
+            setattr(worker_module, name, _labelled(current))
+        elif not on and original is not None:
+            setattr(worker_module, name, original)
 
 
 def _start(server, run_id, settings, role):
