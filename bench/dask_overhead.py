@@ -86,6 +86,8 @@ def main():
                 context.__exit__(None, None, None)
                 inside[mode].append(done - started)
                 after[mode].append(time.perf_counter() - done)
+                print(f"  ({mode}: {inside[mode][-1]:.3f} s, then {after[mode][-1]:.3f} s)", file=sys.stderr,
+                      flush=True)
         base = statistics.median(inside["none"])
         print(f"{options.tasks} small tasks on 2 workers, median of {options.reps} interleaved runs "
               f"(Python {sys.version.split()[0]}):")

@@ -105,7 +105,8 @@ def test_labels_root_the_stacks_of_their_thread(extension_dir, tmp_path, file_fo
     result = run_script(script, capture, file_format, native, extra_paths=[extension_dir])
     assert result.stdout.split() == ["0"]  # every label popped
     with FileReader(capture) as reader:
-        records = [r for r in reader.get_high_watermark_allocation_records() if r.size > 100_000]
+        known = {size for sizes in EXPECTED.values() for size in sizes}
+        records = [r for r in reader.get_high_watermark_allocation_records() if r.size in known]
         found = sizes_by_root(records)
         assert found == EXPECTED
         if native == "native":
@@ -176,7 +177,10 @@ def test_coroutines_are_labelled_only_while_they_run(extension_dir, tmp_path):
     result = run_script(script, capture, extra_paths=[extension_dir])
     assert result.stdout.split() == ["0"]
     with FileReader(capture) as reader:
-        found = sizes_by_root(r for r in reader.get_high_watermark_allocation_records() if r.size > 100_000)
+        # Only the script's blocks: the event loop makes large blocks of its own (3.9: a 256 KiB one).
+        found = sizes_by_root(r for r in reader.get_high_watermark_allocation_records()
+                              if r.size in (111_111, 222_222, 333_333, 444_444, 555_555, 666_666,
+                                            777_778 + 777_779))
     assert found == {
         (): {444_444: 1, 777_778 + 777_779: 2},  # one line: one record
         ("[label] task-a",): {111_111: 1, 222_222: 1},
