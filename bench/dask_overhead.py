@@ -98,9 +98,10 @@ def main():
 
         gathers = []
         for _ in range(max(1, options.reps // 2)):
+            workers = sorted(client.scheduler_info()["workers"])
             with heapscope.dask.profile(client, output=os.path.join(work, "big"), sample=False) as result:
-                client.gather(client.map(churn, [options.gib, options.gib], pure=False, workers=None,
-                                         allow_other_workers=True))
+                client.gather([client.submit(churn, options.gib, pure=False, workers=[address])
+                               for address in workers])
                 exit_started = time.perf_counter()
             gathers.append(time.perf_counter() - exit_started)
             sizes = [os.path.getsize(path) for path in result.captures.values()]
