@@ -950,6 +950,9 @@ class SocketReader(_StackResolver):
         self._stream = _heapscope.CaptureStream()
         self._python_stacks, self._native_stacks, self._hybrid_stacks = {}, {}, {}
         try:
+            from heapscope.tracker import LIVE_HELLO
+
+            connection.sendall(LIVE_HELLO)  # the serving Tracker lets only a viewer that greets it in
             while "pid" not in self._stream.metadata:  # the opening chunk: what the program says of itself
                 data = connection.recv(1 << 16)
                 if not data:
