@@ -107,7 +107,7 @@ def main():
             sizes = [os.path.getsize(path) for path in result.captures.values()]
         print(f"gather + merge, 2 workers x {options.gib:g} GiB in 4 KiB blocks (every allocation): "
               f"median {statistics.median(gathers):.2f} s of {len(gathers)}; captures "
-              f"{', '.join(f'{size / 2**20:.1f} MiB' for size in sizes)}")
+              f"{', '.join(f'{size / 1024:.1f} KiB' for size in sizes)}")
 
 
 if __name__ == "__main__":
