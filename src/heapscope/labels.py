@@ -32,15 +32,11 @@ thread until the block ends; in async code, prefer the decorator.
 import functools
 import inspect
 
+from heapscope import _heapscope
+
 __all__ = ["label"]
 
 _MAX_NAME_BYTES = 4096
-
-
-def _native():
-    from heapscope import _heapscope
-
-    return _heapscope
 
 
 class label:
@@ -60,11 +56,11 @@ class label:
         return f"heapscope.label({self.name!r})"
 
     def __enter__(self):
-        _native().label_push(self.name)
+        _heapscope.label_push(self.name)
         return self
 
     def __exit__(self, *exc_info):
-        _native().label_pop()
+        _heapscope.label_pop()
         return False
 
     def __call__(self, function):
@@ -118,7 +114,7 @@ class label:
 def _labelled_steps(name, iterator):
     """Runs a generator (or a coroutine's ``__await__`` iterator) with the label
     pushed during each of its steps only; values, sends, throws and close pass through."""
-    native = _native()
+    native = _heapscope
     to_send = None
     to_throw = None
     while True:
