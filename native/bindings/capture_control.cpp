@@ -22,6 +22,7 @@
 
 #include "bindings.h"
 #include "engine/engine.h"
+#include "engine/labels.h"
 #include "engine/thread_state.h"
 #include "hooks/record.h"
 #include "hooks/session.h"
@@ -54,6 +55,7 @@ FrameDescriber python_describer() {
     describer.lineno = &python::frame_lineno;
     describer.describe_code = &python::describe_code;
     describer.is_entry = &python::frame_is_entry;
+    describer.label_name = &heapscope::label_name;
     return describer;
 }
 

@@ -293,6 +293,17 @@ NB_MODULE(_heapscope, m) {
           "Python stack. Returns 0, or -2 if heapscope is not tracing (as PyTraceMalloc_Track).");
     m.def("untrack", &untrack, nb::arg("domain"), nb::arg("address"),
           "Forget the block at `address` in `domain`. Returns 0, or -2 if not tracing.");
+    // Labels (engine/labels.h): heapscope.label pushes and pops them.
+    m.def("label_push", [](const std::string& name) {
+        if (name.empty() || name.size() > kMaxLabelName) {
+            throw nb::value_error("a label's name must be 1 to 4096 bytes of UTF-8");
+        }
+        if (!push_label(name.data(), name.size())) throw std::bad_alloc();
+    }, nb::arg("name"));
+    m.def("label_pop", [] {
+        if (!pop_label()) throw nb::value_error("no label is pushed on this thread");
+    });
+    m.def("label_depth", [] { return label_depth(); });
     m.def("_stack_node_count", [] { return engine().stack_node_count(); });
     m.def("_trace_count", [] { return engine().trace_count(); });
     bindings::bind_capture_control(m);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/labels.h"
 #include "engine/thread_state.h"
 
 using namespace heapscope;
@@ -80,6 +81,73 @@ TEST_F(CaptureTest, AnnouncesThreadAndNodesBeforeTheirFirstUse) {
         "alloc 512 32 py 2 native 2 kind 1",  // nothing new to announce
     };
     EXPECT_EQ(sink.log, expected);
+}
+
+// Labels (engine/labels.h): the thread's labels are the root its stacks
+// hang from while capturing, outer first; a stack interned once under them
+// is not interned again, and popping returns to the unlabelled root.
+TEST_F(CaptureTest, LabelsRootTheThreadsStacks) {
+    const uint32_t outer = intern_label("outer", 5), inner = intern_label("inner", 5);
+    ASSERT_NE(outer, 0u);
+    ASSERT_NE(inner, outer);
+    EXPECT_EQ(intern_label("outer", 5), outer);
+    std::string name;
+    ASSERT_TRUE(label_name(inner, &name));
+    EXPECT_EQ(name, "inner");
+    EXPECT_FALSE(label_name(0, &name));
+    EXPECT_EQ(intern_label("", 0), 0u);
+
+    // The frames of the stack node the sink was given for the block at `address`.
+    auto frames_of = [this](uint32_t address) {
+        const std::string prefix = "alloc " + std::to_string(address) + " ";
+        auto line = std::find_if(sink.log.begin(), sink.log.end(),
+                                 [&](const std::string& entry) { return entry.rfind(prefix, 0) == 0; });
+        std::vector<FrameKey> frames;
+        EXPECT_NE(line, sink.log.end());
+        if (line == sink.log.end()) return frames;
+        const uint32_t node = static_cast<uint32_t>(std::stoul(line->substr(line->find(" py ") + 4)));
+        engine().frames_of(node, &frames);
+        return frames;
+    };
+    const std::vector<FrameKey> stack{{20, 2}, {10, 1}};  // innermost first
+    ASSERT_TRUE(push_label("outer", 5));
+    ASSERT_TRUE(push_label("inner", 5));
+    EXPECT_EQ(label_depth(), 2u);
+    engine().record_alloc(0, 0x100, 64, with_stack(stack), 2, 2, true);
+    const size_t nodes = engine().stack_node_count();
+    engine().record_alloc(0, 0x200, 64, with_stack(stack), 2, 2, true);
+    EXPECT_EQ(engine().stack_node_count(), nodes);  // the same stack: nothing interned
+    engine().record_alloc(0, 0x300, 8, nullptr, 0, 0, true);  // no Python frame: the labels alone
+    ASSERT_TRUE(pop_label());
+    engine().record_alloc(0, 0x400, 64, with_stack(stack), 2, 2, true);
+    ASSERT_TRUE(pop_label());
+    EXPECT_FALSE(pop_label());
+    engine().record_alloc(0, 0x500, 64, with_stack(stack), 2, 2, true);
+
+    const FrameKey outer_frame{kLabelCode, outer}, inner_frame{kLabelCode, inner};
+    EXPECT_EQ(frames_of(0x100), (std::vector<FrameKey>{{20, 2}, {10, 1}, inner_frame, outer_frame}));
+    EXPECT_EQ(frames_of(0x200), frames_of(0x100));
+    EXPECT_EQ(frames_of(0x300), (std::vector<FrameKey>{inner_frame, outer_frame}));
+    EXPECT_EQ(frames_of(0x400), (std::vector<FrameKey>{{20, 2}, {10, 1}, outer_frame}));
+    EXPECT_EQ(frames_of(0x500), stack);
+    // The sink heard of each label frame once, before its first use, as a stack node.
+    EXPECT_EQ(std::count(sink.log.begin(), sink.log.end(), "py 1<-0 code 1"), 1);
+    EXPECT_EQ(std::count(sink.log.begin(), sink.log.end(), "py 2<-1 code 1"), 1);
+}
+
+// Without a capture (the tracemalloc door), labels change nothing.
+TEST(Labels, IgnoredWithoutACapture) {
+    ASSERT_TRUE(engine().start(64));
+    ASSERT_TRUE(push_label("ignored", 7));
+    engine().record_alloc(0, 0x100, 64, with_stack({{20, 2}}), 1, 1, true);
+    ASSERT_TRUE(pop_label());
+    BlockInfo info;
+    ASSERT_TRUE(engine().find(0, 0x100, &info));
+    std::vector<FrameKey> frames;
+    engine().frames_of(info.stack, &frames);
+    EXPECT_EQ(frames, (std::vector<FrameKey>{{20, 2}}));
+    std::vector<FrameKey> unpin;
+    engine().stop(&unpin);
 }
 
 TEST_F(CaptureTest, FreeHandsBackWhatTheSinkKept) {

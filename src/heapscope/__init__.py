@@ -9,6 +9,8 @@ Front doors onto one engine:
 - ``heapscope.Tracker`` and ``heapscope.FileReader``: capture files (every
   allocation, native ones too) and the reports made from them, with memray's
   names.
+- ``heapscope.label("name")``: a context manager and decorator putting a named
+  frame at the root of every stack allocated under it (``heapscope.labels``).
 - ``%load_ext heapscope`` in IPython or Jupyter: the ``%%heapscope_flamegraph``
   and ``%%heapscope_top`` cell magics (``heapscope.ipython``).
 """
@@ -18,7 +20,7 @@ __version__ = "0.1.0"
 __all__ = ["track", "untrack", "get_include",
            "Tracker", "FileDestination", "SocketDestination", "FileFormat",
            "FileReader", "AllocationRecord", "AllocatorType", "CaptureFileError", "Metadata", "MemorySnapshot",
-           "dump_all_records", "SocketReader"]
+           "dump_all_records", "SocketReader", "label"]
 
 # Imported on first use, so that `import heapscope` stays light.
 _LAZY = {
@@ -28,6 +30,7 @@ _LAZY = {
     "AllocatorType": "heapscope.reader", "CaptureFileError": "heapscope.reader",
     "Metadata": "heapscope.reader", "MemorySnapshot": "heapscope.reader",
     "dump_all_records": "heapscope.reader", "SocketReader": "heapscope.reader",
+    "label": "heapscope.labels",
 }
 
 

@@ -681,6 +681,13 @@ class FileReader(_StackResolver):
         return self._path
 
     @property
+    def start_metadata(self):
+        """Every entry the capture wrote at its start, as text: a dict of the
+        Metadata's sources and any others (``host``, ``parent_pid``,
+        ``dask_worker_name``, ``dask_worker_address``, ...)."""
+        return {str(key): str(value) for key, value in self._file.metadata.items()}
+
+    @property
     def is_aggregated(self):
         return self._metadata.file_format == FileFormat.AGGREGATED_ALLOCATIONS
 

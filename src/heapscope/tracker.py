@@ -212,6 +212,9 @@ class Tracker:
         self._command_line = None  # heapscope run names the program it runs, not itself
         self._launcher = None  # heapscope run: the script that started heapscope (a console script)
         self._end_metadata = []  # heapscope run: how the program ended (exit_code)
+        # More (key, value) text pairs to write at the start: a Dask worker's
+        # name and address, a child's parent_pid (heapscope.reports.merge names processes by them).
+        self._extra_metadata = []
         self.totals = None  # what capture_stop reported: allocations, deallocations, peak_memory, bytes_written
         self._thread_patch = None  # what _intercept_thread_names changed, for __exit__ to restore
         self.viewer_left = False  # SocketDestination: the viewer disconnected before the end
@@ -233,7 +236,8 @@ class Tracker:
             # heapscope's own (`heapscope run`): reports leave them out.
             ("heapscope_package", _PACKAGE_DIR),
             ("heapscope_launcher", self._launcher or ""),
-        ]
+            ("host", _host_name()),
+        ] + list(self._extra_metadata)
 
     def _open_file(self, path, overwrite):
         if _is_dev_null(path):
@@ -479,6 +483,13 @@ def _register_fork_handler():
     if not _fork_handler_registered:
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _fork_handler_registered = True
+
+
+def _host_name():
+    try:
+        return socket.gethostname()
+    except OSError:
+        return ""
 
 
 def _after_fork_in_child():

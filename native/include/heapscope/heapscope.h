@@ -1,4 +1,4 @@
-/* heapscope public C API: blocks in custom domains.
+/* heapscope public C API: blocks in custom domains, and labels.
  *
  * What PyTraceMalloc_Track/Untrack offer for the stdlib's tracemalloc, for
  * heapscope: an extension that manages memory outside Python's allocators
@@ -91,6 +91,55 @@ static inline int heapscope_track(unsigned int domain, uintptr_t address, size_t
 static inline int heapscope_untrack(unsigned int domain, uintptr_t address) {
     const struct heapscope__api* api = heapscope__get_api();
     return api ? api->untrack(domain, address) : -2;
+}
+
+typedef int (*heapscope_label_push_fn)(const char* name);
+typedef int (*heapscope_label_pop_fn)(void);
+
+/* Internal: the label entry points, looked up together. */
+struct heapscope__label_api {
+    heapscope_label_push_fn push;
+    heapscope_label_pop_fn pop;
+};
+
+static inline const struct heapscope__label_api* heapscope__get_label_api(void) {
+    static struct heapscope__label_api api;
+    static int found;         /* atomic */
+    static long last_try_ms;  /* atomic */
+    if (__atomic_load_n(&found, __ATOMIC_ACQUIRE)) return &api;
+    if (!heapscope__may_look_up(&last_try_ms)) return NULL;
+    void* push = dlsym(RTLD_DEFAULT, "heapscope_label_push_v1");
+    void* pop = dlsym(RTLD_DEFAULT, "heapscope_label_pop_v1");
+    if (!push || !pop) return NULL;
+    memcpy(&api.push, &push, sizeof(push));
+    memcpy(&api.pop, &pop, sizeof(pop));
+    __atomic_store_n(&found, 1, __ATOMIC_RELEASE);
+    return &api;
+}
+
+/* Labels: until the matching heapscope_label_pop, every allocation the
+ * calling thread makes has the frame "[label] <name>" (file "<label>", line
+ * 0) at the root of its stack in captures, under the labels pushed before it
+ * (the outer first); the name is copied. The same as Python's
+ * `with heapscope.label(name):`. A label costs nothing per allocation: only
+ * the push and the pop do work (interning the name, once per distinct name).
+ * Returns 0; -1 for a null or empty name, one over 4096 bytes, a pop with no
+ * label pushed, or out of memory; -2 if heapscope is not loaded. Pop only
+ * after a push that returned 0 (heapscope may load in between). Any thread,
+ * with or without the GIL; never calls into Python.
+ *
+ *     int labelled = heapscope_label_push("decode") == 0;
+ *     decode(frame);
+ *     if (labelled) heapscope_label_pop();
+ */
+static inline int heapscope_label_push(const char* name) {
+    const struct heapscope__label_api* api = heapscope__get_label_api();
+    return api ? api->push(name) : -2;
+}
+
+static inline int heapscope_label_pop(void) {
+    const struct heapscope__label_api* api = heapscope__get_label_api();
+    return api ? api->pop() : -2;
 }
 
 #ifdef __cplusplus

@@ -358,6 +358,32 @@ uint32_t Engine::intern_frame_locked(uint32_t parent, FrameKey frame, bool can_p
     return node;
 }
 
+uint32_t Engine::label_root_locked(ThreadStackCache* cache) {
+    const ThreadHookState& state = t_hook_state;
+    if (state.label_depth == 0 || !sink_) return StackTrie::kRoot;
+    const uint64_t gen = generation_.load(std::memory_order_relaxed);
+    if (cache && cache->label_root != StackTrie::kRoot && cache->label_version == state.label_version &&
+        cache->label_generation == gen) {
+        return cache->label_root;
+    }
+    uint32_t node = StackTrie::kRoot;
+    const uint32_t depth = state.label_depth < kMaxLabelDepth ? state.label_depth : kMaxLabelDepth;
+    for (uint32_t i = 0; i < depth; ++i) {
+        const FrameKey frame{kLabelCode, state.labels[i]};
+        bool created = false;
+        const uint32_t child = trie_.intern(node, frame, &created);
+        if (child == StackTrie::kNoNode) return node;  // out of memory: the outer labels only
+        if (created) sink_->on_python_node(child, node, frame);
+        node = child;
+    }
+    if (cache) {
+        cache->label_root = node;
+        cache->label_version = state.label_version;
+        cache->label_generation = gen;
+    }
+    return node;
+}
+
 uint32_t Engine::intern_stack(const FrameKey* frames, uint32_t count) {
     // The trie may grow: a free of its old memory reaching a hook must pass
     // through, not take the lock again.
@@ -393,7 +419,9 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
 
     uint32_t* fresh_nodes = cache->fresh_nodes;
     for (uint32_t j = 0; j < same; ++j) fresh_nodes[n - 1 - j] = cache->last_nodes[m - 1 - j];
-    uint32_t parent = same ? cache->last_nodes[m - same] : StackTrie::kRoot;
+    // Labels change the root, and push_label/pop_label empty the cache, so
+    // a common outer part is always under the same root.
+    uint32_t parent = same ? cache->last_nodes[m - same] : label_root_locked(cache);
     bool complete = true;
     bool substituted = false;
     for (uint32_t k = n - same; k-- > 0;) {
@@ -429,8 +457,10 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed) || detached_) return;
     // A clear between the lock-free lookup and here makes its node stale.
-    if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
-        node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
+    if (frame_count == 0) {
+        node = label_root_locked(cache);  // no Python frame: the labels alone
+    } else if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
+        node = resolve_stack_locked(cache, frame_count, can_pin);
     }
     // While sampling, mmaps and custom domains are recorded exactly: say so
     // in the block, so that its estimate is its size (see sample/sampler.h).

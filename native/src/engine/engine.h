@@ -108,6 +108,13 @@ struct ThreadStackCache {
     uintptr_t* native_last = nullptr;
     uint32_t* native_nodes = nullptr;
     uint32_t* native_scratch = nullptr;
+
+    // The node of the thread's labels (engine/labels.h) in a capture's trie:
+    // the root its stacks hang from, valid for label_version and
+    // label_generation.
+    uint64_t label_version = 0;
+    uint64_t label_generation = 0;
+    uint32_t label_root = 0;
 };
 
 // Allocates or resizes `cache` for `capacity` frames; false if memory ran out.
@@ -275,6 +282,11 @@ class Engine {
     // is what it stood for. Holds lock_.
     bool erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed, Estimate* was);
     uint32_t resolve_stack_locked(ThreadStackCache* cache, uint32_t frame_count, bool can_pin);
+    // The node stacks of the calling thread hang from: its labels' frames
+    // (engine/labels.h) while capturing, interned on first use after each
+    // push or pop and kept in `cache` (may be null); the trie's root without
+    // labels or a sink. Holds lock_.
+    uint32_t label_root_locked(ThreadStackCache* cache);
     uint32_t intern_frame_locked(uint32_t parent, FrameKey frame, bool can_pin, bool* substituted);
     // Announces the calling thread to the sink once per capture, and again
     // when it was renamed. Holds lock_.

@@ -6,7 +6,7 @@
 
 namespace heapscope {
 
-constinit thread_local ThreadHookState t_hook_state __attribute__((tls_model("initial-exec"))) = {false, nullptr, 0, 0, {0, 0, 0}, false, 0};
+constinit thread_local ThreadHookState t_hook_state __attribute__((tls_model("initial-exec"))) = {false, nullptr, 0, 0, {0, 0, 0}, false, 0, 0, {}, 0};
 
 namespace {
 pthread_key_t g_cache_key;

@@ -7,6 +7,7 @@
 
 #include "common/hook_guard.h"
 #include "engine/engine.h"
+#include "engine/labels.h"
 
 namespace heapscope {
 
@@ -19,6 +20,11 @@ struct ThreadHookState {
     ThreadSampler sampler;      // sampling decisions (sample/sampler.h)
     bool record_all;            // bypass sampling: heapscope's own probe allocations
     uint64_t names_seen;        // Engine's names version when this thread last looked for a new name
+    // Labels (engine/labels.h): ids pushed, outermost first; the depth counts
+    // those past kMaxLabelDepth too. The version changes at every push and pop.
+    uint32_t label_depth;
+    uint32_t labels[kMaxLabelDepth];
+    uint64_t label_version;
 };
 
 // constinit: no dynamic initialisation, so no TLS wrapper call at each use.

@@ -18,4 +18,9 @@ struct FrameKey {
 // object no stack had referenced yet): reported as <unknown>:0.
 inline constexpr FrameKey kUnknownFrame{0, 0};
 
+// A label's frame (engine/labels.h): {kLabelCode, label id}. kLabelCode is
+// odd, so no code object's address is ever equal to it.
+inline constexpr uintptr_t kLabelCode = 1;
+inline bool is_label_frame(FrameKey frame) { return frame.code == kLabelCode; }
+
 }  // namespace heapscope

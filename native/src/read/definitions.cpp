@@ -27,6 +27,9 @@ bool Definitions::apply(const format::Record& record, uint32_t* generation) {
                 code->function = record.code.function;
                 code->filename = record.code.filename;
                 code->defined = true;
+                // The writer's label frames (engine/labels.h): "[label] <name>" in "<label>".
+                code->label = code->filename == "<label>" && code->function.rfind("[label] ", 0) == 0;
+                has_labels_ = has_labels_ || code->label;
             }
             return true;
         }
@@ -74,6 +77,30 @@ void Definitions::add_metadata(const std::string& key, const std::string& value)
     }
 }
 
+bool Definitions::is_label_node(uint32_t node) const {
+    if (!has_python_node(node)) return false;
+    const uint32_t code = python_nodes_[node].code;
+    return code != 0 && code < codes_.size() && codes_[code].label;
+}
+
+bool Definitions::at_stack_root(uint32_t node) const {
+    if (node == stack_root_) return true;
+    if (!has_labels_) return false;
+    // Compare the frames of both chains up to the root's end, where the
+    // other must meet its labels. Nearly every node differs at once.
+    uint32_t other = stack_root_;
+    size_t steps = python_nodes_.size();
+    while (other != 0 && steps-- > 0) {
+        if (!has_python_node(node) || !has_python_node(other)) return false;
+        const PythonNode& a = python_nodes_[node];
+        const PythonNode& b = python_nodes_[other];
+        if (a.code != b.code || a.lineno != b.lineno || a.is_entry != b.is_entry) return false;
+        node = a.parent;
+        other = b.parent;
+    }
+    return other == 0 && is_label_node(node);
+}
+
 bool Definitions::python_stack(uint32_t node, size_t max_frames, std::vector<PythonFrame>* out, bool* cut) const {
     out->clear();
     if (cut) *cut = false;
@@ -84,8 +111,16 @@ bool Definitions::python_stack(uint32_t node, size_t max_frames, std::vector<Pyt
     // whose ids loop.
     size_t steps = python_nodes_.size();
     while (node != 0 && out->size() < max_frames && steps-- > 0) {
-        if (node == stack_root_) {
+        if (stack_root_ != 0 && at_stack_root(node)) {
             if (cut) *cut = true;
+            // The labels above the cut frames are still the stack's root.
+            for (; has_labels_ && node != 0 && out->size() < max_frames && steps-- > 0;
+                 node = python_nodes_[node].parent) {
+                if (!has_python_node(node)) break;
+                if (!is_label_node(node)) continue;
+                const PythonNode& n = python_nodes_[node];
+                out->push_back(PythonFrame{codes_[n.code].function, codes_[n.code].filename, 0, false});
+            }
             break;
         }
         if (!has_python_node(node)) break;

@@ -50,7 +50,8 @@ class Definitions {
     // Python frame) gives an empty stack. False if `node` was never defined.
     // A stack that reaches the capture's stack root (metadata
     // `stack_root_node`: the callers of the frame that entered the Tracker)
-    // ends before it; `*cut` (if given) says whether it did.
+    // ends before it, keeping the label frames above it (the root of a
+    // stack allocated under labels); `*cut` (if given) says whether it did.
     bool python_stack(uint32_t node, size_t max_frames, std::vector<PythonFrame>* out, bool* cut = nullptr) const;
     // The native frames of `node`, innermost first (inlined frames expanded),
     // at most `max_frames`. False if `node` was never defined. Reads debug
@@ -88,6 +89,7 @@ class Definitions {
         std::string function;
         std::string filename;
         bool defined = false;
+        bool label = false;  // a label's frame (the writer's "<label>" file)
     };
     struct Thread {
         ThreadInfo info;
@@ -108,6 +110,11 @@ class Definitions {
         return &(*items)[id];
     }
     void add_metadata(const std::string& key, const std::string& value);
+    // Whether the stack at `node` passes through the stack root here: the
+    // root's node itself, or (under labels, whose frames the engine puts
+    // above every other) a node with the root's frames under label frames.
+    bool at_stack_root(uint32_t node) const;
+    bool is_label_node(uint32_t node) const;
 
     std::vector<Thread> threads_;
     std::vector<Code> codes_;
@@ -121,6 +128,7 @@ class Definitions {
     std::vector<std::pair<std::string, std::string>> metadata_;
     std::unordered_map<std::string, size_t> metadata_index_;
     uint32_t stack_root_ = 0;  // metadata stack_root_node; 0: stacks are whole
+    bool has_labels_ = false;  // a label's code was defined
 };
 
 }  // namespace heapscope::read

@@ -57,6 +57,9 @@ struct FrameDescriber {
     // run by its own call of the interpreter loop). Hybrid stacks use it to
     // give each native _PyEval_EvalFrameDefault frame its Python frames.
     bool (*is_entry)(FrameKey frame);
+    // A label's name (its frame is {kLabelCode, id}: model/frame.h); false
+    // if unknown. Captures name the frame "[label] <name>" in "<label>".
+    bool (*label_name)(uint32_t id, std::string* name);
 };
 
 class CaptureSink {

@@ -264,6 +264,7 @@ struct CaptureWriter::Impl {
     // Definitions, kept so that a forked child's capture can repeat them.
     std::vector<format::ThreadRecord> threads;
     std::unordered_map<uintptr_t, uint32_t> code_ids;
+    std::unordered_map<uint32_t, uint32_t> label_code_ids;  // label id -> code id: "[label] <name>" in "<label>"
     std::vector<format::CodeRecord> codes;  // codes[i].code == i + 1
     std::vector<format::PythonNodeRecord> python_nodes;
     std::vector<format::NativeNodeRecord> native_nodes;
@@ -959,7 +960,19 @@ void CaptureWriter::on_python_node(uint32_t node, uint32_t parent, FrameKey fram
         MaybeSpinGuard guard(s.hooks_own_lock());
         if (!s.accepting()) return;
         format::PythonNodeRecord record{node, parent, 0, 0, false};
-        if (frame != kUnknownFrame) {
+        if (is_label_frame(frame)) {
+            const auto id = static_cast<uint32_t>(frame.instr);
+            auto [it, created] = s.label_code_ids.try_emplace(id, static_cast<uint32_t>(s.codes.size() + 1));
+            if (created) {
+                std::string name;
+                if (!s.options.describer.label_name || !s.options.describer.label_name(id, &name)) name = "?";
+                format::CodeRecord code{it->second, "[label] " + name, "<label>", 0};
+                s.ensure_room_locked(bound_of(code));
+                s.current->encoder.code(code);
+                s.codes.push_back(std::move(code));
+            }
+            record.code = it->second;
+        } else if (frame != kUnknownFrame) {
             // Code objects are pinned by the engine for the capture's life,
             // so an address names one code object throughout.
             auto [it, created] = s.code_ids.try_emplace(frame.code, static_cast<uint32_t>(s.codes.size() + 1));
@@ -1200,6 +1213,7 @@ std::unique_ptr<CaptureWriter> CaptureWriter::clone_in_child(
     s.options.metadata = std::move(metadata);
     s.threads = parent.threads;
     s.code_ids = parent.code_ids;
+    s.label_code_ids = parent.label_code_ids;
     s.codes = parent.codes;
     s.python_nodes = parent.python_nodes;
     s.native_nodes = parent.native_nodes;

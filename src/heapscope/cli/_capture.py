@@ -123,6 +123,33 @@ def add_file_argument(parser):
 
 
 
+def add_files_argument(parser):
+    """FILE...: one capture or several (merged: one root frame per process),
+    and --no-children."""
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="captures written by heapscope run or heapscope.Tracker, or by heapscope merge; "
+                             "several make one report, each process under a root frame of its own, and the "
+                             "captures a capture's child processes wrote beside it (FILE.<pid>) are added")
+    parser.add_argument("--no-children", action="store_true",
+                        help="leave out the captures of child processes found beside FILE (FILE.<pid>)")
+
+
+def open_captures(options):
+    """Open readers on what add_files_argument's options name
+    (heapscope.reports.merge.CaptureSet), or CommandError with one clear
+    line. Sets ``options.file`` to the first file: default output names
+    and messages go by it."""
+    from heapscope.reports.merge import CaptureSet
+
+    options.file = options.files[0]
+    return CaptureSet(options.files, children=not options.no_children, open_reader=open_capture)
+
+
+def finish_all(captures):
+    """finish() for every capture of a CaptureSet: the worst exit code."""
+    return max(finish(reader) for reader in captures.readers)
+
+
 def add_output_arguments(parser, what):
     parser.add_argument("-o", "--output", metavar="FILE",
                         help=f"where to write the {what} (default: heapscope-<command>-<capture name> beside "

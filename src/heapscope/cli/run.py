@@ -41,7 +41,11 @@ def register(commands):
                         help="write per-location totals (peak and leaks) instead of every allocation: "
                              "much smaller; no stats, no temporary allocations")
     parser.add_argument("--follow-fork", action="store_true",
-                        help="a forked child writes its own capture, <FILE>.<child pid>")
+                        help="child processes write their own captures, <FILE>.<child pid>: forked ones, and "
+                             "multiprocessing's spawn and forkserver children")
+    parser.add_argument("--follow-exec", action="store_true",
+                        help="with or without --follow-fork: any child process running this same Python "
+                             "(subprocess) writes its own capture too, <FILE>.<child pid>")
     parser.add_argument("--no-compress", action="store_true", help="store the capture's chunks uncompressed")
     parser.add_argument("--live-port", type=port_number, metavar="PORT",
                         help="serve the capture on this port instead of writing a file; the program waits "
@@ -87,7 +91,7 @@ def _make_tracker(options, output):
 def run(parser, options):
     if options.live_port is not None:
         for flag, given in (("-o", options.output), ("--aggregate", options.aggregate),
-                            ("--follow-fork", options.follow_fork)):
+                            ("--follow-fork", options.follow_fork), ("--follow-exec", options.follow_exec)):
             if given:
                 parser.error(f"--live-port cannot be combined with {flag}")
     program = program_from_arguments(parser, options)
@@ -184,6 +188,10 @@ def _run_child(program, output, options):
             _say(message_fd, f"heapscope: waiting for a viewer on {options.live_address}:{options.live_port} "
                              f"(run: heapscope live {options.live_port})")
         tracker.__enter__()  # before anything of the program runs: refusals come first
+        if options.follow_fork or options.follow_exec:
+            from heapscope._follow import follow_children
+
+            follow_children(output, tracker, options.follow_exec)
     except (OSError, RuntimeError, TypeError, ValueError) as error:
         os.close(message_fd)
         print_error(error)
@@ -231,8 +239,9 @@ def _done_message(options, output, totals):
     quoted = safe_text(shlex.quote(output))
     lines = [f"heapscope: wrote {safe_text(output)} ({format_bytes(size)}, {allocations} allocations, "
              f"peak {format_bytes(peak)})"]
-    if options.follow_fork:
-        lines.append(f"heapscope: forked children wrote {safe_text(output)}.<pid>")
+    if options.follow_fork or options.follow_exec:
+        lines.append(f"heapscope: child processes wrote {safe_text(output)}.<pid> (the reports of "
+                     f"{safe_text(output)} include them)")
     lines.append(f"heapscope: look at it with: heapscope summary {quoted}   (also: tree, "
                  f"{'' if options.aggregate else 'stats, '}summary --leaks)")
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """``heapscope summary FILE``: the locations holding the most memory at the peak (or at the end)."""
 
-from heapscope.cli._capture import add_file_argument, finish, guarded, open_capture, positive_int, write_report
+from heapscope.cli._capture import add_files_argument, finish_all, guarded, open_captures, positive_int, write_report
 
 
 def register(commands):
@@ -11,7 +11,7 @@ def register(commands):
                     "(or, with --leaks, when tracking stopped), headed by what ran, for how long, "
                     "its peak and its totals.",
     )
-    add_file_argument(parser)
+    add_files_argument(parser)
     parser.add_argument("-n", "--rows", type=positive_int, default=10,
                         help="locations shown (default: %(default)s)")
     parser.add_argument("--leaks", action="store_true",
@@ -20,12 +20,17 @@ def register(commands):
 
 
 def run(parser, options):
-    from heapscope.reports.adapters import CAPTURE_VIEWS, profile_from_capture
-    from heapscope.reports.capture_text import summary_report
+    from heapscope.reports.adapters import CAPTURE_VIEWS
+    from heapscope.reports.capture_text import merged_summary_report, summary_report
+    from heapscope.reports.merge import profile_from_readers
 
-    reader = open_capture(options.file)
     which = "leaks" if options.leaks else "peak"
-    profile = profile_from_capture(reader, which)
-    profile.source = options.file
-    write_report(summary_report(reader, profile, options.rows, CAPTURE_VIEWS[which].lower()))
-    return finish(reader)
+    with open_captures(options) as captures:
+        profile = profile_from_readers(captures.readers, which, native=False, sources=captures.sources)
+        if len(captures.readers) == 1:
+            report = summary_report(captures.readers[0], profile, options.rows, CAPTURE_VIEWS[which].lower())
+        else:
+            report = merged_summary_report(captures.readers, captures.sources, profile, options.rows,
+                                           CAPTURE_VIEWS[which].lower())
+        write_report(report)
+        return finish_all(captures)

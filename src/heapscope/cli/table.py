@@ -1,7 +1,7 @@
 """``heapscope table FILE``: an HTML table of a capture's locations (memray's command and options)."""
 
-from heapscope.cli._capture import (add_file_argument, add_output_arguments, add_view_arguments, finish, guarded,
-                                    open_capture, output_path, view_of, wrote)
+from heapscope.cli._capture import (add_files_argument, add_output_arguments, add_view_arguments, finish_all,
+                                    guarded, open_captures, output_path, view_of, wrote)
 
 
 def register(commands):
@@ -12,7 +12,7 @@ def register(commands):
                     "function, bytes, blocks, allocator and thread: at the high-water mark, or leaked "
                     "(--leaks), or allocated and soon freed (--temporary-allocations).",
     )
-    add_file_argument(parser)
+    add_files_argument(parser)
     add_output_arguments(parser, "page")
     add_view_arguments(parser)
     parser.add_argument("--native", action="store_true",
@@ -21,13 +21,15 @@ def register(commands):
 
 
 def run(parser, options):
-    from heapscope.reports import adapters, presenters
+    from heapscope.reports import presenters
 
     which, threshold = view_of(parser, options)
-    path = output_path(options, "table", ".html")
-    reader = open_capture(options.file)
-    profile = adapters.profile_from_capture(reader, which, threshold=threshold, native=options.native,
-                                            merge_threads=False)
-    presenters.write(profile, "html", path, kind="table")
-    wrote(path, "the table")
-    return finish(reader)
+    from heapscope.reports.merge import profile_from_readers
+
+    with open_captures(options) as captures:
+        path = output_path(options, "table", ".html")
+        profile = profile_from_readers(captures.readers, which, threshold=threshold, native=bool(options.native),
+                                       merge_threads=False, sources=captures.sources)
+        presenters.write(profile, "html", path, kind="table")
+        wrote(path, "the table")
+        return finish_all(captures)

@@ -1,7 +1,7 @@
 """``heapscope transform --format F FILE -o OUT``: a capture in a format other tools open (memray's command)."""
 
-from heapscope.cli._capture import (add_file_argument, add_output_arguments, add_view_arguments, finish, guarded,
-                                    open_capture, output_path, view_of, wrote)
+from heapscope.cli._capture import (add_files_argument, add_output_arguments, add_view_arguments, finish_all,
+                                    guarded, open_captures, output_path, view_of, wrote)
 
 EXPORT_FORMATS = ("pprof", "speedscope", "collapsed", "csv")
 
@@ -15,7 +15,7 @@ def register(commands):
                     "stacks (flamegraph.pl) or CSV.",
     )
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the output format")
-    add_file_argument(parser)
+    add_files_argument(parser)
     add_output_arguments(parser, "output")
     add_view_arguments(parser)
     parser.add_argument("--native", action="store_true", help="native frames too (captures made with --native)")
@@ -25,13 +25,15 @@ def register(commands):
 
 
 def run(parser, options):
-    from heapscope.reports import adapters, presenters
+    from heapscope.reports import presenters
 
     which, threshold = view_of(parser, options)
-    path = output_path(options, f"{options.format}", presenters.PRESENTERS[options.format].suffix)
-    reader = open_capture(options.file)
-    profile = adapters.profile_from_capture(reader, which, threshold=threshold, native=options.native,
-                                            merge_threads=not options.split_threads)
-    presenters.write(profile, options.format, path)
-    wrote(path, f"the {options.format} file")
-    return finish(reader)
+    from heapscope.reports.merge import profile_from_readers
+
+    with open_captures(options) as captures:
+        path = output_path(options, f"{options.format}", presenters.PRESENTERS[options.format].suffix)
+        profile = profile_from_readers(captures.readers, which, threshold=threshold, native=bool(options.native),
+                                       merge_threads=not options.split_threads, sources=captures.sources)
+        presenters.write(profile, options.format, path)
+        wrote(path, f"the {options.format} file")
+        return finish_all(captures)

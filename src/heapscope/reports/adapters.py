@@ -89,7 +89,7 @@ def profile_from_capture(reader, which="peak", *, threshold=1, native=False, mer
     metadata = reader.metadata
     return Profile(title=title, samples=samples, source=reader.path, header=_capture_header(reader),
                    threads=threads, domains=reader.pool_names, sampled=metadata.sampled, native=hybrid,
-                   timeline=_timeline(reader))
+                   timeline=_timeline(reader), start_time=metadata.start_time.timestamp())
 
 
 def _timeline(reader):

@@ -113,6 +113,25 @@ def summary_report(reader, profile, rows_shown, what):
     return "\n".join(lines)
 
 
+def merged_summary_report(readers, sources, profile, rows_shown, what):
+    """The summary of several captures merged (heapscope.reports.merge):
+    each capture's header, what merging means for the peak, then the top
+    locations over every process."""
+    lines = [f"heapscope summary: {len(readers)} processes"]
+    for reader, source in zip(readers, sources):
+        lines += ["  " + line for line in header_lines("summary", source, reader.metadata)]
+    lines += [f"  {safe_text(line)}" for line in profile.header[1:2]]
+    rows = profile.locations()
+    total_bytes = sum(row.bytes for row in rows)
+    total_count = sum(row.blocks for row in rows)
+    lines.append(f"  shown     {what}, summed over the processes: {format_bytes(total_bytes)} in "
+                 f"{total_count} blocks")
+    lines += pool_lines(profile)
+    lines.append("")
+    lines += location_table(rows, rows_shown)
+    return "\n".join(lines)
+
+
 _BAR = "\u2587"
 
 

@@ -128,6 +128,9 @@ class Timeline:
     times: List[float] = field(default_factory=list)
     rss: List[int] = field(default_factory=list)
     heap: List[int] = field(default_factory=list)
+    # Merged captures (heapscope.reports.merge): each process's own timeline,
+    # [(process name, Timeline)], on the same clock; this one is their sum.
+    processes: List[Tuple[str, "Timeline"]] = field(default_factory=list)
 
     def __len__(self):
         return len(self.times)
@@ -167,6 +170,7 @@ class Profile:
     timeline: Optional[Timeline] = None
     temporal_stacks: List[Tuple[Frame, ...]] = field(default_factory=list)
     temporal: List[TemporalSnapshot] = field(default_factory=list)
+    start_time: Optional[float] = None  # when the run started (seconds since the epoch), if known
 
     @property
     def total_bytes(self):

@@ -23,7 +23,9 @@ merged or unknown).
 index, bytes, blocks`` and, in a difference, ``before_bytes,
 before_blocks`` (``sample_stride``: 5 or 7).
 
-``timeline`` (or null): ``{"t": [seconds], "rss": [bytes], "heap": [bytes]}``.
+``timeline`` (or null): ``{"t": [seconds], "rss": [bytes], "heap": [bytes]}``;
+merged captures add ``"processes": [{"name", "t", "heap"}, ...]``, each
+process's heap on the same clock (the sums are ``rss`` and ``heap``).
 
 ``temporal`` (or null): the heap at each moment of the timeline, for the
 temporal flame graph: ``{"t": [seconds], "heap": [bytes], "changes":
@@ -112,6 +114,9 @@ def page_data(profile, with_sources=True):
     if profile.timeline is not None and len(profile.timeline):
         timeline = {"t": [round(t, 3) for t in profile.timeline.times], "rss": list(profile.timeline.rss),
                     "heap": list(profile.timeline.heap)}
+        if profile.timeline.processes:
+            timeline["processes"] = [{"name": name, "t": [round(t, 3) for t in line.times], "heap": list(line.heap)}
+                                     for name, line in profile.timeline.processes]
     temporal = None
     if profile.temporal:
         stack_nodes = [interner.node(stack) for stack in profile.temporal_stacks]

@@ -4,6 +4,7 @@
 
 var CHART_H = 190, PAD_L = 74, PAD_R = 30, PAD_T = 12, PAD_B = 24;
 var RSS_COLOR = "#3b6fb6", HEAP_COLOR = "#e0761f", MOMENT_COLOR = "#b3122e";
+var PROCESS_COLORS = ["#2a9d5c", "#8e44ad", "#c0392b", "#16a5a5", "#7f8c1a", "#d35c9a", "#555555"];
 
 // 1, 2, 2.5 or 5 times a power of ten, at least x.
 function niceStep(x) {
@@ -21,12 +22,19 @@ function Chart(host, doc, temporal, onSelect) {
   if (line && line.t.length) {
     this.t = line.t;
     this.series.push({ name: "resident size (rss)", color: RSS_COLOR, values: line.rss });
-    this.series.push({ name: "heap", color: HEAP_COLOR, values: line.heap });
+    this.series.push({ name: line.processes ? "heap, all processes" : "heap", color: HEAP_COLOR, values: line.heap });
+    // Merged captures: each process's heap on its own times.
+    var processes = line.processes || [];
+    for (var p = 0; p < processes.length; p++) {
+      this.series.push({ name: processes[p].name, color: PROCESS_COLORS[p % PROCESS_COLORS.length],
+                         values: processes[p].heap, t: processes[p].t });
+    }
   } else {
     this.t = temporal.t;
     this.series.push({ name: "heap", color: HEAP_COLOR, values: temporal.heap });
   }
   var times = this.t.concat(temporal.t);
+  for (var q = 0; q < this.series.length; q++) if (this.series[q].t) times = times.concat(this.series[q].t);
   this.tMin = times.length ? Math.min.apply(null, times) : 0;
   this.tMax = times.length ? Math.max.apply(null, times) : 1;
   if (this.tMax <= this.tMin) this.tMax = this.tMin + 1;
@@ -100,6 +108,7 @@ Chart.prototype.showReadout = function (x) {
   if (!this.t.length) return;
   var parts = [fmtSeconds(this.t[best])];
   for (var s = 0; s < this.series.length; s++) {
+    if (this.series[s].t) continue;  // a process's own line: its times differ
     parts.push(this.series[s].name.split(" ")[0] + " " + fmtBytes(this.series[s].values[best]));
   }
   this.readout.textContent = parts.join(", ");
@@ -157,11 +166,11 @@ Chart.prototype.draw = function () {
   }
   ctx.lineWidth = 1.8; ctx.lineJoin = "round";
   for (var s = 0; s < this.series.length; s++) {
-    var values = this.series[s].values;
+    var values = this.series[s].values, ts = this.series[s].t || this.t;
     ctx.strokeStyle = this.series[s].color;
     ctx.beginPath();
-    for (var i = 0; i < this.t.length; i++) {
-      var px = this.xOf(this.t[i]), py = this.yOf(values[i]);
+    for (var i = 0; i < ts.length; i++) {
+      var px = this.xOf(ts[i]), py = this.yOf(values[i]);
       if (i) ctx.lineTo(px, py); else ctx.moveTo(px, py);
     }
     ctx.stroke();

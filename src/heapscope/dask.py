@@ -1,0 +1,431 @@
+"""Profile a Dask cluster: every worker's memory, attributed to tasks.
+
+::
+
+    with heapscope.dask.profile(client, output="profiles") as result:
+        client.compute(graph).result()
+    # profiles/<worker>.bin: each worker's capture; result.path: all of them merged
+    # heapscope flamegraph profiles/merged.hscap
+
+:func:`profile` registers a worker plugin that starts a
+``heapscope.Tracker`` in each worker process (sampled by default, so that
+it can stay on in production), and in every worker that joins while the
+block runs. Each task runs under a label naming its task prefix
+(``distributed.utils.key_split`` of its key), so that in the merged report
+every stack of a task starts with the worker's frame (``[process] pid N:
+... (host, worker NAME at ADDRESS)``), then ``[label] <prefix>``, then the
+task's own frames. On exit each worker stops its Tracker and sends its
+capture back over Dask's own communication (``client.run`` returns the
+bytes: no shared filesystem is needed); the client writes
+``<output>/<worker name>.bin`` each and ``<output>/merged.hscap``
+(``heapscope merge``), and ``result.peaks`` says each worker's peak and
+which task prefixes held memory at it.
+
+A worker that dies during the block cannot send its capture. Workers write
+their captures under ``<temp dir>/heapscope-dask-<run id>/`` on their own
+host, and a killed worker's capture stays readable there (the capture's
+journal keeps what it recorded until the kill; ``heapscope summary`` says
+it was not finished). When that directory is on the client's host (a
+``LocalCluster``), :func:`profile` picks those captures up too; on another
+host, copy them from there.
+
+:func:`heapscope_workers` takes the arguments of
+``distributed.diagnostics.memray.memray_workers``, for memray's users.
+
+This module imports without ``distributed``; its functions raise an
+ImportError saying so when it is missing.
+"""
+
+import contextlib
+import glob
+import os
+import pathlib
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+from urllib.parse import quote
+
+__all__ = ["profile", "heapscope_workers", "ProfileResult", "WorkerPeak"]
+
+_PLUGIN_PREFIX = "heapscope-"
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError("heapscope.dask needs Dask's distributed scheduler, which is not installed: "
+                          "pip install distributed") from None
+    return distributed
+
+
+@dataclass
+class WorkerPeak:
+    """A worker's high-water mark: its bytes, and the bytes of each task
+    prefix (label) held at it; "(outside tasks)" is the rest."""
+
+    worker: str
+    bytes: int
+    tasks: Dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ProfileResult:
+    """What :func:`profile` gathered: filled in when its block ends."""
+
+    directory: str
+    path: Optional[str] = None  # the merged capture
+    captures: Dict[str, str] = field(default_factory=dict)  # worker name -> its capture
+    killed: List[str] = field(default_factory=list)  # captures of workers that died, read from their files
+    peaks: List[WorkerPeak] = field(default_factory=list)
+
+
+def _run_directory(run_id):
+    return os.path.join(tempfile.gettempdir(), f"heapscope-dask-{run_id}")
+
+
+# --- in the worker ------------------------------------------------------------------------------------------------
+
+_state = {}  # run id -> (Tracker, path): one per process
+
+
+def _task_prefix(key):
+    from dask.utils import key_split
+
+    return key_split(key)
+
+
+# The worker's task runners, looked up in distributed.worker at each task:
+# _run_task since distributed 2024.12, apply_function (thread pools) before.
+# Each takes the task's key as its argument `key`.
+_TASK_RUNNERS = ("_run_task", "apply_function")
+
+
+def _labelled(runner):
+    """*runner* with the task's prefix as the thread's label while it runs."""
+    import inspect
+
+    from heapscope.labels import label
+
+    position = list(inspect.signature(runner).parameters).index("key")
+
+    def run_labelled(*args, **kwargs):
+        key = args[position] if len(args) > position else kwargs.get("key")
+        with label(_task_prefix(key)):
+            return runner(*args, **kwargs)
+
+    run_labelled.heapscope_original = runner
+    return run_labelled
+
+
+def _label_tasks(on):
+    """Labels every task this process's workers run (on), or stops (off)."""
+    import distributed.worker as worker_module
+
+    for name in _TASK_RUNNERS:
+        current = getattr(worker_module, name, None)
+        if current is None:
+            continue
+        original = getattr(current, "heapscope_original", None)
+        if on and original is None:
+            setattr(worker_module, name, _labelled(current))
+        elif not on and original is not None:
+            setattr(worker_module, name, original)
+
+
+def _start(server, run_id, settings, role):
+    """Starts this process's Tracker for the run (once), labels its tasks.
+    Returns the capture's path."""
+    from heapscope.tracker import Tracker
+
+    if run_id in _state:
+        return _state[run_id][1]
+    directory = _run_directory(run_id)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    name = str(getattr(server, "name", role))
+    path = os.path.join(directory, f"{quote(name, safe='')}-{os.getpid()}.bin")
+    tracker = Tracker(path, native_traces=settings["native_traces"],
+                      trace_python_allocators=settings["trace_python_allocators"], sampling=settings["sampling"])
+    tracker._extra_metadata = [("dask_worker_name", name), ("dask_worker_address", str(server.address))]
+    if role == "scheduler":
+        tracker._extra_metadata = [("dask_worker_name", "scheduler"), ("dask_worker_address", str(server.address))]
+    tracker.__enter__()
+    _state[run_id] = (tracker, path)
+    if settings["label_tasks"] and role == "worker":
+        _label_tasks(True)
+    return path
+
+
+def _finish(server, run_id, role="worker"):
+    """Stops this process's Tracker for the run; (name, capture bytes), or None."""
+    entry = _state.pop(run_id, None)
+    if role == "worker":
+        _label_tasks(False)
+    if entry is None:
+        return None
+    tracker, path = entry
+    tracker.__exit__(None, None, None)
+    with open(path, "rb") as capture:
+        data = capture.read()
+    try:
+        os.unlink(path)
+        os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass  # another worker of this host is still writing there
+    name = "scheduler" if role == "scheduler" else str(getattr(server, "name", server.address))
+    return name, data
+
+
+def _start_worker(dask_worker, run_id, settings):
+    return _start(dask_worker, run_id, settings, "worker")
+
+
+def _finish_worker(dask_worker, run_id):
+    return _finish(dask_worker, run_id)
+
+
+def _start_scheduler(dask_scheduler, run_id, settings):
+    return _start(dask_scheduler, run_id, settings, "scheduler")
+
+
+def _finish_scheduler(dask_scheduler, run_id):
+    return _finish(dask_scheduler, run_id, "scheduler")
+
+
+def _plugin_class():
+    distributed = _distributed()
+
+    class HeapscopeWorkerPlugin(distributed.WorkerPlugin):
+        """Starts the run's Tracker in each worker (those present and those
+        that join), and labels its tasks; *addresses*: only these workers."""
+
+        def __init__(self, run_id, settings, addresses=None):
+            self.run_id = run_id
+            self.settings = settings
+            self.addresses = None if addresses is None else set(addresses)
+
+        def setup(self, worker):
+            if self.addresses is None or worker.address in self.addresses:
+                _start_worker(worker, self.run_id, self.settings)
+
+        def teardown(self, worker):
+            # Unregistered (the run ended) or the worker is closing: a
+            # capture still running is ended here and stays on disk.
+            entry = _state.pop(self.run_id, None)
+            _label_tasks(False)
+            if entry is not None:
+                entry[0].__exit__(None, None, None)
+
+    return HeapscopeWorkerPlugin
+
+
+# --- on the client -----------------------------------------------------------------------------------------------
+
+def _sampling(sample):
+    if sample is True:
+        return True
+    if sample is False or sample is None:
+        return None
+    return sample
+
+
+def _chosen_workers(client, workers):
+    info = client.scheduler_info(n_workers=-1) if "n_workers" in _parameters(client.scheduler_info) \
+        else client.scheduler_info()
+    addresses = list(info["workers"])
+    if workers is None:
+        return None
+    if isinstance(workers, int) and not isinstance(workers, bool):
+        return addresses[:workers]
+    return list(workers)
+
+
+def _parameters(function):
+    import inspect
+
+    try:
+        return inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return {}
+
+
+@contextlib.contextmanager
+def profile(client, workers=None, scheduler=False, sample=True, output="heapscope-dask", *, native_traces=False,
+            trace_python_allocators=False, label_tasks=True):
+    """Profiles the workers of *client*'s cluster while the block runs.
+
+    *workers*: None (every worker, and those that join), an int (the first
+    n) or a list of worker addresses. *scheduler*: the scheduler too.
+    *sample*: True (Poisson sampling at heapscope's default mean, cheap
+    enough to leave on), False (every allocation), or a Tracker ``sampling``
+    value. *output*: the directory for the captures. *label_tasks*: run
+    each task under the label of its task prefix.
+
+    Yields a :class:`ProfileResult`, filled in when the block ends.
+    """
+    _distributed()
+    run_id = uuid.uuid4().hex[:12]
+    settings = {"native_traces": bool(native_traces), "trace_python_allocators": bool(trace_python_allocators),
+                "sampling": _sampling(sample), "label_tasks": bool(label_tasks)}
+    addresses = _chosen_workers(client, workers)
+    plugin_name = _PLUGIN_PREFIX + run_id
+    result = ProfileResult(directory=os.fspath(output))
+    client.register_plugin(_plugin_class()(run_id, settings, addresses), name=plugin_name)
+    if scheduler:
+        client.run_on_scheduler(_start_scheduler, run_id=run_id, settings=settings)
+    try:
+        yield result
+    finally:
+        _gather(client, run_id, plugin_name, addresses, scheduler, result)
+
+
+def _gather(client, run_id, plugin_name, addresses, scheduler, result):
+    from heapscope.reports.merge import write_merged
+
+    directory = pathlib.Path(result.directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    gathered = client.run(_finish_worker, run_id=run_id, workers=addresses, on_error="return") \
+        if "on_error" in _parameters(client.run) else client.run(_finish_worker, run_id=run_id, workers=addresses)
+    if scheduler:
+        gathered["scheduler"] = client.run_on_scheduler(_finish_scheduler, run_id=run_id)
+    try:
+        client.unregister_worker_plugin(plugin_name)
+    except Exception:  # noqa: BLE001 -- already gone with its workers: nothing to undo
+        pass
+    written = []
+    for _address, answer in sorted(gathered.items(), key=lambda item: str(item[0])):
+        if not isinstance(answer, tuple):
+            continue  # a worker without a capture for this run, or one that failed to answer
+        name, data = answer
+        path = directory / f"{quote(name, safe='')}.bin"
+        path.write_bytes(data)
+        result.captures[name] = str(path)
+        written.append(str(path))
+    # Workers that died: their captures stay in the run's directory of their host.
+    for leftover in sorted(glob.glob(os.path.join(_run_directory(run_id), "*.bin"))):
+        target = directory / os.path.basename(leftover)
+        os.replace(leftover, target)
+        result.killed.append(str(target))
+        written.append(str(target))
+    try:
+        os.rmdir(_run_directory(run_id))
+    except OSError:
+        pass
+    if written:
+        result.path = str(directory / "merged.hscap")
+        if os.path.exists(result.path):
+            os.unlink(result.path)
+        write_merged(written, result.path)
+        result.peaks = worker_peaks(written)
+
+
+def worker_peaks(paths):
+    """A :class:`WorkerPeak` per capture: its peak, and the bytes each task
+    prefix (the first label frame of a stack) held at it, largest first."""
+    from heapscope.reader import FileReader
+    from heapscope.reports.adapters import profile_from_capture
+
+    peaks = []
+    for path in paths:
+        with FileReader(path) as reader:
+            extra = reader.start_metadata
+            profile = profile_from_capture(reader, "peak")
+            tasks = {}
+            for sample in profile.samples:
+                prefix = next((frame.function[len("[label] "):] for frame in sample.stack
+                               if frame.filename == "<label>"), "(outside tasks)")
+                tasks[prefix] = tasks.get(prefix, 0) + sample.bytes
+            name = extra.get("dask_worker_name") or os.path.basename(path)
+            peaks.append(WorkerPeak(name, profile.total_bytes,
+                                    dict(sorted(tasks.items(), key=lambda item: (-item[1], item[0])))))
+    return peaks
+
+
+# --- memray_workers' arguments ----------------------------------------------------------------------------------
+
+def _report_on_worker(dask_worker, run_id, report_args):
+    """Stops the run's Tracker and makes `heapscope <report_args> FILE -o
+    FILE.html` there (the worker's own Python reads its own capture); the
+    page's bytes."""
+    import subprocess
+    import sys
+
+    answer = _finish(dask_worker, run_id)
+    if answer is None:
+        return None
+    name, data = answer
+    with tempfile.TemporaryDirectory(prefix="heapscope-report-") as scratch:
+        capture = os.path.join(scratch, "capture.bin")
+        page = os.path.join(scratch, "report.html")
+        with open(capture, "wb") as out:
+            out.write(data)
+        arguments = list(report_args)
+        if arguments and arguments[0] == "heapscope":
+            arguments = arguments[1:]
+        if "-o" in arguments or "--output" in arguments:
+            raise ValueError("report_args cannot name the output file: heapscope_workers chooses it")
+        subprocess.run([sys.executable, "-m", "heapscope", *arguments, "-f", capture, "-o", page], check=True,
+                       capture_output=True)
+        with open(page, "rb") as source:
+            return name, source.read()
+
+
+@contextlib.contextmanager
+def heapscope_workers(directory="heapscope-profiles", workers=None, report_args=("flamegraph", "--temporal"),
+                      fetch_reports_parallel=True, **tracker_kwargs):
+    """``distributed.diagnostics.memray.memray_workers``, with heapscope:
+    the same arguments, and the client from ``distributed.get_client()``.
+
+    Each worker (all, the first n, or the addresses given) runs a Tracker
+    for the block; then each makes ``heapscope <report_args> -o
+    <directory>/<worker>.html`` of its capture, or, with
+    ``report_args=False``, its capture is fetched as ``<worker>.bin``.
+    (memray's default adds ``--leaks``, which heapscope's ``--temporal``
+    page does not take.) *tracker_kwargs* go to ``heapscope.Tracker``
+    (``native_traces``, ``trace_python_allocators``, ``sampling``).
+    *fetch_reports_parallel*: True (all at once), False (one at a time) or
+    how many workers at once. Tasks are labelled by their prefix, as in
+    :func:`profile`.
+    """
+    distributed = _distributed()
+    client = distributed.get_client()
+    unknown = set(tracker_kwargs) - {"native_traces", "trace_python_allocators", "sampling"}
+    if unknown:
+        raise TypeError(f"heapscope_workers got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    info = client.scheduler_info(**({"n_workers": -1} if "n_workers" in _parameters(client.scheduler_info) else {}))
+    names = {address: worker["name"] for address, worker in info["workers"].items()}
+    addresses = list(names)
+    if isinstance(workers, int) and not isinstance(workers, bool):
+        addresses = addresses[:workers]
+    elif workers:
+        addresses = list(workers)
+    run_id = uuid.uuid4().hex[:12]
+    settings = {"native_traces": bool(tracker_kwargs.get("native_traces", False)),
+                "trace_python_allocators": bool(tracker_kwargs.get("trace_python_allocators", False)),
+                "sampling": tracker_kwargs.get("sampling"), "label_tasks": True}
+    plugin_name = _PLUGIN_PREFIX + run_id
+    client.register_plugin(_plugin_class()(run_id, settings, addresses), name=plugin_name)
+    try:
+        yield
+    finally:
+        target = pathlib.Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        at_once = len(addresses) if fetch_reports_parallel is True else 1 if fetch_reports_parallel is False \
+            else max(int(fetch_reports_parallel), 1)
+        for start in range(0, len(addresses), at_once):
+            group = addresses[start:start + at_once]
+            if report_args:
+                answers = client.run(_report_on_worker, run_id=run_id, report_args=list(report_args), workers=group)
+            else:
+                answers = client.run(_finish_worker, run_id=run_id, workers=group)
+            for address, answer in answers.items():
+                if answer is None:
+                    continue
+                _name, data = answer
+                suffix = ".html" if report_args else ".bin"
+                (target / (quote(str(names.get(address, address)), safe="") + suffix)).write_bytes(data)
+        try:
+            client.unregister_worker_plugin(plugin_name)
+        except Exception:  # noqa: BLE001 -- gone with its workers
+            pass
