@@ -58,6 +58,8 @@ def _handle(channel, request):
         return {"error": f"the process runs {sys.implementation.name} {sys.version.split()[0]}: heapscope "
                          f"supports CPython {SUPPORTED[0][0]}.{SUPPORTED[0][1]} to "
                          f"{SUPPORTED[1][0]}.{SUPPORTED[1][1]}", "kind": "version"}, None
+    if "threading" not in sys.modules:
+        _import_threading_for_the_main_thread()
     try:
         import heapscope
         from heapscope import _heapscope, tracker
@@ -65,6 +67,38 @@ def _handle(channel, request):
         return {"error": f"heapscope cannot be imported in the process ({error}); install heapscope in the "
                          f"environment it runs ({sys.executable}, sys.prefix {sys.prefix})", "kind": "import"}, None
     return _attach(heapscope, _heapscope, tracker, channel, request)
+
+
+def _import_threading_for_the_main_thread():
+    """Imports threading (heapscope needs it) on behalf of a program that has
+    not. Before 3.13, threading takes the thread that first imports it for
+    the main thread, and the interpreter's exit then waits for that thread:
+    here, this one, which stays until detach. So the program's main thread is
+    made threading's main thread again (the only other thread running Python
+    is it); failing that, at least the exit does not wait for this thread."""
+    import threading
+
+    if hasattr(threading, "_get_main_thread_ident"):  # 3.13+: threading finds the main thread itself
+        return
+    me = threading.get_ident()
+    main = threading._main_thread
+    if main.ident != me:
+        return
+    others = [ident for ident in sys._current_frames() if ident != me]
+    with threading._shutdown_locks_lock:
+        threading._shutdown_locks.discard(main._tstate_lock)
+    if len(others) == 1:
+        # Held until the exit's threading._shutdown releases it, as the
+        # main thread's own lock would be (join() and is_alive() wait on it).
+        running = threading.Lock()
+        running.acquire()
+        with threading._active_limbo_lock:
+            threading._active.pop(me, None)
+            main._ident = others[0]
+            main._tstate_lock = running
+            if hasattr(main, "_native_id"):
+                main._native_id = os.getpid()  # the main thread's native id is the process id
+            threading._active[others[0]] = main
 
 
 def _attach(heapscope, native, tracker, channel, request):
