@@ -28,8 +28,10 @@ import sys
 import tempfile
 
 from heapscope.cli._capture import CommandError, guarded
-from heapscope.cli._program import add_sample_argument
+from heapscope.cli._program import add_sample_argument, int_argument
 from heapscope.reports.text import format_bytes, safe_text
+
+_pid_argument = int_argument(1, what="a process id")
 
 #: How long gdb waits for the program to reach a safe point.
 SAFE_POINT_WAIT_S = 10
@@ -100,18 +102,6 @@ def register(commands):
     )
     parser.add_argument("pid", type=_pid_argument, metavar="PID", help="the process heapscope attach profiles")
     parser.set_defaults(handler=guarded(detach))
-
-
-def _pid_argument(text):
-    import argparse
-
-    try:
-        pid = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a process id, got {text!r}") from None
-    if pid <= 0:
-        raise argparse.ArgumentTypeError(f"expected a process id (> 0), got {pid}")
-    return pid
 
 
 def _duration_argument(text):
