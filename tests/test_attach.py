@@ -141,7 +141,7 @@ def test_attach_records_the_program_from_the_moment_of_attaching(targets, tmp_pa
     target.expect("paused")
     detached = heapscope_cli("detach", target.pid)
     assert detached.returncode == 0, detached.stderr
-    assert f"detached from process {target.pid}" in detached.stderr
+    assert f"detached from process {target.pid}: wrote {capture} (" in detached.stderr
     assert target.running()  # detach leaves it running...
     code, stderr = target.finish()
     assert code == 0  # ...and it ends normally, with nothing of heapscope's on its stderr

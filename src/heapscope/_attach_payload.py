@@ -136,7 +136,8 @@ def _attach(heapscope, native, tracker, channel, request):
     control.listen(4)
     # Made now: nothing that ends the capture may allocate before it stops (tracker.py).
     endings = {why: [("ended_by", why)] for why in ("detach", "duration", "exit")}
-    state = {"tracker": capture, "where": where, "control": control, "endings": endings}
+    state = {"tracker": capture, "where": where, "output": request["output"], "control": control,
+             "endings": endings}
     # From here on this thread's allocations are heapscope's own: the
     # capture counts only the program's.
     native.untrace_this_thread()
@@ -210,4 +211,4 @@ def _end_attached(heapscope, why):
     capture = state["tracker"]
     capture._end_metadata = state["endings"][why]
     capture.__exit__(None, None, None)
-    return {"where": state["where"], "totals": capture.totals or {}, "ended_by": why}
+    return {"output": state["output"], "totals": capture.totals or {}, "ended_by": why}

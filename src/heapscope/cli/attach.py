@@ -128,7 +128,7 @@ def attach(parser, options):
         raise CommandError(f"process {pid} is already being profiled by heapscope attach; end that with: "
                            f"heapscope detach {pid}")
     request = {
-        "action": "attach", "output": None, "force": options.force, "port": None, "duration": options.duration,
+        "output": None, "force": options.force, "port": None, "duration": options.duration,
         "native": options.native, "trace_python_allocators": options.trace_python_allocators,
         "aggregate": options.aggregate, "sample": options.sample,
     }
@@ -192,13 +192,14 @@ def end_capture(pid):
 
 def _detached_message(pid, ended):
     totals = ended.get("totals") or {}
-    line = (f"heapscope: detached from process {pid}: {safe_text(ended['where'])} "
-            f"({totals.get('allocations', 0)} allocations, peak {format_bytes(totals.get('peak_memory', 0))})")
-    where = ended["where"]
-    if where.startswith("writing "):
-        quoted = safe_text(shlex.quote(where[len("writing "):]))
-        line += f"\nheapscope: look at it with: heapscope summary {quoted}"
-    return line
+    counts = (f"{totals.get('allocations', 0)} allocations, "
+              f"peak {format_bytes(totals.get('peak_memory', 0))}")
+    output = ended.get("output")
+    if output is None:
+        return f"heapscope: detached from process {pid} ({counts})"
+    quoted = safe_text(shlex.quote(output))
+    return (f"heapscope: detached from process {pid}: wrote {safe_text(output)} ({counts})\n"
+            f"heapscope: look at it with: heapscope summary {quoted}   (also: tree, flamegraph, summary --leaks)")
 
 
 def _follow_live(pid, channel, port):
