@@ -353,3 +353,18 @@ def test_ptrace_refusal_says_what_to_change():
     message = str(refused.value)
     assert message.startswith("not permitted to trace process 12345: ")
     assert "kernel.yama.ptrace_scope" in message or "CAP_SYS_PTRACE" in message
+
+
+def test_a_process_another_debugger_traces_is_refused(tmp_path):
+    sleeper = subprocess.Popen(["sleep", "120"])
+    said = tmp_path / "said.txt"
+    try:
+        # heapscope attach, run from inside a gdb session that holds the process.
+        command = f"{sys.executable} -m heapscope attach {sleeper.pid} > {said} 2>&1"
+        subprocess.run(["gdb", "-batch", "-nx", "-p", str(sleeper.pid), "-ex", f"shell {command}", "-ex", "detach"],
+                       capture_output=True, env=python_env(), timeout=120)
+        assert f"process {sleeper.pid} is already traced by process" in said.read_text()
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()

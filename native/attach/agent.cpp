@@ -8,7 +8,7 @@
 // (heapscope/_attach_payload.py).
 //
 // Nothing here runs at the point where gdb stopped the process, apart from
-// copying the path and creating the thread, and no Python runs on any thread
+// copying the source and creating the thread, and no Python runs on any thread
 // the program owns.
 //
 // The library does not include Python.h: one build serves every CPython the
@@ -104,7 +104,7 @@ void* agent_thread(void* argument) {
 
 // Called by gdb in the stopped target, at the entry of malloc, free or one of
 // Python's allocation functions (where no allocator lock is held by the
-// thread). Allocates (the copy of the path, the thread). Returns 0, or the
+// thread). Allocates (the copy of the source, the thread). Returns 0, or the
 // errno of the failure.
 extern "C" __attribute__((visibility("default"))) int heapscope_attach_agent_start(const char* source) {
     char* copy = strdup(source);

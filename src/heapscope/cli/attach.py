@@ -270,10 +270,15 @@ def check_target(pid):
         raise CommandError(f"process {pid} belongs to another user: attach as that user (or as root)") from None
     try:
         with open(f"/proc/{pid}/status") as status:
-            if any(line.split() == ["State:", "Z", "(zombie)"] for line in status):
-                raise CommandError(f"process {pid} has ended (a zombie waiting for its parent)")
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
     except OSError:
-        pass
+        return
+    if fields.get("State", "").split()[:1] == ["Z"]:
+        raise CommandError(f"process {pid} has ended (a zombie waiting for its parent)")
+    tracer = fields.get("TracerPid", "0").strip()
+    if tracer != "0":
+        raise CommandError(f"process {pid} is already traced by process {tracer} (a debugger?): only one "
+                           f"tracer at a time; detach that one first")
 
 
 def capture_listening(pid):
