@@ -368,3 +368,28 @@ def test_a_process_another_debugger_traces_is_refused(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_leaving_the_live_view_ends_the_capture(targets, tmp_path):
+    target = targets()
+    viewer = subprocess.Popen([sys.executable, "-m", "heapscope", "attach", str(target.pid), "--live"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env())
+    try:
+        first = viewer.stdout.readline()
+        assert first.startswith("heapscope live:"), first + viewer.stderr.read()
+        viewer.terminate()  # as a closed terminal or a kill: the view ends as with Ctrl-C
+        assert viewer.wait(timeout=60) == 130
+        assert f"heapscope: the capture in process {target.pid} ended" in viewer.stderr.read()
+    finally:
+        if viewer.poll() is None:
+            viewer.kill()
+        viewer.wait()
+        viewer.stdout.close()
+        viewer.stderr.close()
+    # The process is free to be profiled again, and still runs as before.
+    again = attach(target.pid, "-o", tmp_path / "again.hscap")
+    assert again.returncode == 0, again.stderr
+    assert heapscope_cli("detach", target.pid).returncode == 0
+    target.tell("free")
+    target.expect("paused")
+    assert target.finish() == (0, "")

@@ -188,7 +188,12 @@ def _take_orders(heapscope, state, duration):
                 if order.strip() != b"detach":
                     send_line(connection, {"error": "unknown order", "kind": "internal"})
                     continue
-                ended = _end_attached(heapscope, "detach")
+                try:
+                    ended = _end_attached(heapscope, "detach")
+                except Exception as error:  # noqa: B902 (said to heapscope detach, not raised in the program)
+                    send_line(connection, {"error": f"ending the capture failed: {type(error).__name__}: {error}",
+                                           "kind": "internal"})
+                    return
                 if ended is None:
                     send_line(connection, {"error": "no capture started by heapscope attach runs in the process",
                                            "kind": "not-attached"})
@@ -210,5 +215,10 @@ def _end_attached(heapscope, why):
     heapscope._attached = None
     capture = state["tracker"]
     capture._end_metadata = state["endings"][why]
-    capture.__exit__(None, None, None)
+    try:
+        capture.__exit__(None, None, None)
+    except OSError:
+        if state["output"] is not None:
+            raise
+        # --live: the viewer has gone (the view ended first), so the end could not be sent; the capture is over.
     return {"output": state["output"], "totals": capture.totals or {}, "ended_by": why}

@@ -22,6 +22,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -209,6 +210,9 @@ def _follow_live(pid, channel, port):
     from heapscope.cli import live
 
     channel.wait_serving(pid)
+    # Closing the terminal or a kill leaves the view as Ctrl-C does: the capture is ended.
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, _leave_view)
     tty = sys.stdout.isatty()
     rows = max(5, os.get_terminal_size().lines - 6) if tty else 20
     ended = False
@@ -226,6 +230,10 @@ def _follow_live(pid, channel, port):
     finally:
         if not ended and _alive(pid):
             _end_quietly(pid)
+
+
+def _leave_view(number, frame):
+    raise KeyboardInterrupt
 
 
 def _end_quietly(pid):
