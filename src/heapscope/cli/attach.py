@@ -450,8 +450,10 @@ def _gdb_inject(pid, channel, verbose):
     if verbose:
         _say("heapscope: " + shlex.join(command))
     try:
+        # gdb embeds a Python of its own: this one's PYTHONPATH/PYTHONHOME would break it.
+        environment = {name: value for name, value in os.environ.items() if not name.startswith("PYTHON")}
         finished = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, timeout=SAFE_POINT_WAIT_S + 60)
+                                  stderr=subprocess.STDOUT, timeout=SAFE_POINT_WAIT_S + 60, env=environment)
         output = finished.stdout.decode("utf-8", "replace")
     except subprocess.TimeoutExpired as expired:
         # gdb quits on SIGTERM and detaches; subprocess.run killed it: say so.
