@@ -160,7 +160,7 @@ def attach(parser, options):
 
 def detach(parser, options):
     pid = options.pid
-    check_target(pid)
+    check_target(pid, tracing=False)  # detach needs no debugger
     _say(_detached_message(pid, end_capture(pid)))
     return 0
 
@@ -265,9 +265,9 @@ def _say(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def check_target(pid):
-    """CommandError unless *pid* is another process of this user that gdb
-    could attach to: checked before anything touches it."""
+def check_target(pid, tracing=True):
+    """CommandError unless *pid* is another process of this user, which gdb
+    could attach to (with *tracing*): checked before anything touches it."""
     if pid == os.getpid():
         raise CommandError("cannot attach to heapscope itself")
     try:
@@ -284,7 +284,7 @@ def check_target(pid):
     if fields.get("State", "").split()[:1] == ["Z"]:
         raise CommandError(f"process {pid} has ended (a zombie waiting for its parent)")
     tracer = fields.get("TracerPid", "0").strip()
-    if tracer != "0":
+    if tracing and tracer != "0":
         raise CommandError(f"process {pid} is already traced by process {tracer} (a debugger?): only one "
                            f"tracer at a time; detach that one first")
 
