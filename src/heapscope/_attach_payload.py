@@ -140,13 +140,13 @@ def _attach(heapscope, native, tracker, channel, request):
              "endings": endings}
     # From here on this thread's allocations are heapscope's own: the
     # capture counts only the program's.
-    native.untrace_this_thread()
-    if request["port"] is not None:
-        send_line(channel, {"serving": request["port"]})
     try:
+        native.untrace_this_thread()
+        if request["port"] is not None:
+            send_line(channel, {"serving": request["port"]})
         capture.__enter__()
     except BaseException:
-        control.close()
+        control.close()  # the name is free again: a later attach may bind it
         raise
     if capture.viewer_left:
         control.close()
