@@ -78,7 +78,9 @@ def _import_threading_for_the_main_thread():
     is it); failing that, at least the exit does not wait for this thread."""
     import threading
 
-    if hasattr(threading, "_get_main_thread_ident"):  # 3.13+: threading finds the main thread itself
+    if hasattr(threading, "_get_main_thread_ident"):  # 3.13+: threading finds the main thread itself...
+        if hasattr(threading._main_thread, "_native_id"):
+            threading._main_thread._native_id = os.getpid()  # ...but takes this thread's native id
         return
     me = threading.get_ident()
     main = threading._main_thread
