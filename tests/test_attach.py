@@ -44,6 +44,9 @@ TARGET = """
     print("paused", flush=True)
     while not exists("stop"):
         time.sleep(0.005)
+    import threading  # imported here first: threading's main thread must still be this one
+    main = threading.main_thread()
+    print("main", main is threading.current_thread() and main.native_id == os.getpid(), flush=True)
     print("done", flush=True)
 """
 
@@ -76,6 +79,8 @@ class Target:
     def finish(self):
         """Lets it end; its exit code, and what it wrote on stderr."""
         self.tell("stop")
+        if "main.native_id" in self.script.read_text():
+            self.expect("main True")
         self.expect("done")
         code = self.process.wait(timeout=60)
         return code, self.process.stderr.read()
