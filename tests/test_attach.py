@@ -216,13 +216,21 @@ def test_duration_ends_the_capture_by_itself(targets, tmp_path):
     assert target.lines["after"] not in made  # made after the capture ended
 
 
-def test_attach_live_streams_to_the_viewer(targets):
-    target = targets()
+def live_view(target):
+    """``heapscope attach PID --live``, once it shows its first table."""
     viewer = subprocess.Popen([sys.executable, "-m", "heapscope", "attach", str(target.pid), "--live"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env())
+    first = viewer.stdout.readline()
+    if not first.startswith("heapscope live:"):
+        viewer.kill()
+        pytest.fail(f"no live view: {first}{viewer.stderr.read()}")
+    return viewer
+
+
+def test_attach_live_streams_to_the_viewer(targets):
+    target = targets()
+    viewer = live_view(target)
     try:
-        first = viewer.stdout.readline()
-        assert first.startswith("heapscope live:"), first + viewer.stderr.read()
         target.tell("free")
         target.expect("paused")
         code, stderr = target.finish()
@@ -381,11 +389,8 @@ def test_a_process_another_debugger_traces_is_refused(tmp_path):
 
 def test_leaving_the_live_view_ends_the_capture(targets, tmp_path):
     target = targets()
-    viewer = subprocess.Popen([sys.executable, "-m", "heapscope", "attach", str(target.pid), "--live"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env())
+    viewer = live_view(target)
     try:
-        first = viewer.stdout.readline()
-        assert first.startswith("heapscope live:"), first + viewer.stderr.read()
         viewer.terminate()  # as a closed terminal or a kill: the view ends as with Ctrl-C
         assert viewer.wait(timeout=60) == 130
         assert f"heapscope: the capture in process {target.pid} ended" in viewer.stderr.read()
