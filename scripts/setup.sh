@@ -19,11 +19,13 @@ compgen -G "/usr/include/*/libunwind.h" >/dev/null || [ -f /usr/include/libunwin
 "$python" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 # The test extras: the export tests check pprof files with `go tool pprof` and
 # collapsed stacks with flamegraph.pl (perl), the flow graph tests draw dot files
-# with Graphviz; installed only as root, else those tests skip.
+# with Graphviz, the attach tests enter running programs with gdb; installed
+# only as root, else those tests skip (without gdb, the attach tests fail and say so).
 if [[ "${HEAPSCOPE_PIP_TARGET:-.}" == *"[test]"* ]] && [ "$(id -u)" = 0 ]; then
   command -v go >/dev/null || need_apt+=(golang-go)
   command -v perl >/dev/null || need_apt+=(perl)
   command -v dot >/dev/null || need_apt+=(graphviz)
+  command -v gdb >/dev/null || need_apt+=(gdb)
 fi
 # The HTML report tests drive Debian's chromium through playwright (never
 # `playwright install`: it downloads a browser of its own); DejaVu gives the

@@ -33,6 +33,15 @@
 
 namespace nb = nanobind;
 
+// heapscope attach's thread in the target (native/attach/agent.cpp finds
+// this by name when heapscope is loaded there, heapscope/_attach_payload.py
+// calls it once it imported heapscope): what that thread allocates (the
+// payload, waiting for heapscope detach, answering it) is heapscope's, not
+// the program's. Its frees still reach the capture. Allocates nothing.
+extern "C" __attribute__((visibility("default"))) void heapscope_untrace_this_thread() {
+    heapscope::t_guard_state.suppressed = true;
+}
+
 namespace heapscope::bindings {
 
 // Names each resource pool's domain in `writer`'s capture (Metadata
@@ -354,6 +363,8 @@ void bind_capture_control(nb::module_& m) {
     m.def("capture_active", [] { return static_cast<bool>(g_writer); });
     m.def("capture_thread_name", &capture_thread_name, nb::arg("ident"), nb::arg("name"),
           "While capturing: the thread with this ident (threading.get_ident()) is called `name` (a str).");
+    m.def("untrace_this_thread", &heapscope_untrace_this_thread,
+          "From now on, what the calling thread allocates is not recorded (its frees are).");
     m.def("check_can_start", [](const std::string& door_name) {
         session::Door door;
         if (!session::door_from_name(door_name, &door)) throw nb::value_error("unknown door");

@@ -218,6 +218,7 @@ class Tracker:
         self.totals = None  # what capture_stop reported: allocations, deallocations, peak_memory, bytes_written
         self._thread_patch = None  # what _intercept_thread_names changed, for __exit__ to restore
         self.viewer_left = False  # SocketDestination: the viewer disconnected before the end
+        self._warn_of_viewer = True  # heapscope attach: the program's stderr is not ours to write to
 
     @property
     def destination(self):
@@ -325,7 +326,8 @@ class Tracker:
                 # The viewer left before the capture began: the program goes on, untracked.
                 self._used = True
                 self.viewer_left = True
-                _warn_viewer_left(error)
+                if self._warn_of_viewer:
+                    _warn_viewer_left(error)
                 _restore_thread_names(self._thread_patch)
                 return self
             except BaseException:
@@ -362,7 +364,8 @@ class Tracker:
                     raise
                 # The viewer left: the program went on, unrecorded from then.
                 self.viewer_left = True
-                _warn_viewer_left(error)
+                if self._warn_of_viewer:
+                    _warn_viewer_left(error)
             finally:
                 _restore_thread_names(self._thread_patch)
         finally:

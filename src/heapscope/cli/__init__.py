@@ -14,7 +14,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from heapscope.cli import diff, flamegraph, live, merge, parse, run, stats, summary, table, top, transform, tree
+    from heapscope.cli import attach, diff, flamegraph, live, merge, parse, run, stats, summary, table, top, transform, tree
 
     top.register(commands)
     run.register(commands)
@@ -28,6 +28,7 @@ def build_parser():
     merge.register(commands)
     live.register(commands)
     parse.register(commands)
+    attach.register(commands)
     return parser
 
 
