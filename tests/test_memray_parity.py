@@ -475,7 +475,7 @@ import time
 import hs_alloc
 with Tracker(out, memory_interval_ms=2):
     hs_alloc.malloc(1, 100_000)
-    time.sleep(0.4)
+    time.sleep(1.0)  # ~500 intervals; a loaded machine's writer thread may take far fewer
 """
 
 
@@ -485,7 +485,7 @@ def test_max_memory_records_keeps_every_nth_snapshot(tmp_path, extension_dir):
     capture(tmp_path, "heapscope", MANY_SNAPSHOTS, "metadata", extension_dir=extension_dir)
     path = tmp_path / "script_heapscope.bin"
     every = FileReader(path).get_memory_snapshots()
-    assert len(every) > 60
+    assert len(every) > 25  # more than max_memory_records below: a stride above 1
     few = FileReader(path, max_memory_records=25).get_memory_snapshots()
     stride = -(-len(every) // 25)  # memray's: ceil(records / max_memory_records)
     assert few == every[::stride] and len(few) <= 25
