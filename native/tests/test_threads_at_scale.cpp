@@ -6,7 +6,8 @@
 // time. The totals must come out exact per thread and per line in the
 // engine's live table (what the tracemalloc door reports) and in both
 // capture formats read back. Run plain, under ASan+UBSan and under TSan
-// (scripts/test.sh): TSan sees every engine/writer access the threads make.
+// (scripts/test.sh; a tenth of the volume there, see kAllocationsPerThread):
+// TSan sees every engine and writer access the threads make.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
