@@ -934,12 +934,19 @@ class SocketReader(_StackResolver):
 
         if self._thread is not None:
             raise ValueError("Can not enter the context of a SocketReader object more than once, at the same time.")
+        from heapscope.tracker import LIVE_HELLO
+
         while True:
             try:
                 connection = socket.create_connection((self._address, self._port))
                 break
             except ConnectionRefusedError:
                 time.sleep(self._CONNECT_RETRY_S)
+        try:
+            connection.sendall(LIVE_HELLO)  # the program serves only a client that greets it
+        except BaseException:
+            connection.close()
+            raise
         self._stream = _heapscope.CaptureStream()
         self._python_stacks, self._native_stacks, self._hybrid_stacks = {}, {}, {}
         try:
