@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything and runs every test: the C++ unit tests (plain, and
-# under AddressSanitizer + UndefinedBehaviorSanitizer) and the pytest suite.
+# Installs everything and runs every test: the C++ unit tests (plain, under
+# AddressSanitizer + UndefinedBehaviorSanitizer, and under ThreadSanitizer)
+# and the pytest suite.
 set -euo pipefail
 export HEAPSCOPE_WERROR=ON  # compiler warnings fail the build
 HEAPSCOPE_PIP_TARGET=".[test]" source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -9,15 +10,21 @@ echo "== include directions (scripts/check_layers.py)"
 python scripts/check_layers.py
 
 jobs=$(nproc)
-for variant in plain sanitize; do
-  sanitize=OFF; build_type=Release
+# tsan: the unit tests alone at -O1 (CMakeLists.txt), the engine and the
+# writer driven from 8 threads among them (test_threads_at_scale.cpp).
+for variant in plain sanitize tsan; do
+  sanitize=OFF; tsan=OFF; build_type=Release
   [ "$variant" = sanitize ] && { sanitize=ON; build_type=Debug; }
+  [ "$variant" = tsan ] && { tsan=ON; build_type=Debug; }
   echo "== C++ unit tests ($variant)"
+  started=$SECONDS
   cmake -S . -B "build/unit-$variant" -G Ninja -DCMAKE_BUILD_TYPE=$build_type \
     -DHEAPSCOPE_BUILD_MODULE=OFF -DHEAPSCOPE_BUILD_TESTS=ON -DHEAPSCOPE_WERROR=ON \
-    -DHEAPSCOPE_SANITIZE=$sanitize >/dev/null
+    -DHEAPSCOPE_SANITIZE=$sanitize -DHEAPSCOPE_TSAN=$tsan >/dev/null
   cmake --build "build/unit-$variant" -j "$jobs"
+  built=$SECONDS
   ctest --test-dir "build/unit-$variant" --output-on-failure -j "$jobs"
+  echo "== C++ unit tests ($variant): built in $((built - started)) s, ran in $((SECONDS - built)) s"
 done
 
 echo "== fuzzing the readers, 10 s each (bench/fuzz/fuzz_readers.py)"

@@ -196,20 +196,27 @@ PyMODINIT_FUNC PyInit_hs_alloc(void) { return PyModule_Create(&module); }
 """
 
 
-def build_extension(directory):
-    """Compiles hs_alloc into *directory* (with symbols, so native traces can
-    name its functions); skips the test when there is no C compiler."""
+def compile_extension(directory, name, source, flags=("-O1", "-g", "-fno-omit-frame-pointer")):
+    """Compiles the C extension module *name* from *source* into *directory*
+    (-fno-builtin: the compiler must not turn realloc(NULL, n) into malloc(n)
+    or drop a malloc it can see is freed); skips the test when there is no C
+    compiler. Returns *directory*."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         pytest.skip("no C compiler")
-    source = os.path.join(directory, EXTENSION_NAME + ".c")
-    with open(source, "w") as out:
-        out.write(EXTENSION_SOURCE)
-    target = os.path.join(directory, EXTENSION_NAME + sysconfig.get_config_var("EXT_SUFFIX"))
-    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer", "-fno-builtin",
-                    "-Wall", "-Werror", "-I", sysconfig.get_paths()["include"], source, "-o", target],
-                   check=True)
+    path = os.path.join(directory, name + ".c")
+    with open(path, "w") as out:
+        out.write(source)
+    target = os.path.join(directory, name + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run([compiler, "-shared", "-fPIC", *flags, "-fno-builtin", "-Wall", "-Werror",
+                    "-I", sysconfig.get_paths()["include"], path, "-o", target], check=True)
     return directory
+
+
+def build_extension(directory):
+    """Compiles hs_alloc into *directory* (with symbols, so native traces can
+    name its functions)."""
+    return compile_extension(directory, EXTENSION_NAME, EXTENSION_SOURCE)
 
 
 def python_env(*extra_paths):

@@ -30,6 +30,7 @@
 #include <tuple>
 #include <vector>
 
+#include "fork_child.h"
 #include "model/high_water_mark.h"
 #include "format/chunk_io.h"
 #include "format/records.h"
@@ -921,6 +922,14 @@ TEST_P(CaptureWriterLocks, FailedWritesSetFailedWithoutCrashingOrBlocking) {
 }
 
 TEST_P(CaptureWriterLocks, ChildCaptureAfterForkIsSelfContained) {
+#if defined(__SANITIZE_THREAD__)
+    // The child of a process whose writer thread runs starts a thread of its
+    // own: TSan's bookkeeping, copied from the parent, still holds the
+    // parent's threads, and it dies ("starting new threads after
+    // multi-threaded fork is not supported", or a thread id it thinks is in
+    // use). The plain and ASan builds run this test.
+    GTEST_SKIP() << "ThreadSanitizer cannot run a thread started after a multi-threaded fork";
+#endif
     for (FileFormat format : {FileFormat::kAllAllocations, FileFormat::kAggregatedAllocations}) {
         const bool aggregated = format == FileFormat::kAggregatedAllocations;
         SCOPED_TRACE(aggregated ? "aggregated" : "all allocations");
@@ -955,7 +964,7 @@ TEST_P(CaptureWriterLocks, ChildCaptureAfterForkIsSelfContained) {
             std::string child_error;
             std::unique_ptr<CaptureWriter> child =
                 writer->clone_in_child(child_fd, {{"command", "child"}, {"pid", std::to_string(getpid())}}, &child_error);
-            if (!child) _exit(2);
+            if (!child) end_child(2);
             EngineLock child_engine_lock(hook_lock());  // the child's writer keeps hook_lock
             child_engine_lock.lock();
             child->on_free(DeallocationEvent{freed_in_child.address, 50, 0, 1, Allocator::kFree,
@@ -963,10 +972,10 @@ TEST_P(CaptureWriterLocks, ChildCaptureAfterForkIsSelfContained) {
             const uint32_t k = child->on_alloc(AllocationEvent{0x9000, 4000, 0, 1, inner, native, Allocator::kMalloc});
             child->on_alloc(AllocationEvent{0xa000, 10, 0, 1, outer, 0, Allocator::kCalloc});
             child_engine_lock.unlock();
-            if (k != (aggregated ? kept.kept : kNoSinkState)) _exit(3);
-            if (!child->finish({{"exit_code", "0"}}, &child_error)) _exit(4);
+            if (k != (aggregated ? kept.kept : kNoSinkState)) end_child(3);
+            if (!child->finish({{"exit_code", "0"}}, &child_error)) end_child(4);
             (void)writer.release();  // abandoned: the parent's writer belongs to the parent
-            _exit(0);
+            end_child(0);
         }
         ::close(child_fd);
         int status = 0;
@@ -1055,7 +1064,7 @@ KilledCapture kill_a_capture(size_t chunk_bytes, FileFormat format, std::chrono:
         o.checkpoint_interval_ms = 5;
         std::string error;
         std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(o, &error);
-        if (!writer) ::_exit(3);
+        if (!writer) end_child(3);
         Feeder feeder(writer.get(), format == FileFormat::kAggregatedAllocations);
         feeder.thread(1);
         const uint32_t node = feeder.python_node(0, FrameKey{0x2000, 10});

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "fork_child.h"
 #include "engine/engine.h"
 #include "engine/thread_state.h"
 
@@ -229,7 +230,7 @@ TEST(EngineFork, ChildNeverInheritsAHeldLock) {
         alarm(5);
         std::vector<FrameKey> stack{{1, 1}};
         engine().record_alloc(0, 0x10, 5, with_stack(stack), 1, 1, true);
-        _exit(engine().trace_count() == 1 ? 0 : 1);
+        end_child(engine().trace_count() == 1 ? 0 : 1);
     }
     holder.join();
     int status = 0;

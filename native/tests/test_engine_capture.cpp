@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "fork_child.h"
 #include "engine/engine.h"
 #include "engine/labels.h"
 #include "engine/thread_state.h"
@@ -215,14 +216,14 @@ TEST_F(CaptureTest, AForkedChildSendsNothingToTheParentsSink) {
         engine().record_alloc(0, 0x600, 8, with_stack({{5, 1}}), 1, 1, true);
         BlockInfo info;
         // Detached: nothing is recorded (no sink would hear of its stack nodes).
-        if (sink.log.size() != before || engine().capturing() || engine().find(0, 0x600, &info)) _exit(1);
+        if (sink.log.size() != before || engine().capturing() || engine().find(0, 0x600, &info)) end_child(1);
         // The child's own sink then hears of everything it is given, threads and nodes first.
         RecordingSink child_sink;
         engine().replace_sink(&child_sink);
         engine().record_alloc(0, 0x700, 8, with_stack({{5, 1}}), 1, 1, true);
         bool announced = child_sink.log.size() == 3 && child_sink.log[0] == "py 1<-0 code 5" &&
                          child_sink.log[1].rfind("thread ", 0) == 0;
-        _exit(announced ? 0 : 2);
+        end_child(announced ? 0 : 2);
     }
     int status = 0;
     waitpid(pid, &status, 0);

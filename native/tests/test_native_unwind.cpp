@@ -111,6 +111,13 @@ TEST(NativeUnwind, MaxBoundsTheDepth) {
 }
 
 TEST(NativeUnwind, OtherThreadsHaveTheirOwnStacks) {
+#if defined(__SANITIZE_THREAD__)
+    // libunwind frees a thread's cache in a thread-specific-data destructor
+    // that locks a mutex after TSan has torn the thread's state down, and
+    // TSan crashes there (google/sanitizers#943, open). The plain and ASan
+    // builds run this test.
+    GTEST_SKIP() << "libunwind's per-thread cache crashes ThreadSanitizer at thread exit (google/sanitizers#943)";
+#endif
     // Each thread gets libunwind's per-thread cache on first use.
     unwind_chain::Capture captures[4];
     std::vector<std::thread> threads;

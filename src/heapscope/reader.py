@@ -941,6 +941,8 @@ class SocketReader(_StackResolver):
 
         if self._thread is not None:
             raise ValueError("Can not enter the context of a SocketReader object more than once, at the same time.")
+        from heapscope.tracker import LIVE_HELLO
+
         while True:
             try:
                 connection = socket.create_connection((self._address, self._port))

@@ -176,7 +176,12 @@ class ForkGate {
         ForkGate& gate = instance();
         gate.mutex_.lock();
         gate.held_.clear();
-        const auto deadline = std::chrono::steady_clock::now() + kForkWaitMs;
+        // On the system clock: libstdc++ waits for a steady-clock deadline
+        // with pthread_mutex_clocklock, which GCC 12's ThreadSanitizer does
+        // not intercept, so the TSan build would not see these locks taken
+        // and would report their release as the unlock of an unlocked mutex.
+        // A wall-clock step during the wait only moves this safety bound.
+        const auto deadline = std::chrono::system_clock::now() + kForkWaitMs;
         for (std::timed_mutex* busy : gate.gates_) {
             if (busy->try_lock_until(deadline)) gate.held_.push_back(busy);
         }
