@@ -949,8 +949,6 @@ class SocketReader(_StackResolver):
                 break
             except ConnectionRefusedError:
                 time.sleep(self._CONNECT_RETRY_S)
-        from heapscope.tracker import LIVE_HELLO
-
         self._stream = _heapscope.CaptureStream()
         self._python_stacks, self._native_stacks, self._hybrid_stacks = {}, {}, {}
         try:
