@@ -494,6 +494,22 @@ void Engine::restamp(uint32_t domain, uintptr_t address, ThreadStackCache* cache
     table->update(address, info);
 }
 
+void Engine::record_object(uintptr_t address, bool created, ThreadStackCache* cache, uint32_t frame_count,
+                           bool can_pin, const uintptr_t* native_ips, uint32_t native_count) {
+    uint32_t node = StackTrie::kRoot;
+    uint64_t seen_generation = generation_.load(std::memory_order_acquire);
+    bool resolved = frame_count == 0 || (use_stack_cache_.load(std::memory_order_relaxed) &&
+                                         resolve_from_cache(cache, frame_count, seen_generation, &node));
+    SpinGuard guard(lock_);
+    if (!tracing_.load(std::memory_order_relaxed) || detached_ || !sink_) return;
+    if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
+        node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
+    }
+    const uint32_t thread = capture_thread_locked();
+    const uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
+    sink_->on_object(ObjectEvent{address, thread, created, node, native});
+}
+
 void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, const Estimate& weight,
                            bool pooled) {
     BlockInfo replaced;

@@ -202,6 +202,11 @@ class Engine {
     // records stay as written).
     void restamp(uint32_t domain, uintptr_t address, ThreadStackCache* cache, uint32_t frame_count,
                  uint32_t total_depth, bool can_pin);
+    // While capturing (CaptureSink::on_object, track_object_lifetimes): the
+    // Python object at `address` was made, with the stacks just captured
+    // (as for record_alloc), or destroyed (frame_count and native_count 0).
+    void record_object(uintptr_t address, bool created, ThreadStackCache* cache, uint32_t frame_count, bool can_pin,
+                       const uintptr_t* native_ips, uint32_t native_count);
     // Removes a block; false if it was not traced. `removed` may be null.
     // While sampling, an address the filter rules out returns at once, here,
     // inline: hooks call this for every free without a check of their own.
