@@ -161,6 +161,15 @@ class _StackRecord:
             return "merged thread"
         return self._reader._thread_name(self.tid)
 
+    def __eq__(self, other):
+        # Records of one kind are equal when they say the same (_key()).
+        if type(other) is type(self):
+            return self._key() == other._key()
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._key())
+
     def _check_allocation(self):
         if self.allocator in _DEALLOCATORS:
             raise NotImplementedError("Stack traces for deallocations aren't captured.")
@@ -217,14 +226,6 @@ class AllocationRecord(_StackRecord):
         return (self.tid, self.address, self.size, int(self.allocator), self.n_allocations, self.domain,
                 self._python_node, self._native_node)
 
-    def __eq__(self, other):
-        if isinstance(other, AllocationRecord):
-            return self._key() == other._key()
-        return NotImplemented
-
-    def __hash__(self):
-        return hash(self._key())
-
     def __repr__(self):
         return (f"AllocationRecord<tid={self.tid:#x}, address={self.address:#x}, size={self.size}, "
                 f"allocator={self.allocator.name}, allocations={self.n_allocations}>")
@@ -250,14 +251,6 @@ class TrackedObjectRecord(_StackRecord):
 
     def _key(self):
         return (self.tid, self.address, self.is_created, self._python_node, self._native_node)
-
-    def __eq__(self, other):
-        if isinstance(other, TrackedObjectRecord):
-            return self._key() == other._key()
-        return NotImplemented
-
-    def __hash__(self):
-        return hash(self._key())
 
     def __repr__(self):
         return (f"TrackedObjectRecord<tid={self.tid:#x}, address={self.address:#x}, "

@@ -476,35 +476,38 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
 
 void Engine::restamp(uint32_t domain, uintptr_t address, ThreadStackCache* cache, uint32_t frame_count,
                      uint32_t total_depth, bool can_pin) {
-    uint32_t node = StackTrie::kRoot;
-    uint64_t seen_generation = generation_.load(std::memory_order_acquire);
-    bool resolved = frame_count == 0 || (use_stack_cache_.load(std::memory_order_relaxed) &&
-                                         resolve_from_cache(cache, frame_count, seen_generation, &node));
+    const StackLookup lookup = begin_stack(cache, frame_count);
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed) || detached_ || sink_) return;
     BlockTable* table = table_for(domain, false);
     BlockInfo info;
     if (!table || !table->find(address, &info)) return;
-    if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
-        node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
-    }
-    info.stack = node;
+    info.stack = finish_stack_locked(lookup, cache, frame_count, can_pin);
     // The exact flag stays: the block's estimate, and so the counters, must not change.
     info.total_depth = total_depth | (info.total_depth & kExactBlockBit);
     table->update(address, info);
 }
 
+Engine::StackLookup Engine::begin_stack(ThreadStackCache* cache, uint32_t frame_count) {
+    StackLookup lookup{StackTrie::kRoot, generation_.load(std::memory_order_acquire), frame_count == 0};
+    if (!lookup.resolved && use_stack_cache_.load(std::memory_order_relaxed)) {
+        lookup.resolved = resolve_from_cache(cache, frame_count, lookup.generation, &lookup.node);
+    }
+    return lookup;
+}
+
+uint32_t Engine::finish_stack_locked(const StackLookup& lookup, ThreadStackCache* cache, uint32_t frame_count,
+                                     bool can_pin) {
+    if (lookup.resolved && generation_.load(std::memory_order_relaxed) == lookup.generation) return lookup.node;
+    return frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
+}
+
 void Engine::record_object(uintptr_t address, bool created, ThreadStackCache* cache, uint32_t frame_count,
                            bool can_pin, const uintptr_t* native_ips, uint32_t native_count) {
-    uint32_t node = StackTrie::kRoot;
-    uint64_t seen_generation = generation_.load(std::memory_order_acquire);
-    bool resolved = frame_count == 0 || (use_stack_cache_.load(std::memory_order_relaxed) &&
-                                         resolve_from_cache(cache, frame_count, seen_generation, &node));
+    const StackLookup lookup = begin_stack(cache, frame_count);
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed) || detached_ || !sink_) return;
-    if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
-        node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
-    }
+    const uint32_t node = finish_stack_locked(lookup, cache, frame_count, can_pin);
     const uint32_t thread = capture_thread_locked();
     const uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
     sink_->on_object(ObjectEvent{address, thread, created, node, native});

@@ -280,6 +280,17 @@ class Engine {
     // is what it stood for. Holds lock_.
     bool erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed, Estimate* was);
     uint32_t resolve_stack_locked(ThreadStackCache* cache, uint32_t frame_count, bool can_pin);
+    // A stack about to be filed, named in two steps: from the thread's cache
+    // without the lock (begin_stack), then under it (finish_stack_locked) if
+    // that failed or a clear came in between.
+    struct StackLookup {
+        uint32_t node;
+        uint64_t generation;
+        bool resolved;
+    };
+    StackLookup begin_stack(ThreadStackCache* cache, uint32_t frame_count);
+    uint32_t finish_stack_locked(const StackLookup& lookup, ThreadStackCache* cache, uint32_t frame_count,
+                                 bool can_pin);
     uint32_t intern_frame_locked(uint32_t parent, FrameKey frame, bool can_pin, bool* substituted);
     // Announces the calling thread to the sink once per capture, and again
     // when it was renamed. Holds lock_.
