@@ -81,8 +81,6 @@ void install(unsigned uses) {
     g_uses |= uses;
 }
 
-bool watching_frees() { return g_live != nullptr; }
-
 void forget_freed_block(uintptr_t block, bool may_record) {
     if (!g_live || g_live->empty()) return;
     // The object at the block's start (no header) is in it, whatever its
@@ -108,18 +106,15 @@ void take_surviving(std::vector<PyObject*>* out) {
     if (!g_live) return;
     HookGuard guard;
     out->reserve(out->size() + g_live->size());
-    for (auto it = g_live->begin(); it != g_live->end();) {
-        PyObject* op = *it;
+    for (PyObject* op : *g_live) {
         if (Py_REFCNT(op) == 0) {
             // Destroyed unreported and kept on a free list (3.13.0-3.13.2):
             // its memory is still the free list's, so the count is readable.
-            if (engine().tracing()) hooks::record_object(reinterpret_cast<uintptr_t>(op), false);
-            ++it;
+            if (guard.entered() && engine().tracing()) hooks::record_object(reinterpret_cast<uintptr_t>(op), false);
             continue;
         }
         Py_INCREF(op);
         out->push_back(op);
-        ++it;
     }
     g_live->clear();
 }
@@ -141,7 +136,6 @@ void uninstall() {
 bool available() { return false; }
 void install(unsigned) {}
 void uninstall() {}
-bool watching_frees() { return false; }
 void forget_freed_block(uintptr_t, bool) {}
 void take_surviving(std::vector<PyObject*>*) {}
 

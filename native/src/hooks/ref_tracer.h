@@ -47,8 +47,6 @@ void uninstall();
 // written so when `may_record` (the caller holds a HookGuard that entered).
 // GIL held (object domain). Cheap when nothing is remembered.
 void forget_freed_block(uintptr_t block, bool may_record);
-// Whether frees must be watched (kObjectLifetimes is in use).
-bool watching_frees();
 
 // kObjectLifetimes: appends to `*out` the objects made since install() and
 // not destroyed, each with a new reference the caller owns, and forgets
