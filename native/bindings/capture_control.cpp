@@ -25,6 +25,7 @@
 #include "engine/labels.h"
 #include "engine/thread_state.h"
 #include "hooks/record.h"
+#include "hooks/ref_tracer.h"
 #include "hooks/session.h"
 #include "format/chunk_io.h"
 #include "format/records.h"
@@ -116,7 +117,8 @@ void announce_stack_root(CaptureWriter* writer, uint32_t entry_depth) {
 void capture_start(int fd, bool aggregated, bool native_traces, bool trace_python_allocators,
                    uint32_t memory_interval_ms, uint32_t checkpoint_interval_ms, bool compress, Metadata metadata,
                    const std::string& sampling_text, const std::string& door_name, int listener_fd,
-                   std::optional<uint32_t> entry_depth, std::vector<std::pair<uint64_t, std::string>> thread_names) {
+                   std::optional<uint32_t> entry_depth, std::vector<std::pair<uint64_t, std::string>> thread_names,
+                   bool track_object_lifetimes) {
     // Owns `listener_fd` as it owns `fd`: closed on every failure.
     struct ListenerOwner {
         int fd;
@@ -142,6 +144,10 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
         close(fd);
         raise_runtime_error(refused);
     }
+    if (track_object_lifetimes && !reftrace::available()) {
+        close(fd);
+        raise_runtime_error("track_object_lifetimes needs Python 3.13 or later (PyRefTracer_SetTracer)");
+    }
     if (native_traces && !hooks::prepare_native_stacks()) {
         close(fd);
         raise_runtime_error("native traces need libunwind (Debian: libunwind8), which could not be loaded");
@@ -151,6 +157,7 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     options.format = aggregated ? format::FileFormat::kAggregatedAllocations : format::FileFormat::kAllAllocations;
     options.native_traces = native_traces;
     options.trace_python_allocators = trace_python_allocators;
+    options.track_object_lifetimes = track_object_lifetimes;
     options.compression_level = compress ? 3 : 0;
     options.memory_interval_ms = memory_interval_ms;
     if (checkpoint_interval_ms == 0) checkpoint_interval_ms = 1;
@@ -186,6 +193,7 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     session_options.sink = writer.get();
     session_options.native_traces = native_traces;
     session_options.python_allocators = trace_python_allocators;
+    session_options.object_lifetimes = track_object_lifetimes;
     session_options.sampling = sampling;
     if (!session::begin(door, session_options)) raise_runtime_error(session::refusal(door));
     g_writer = std::move(writer);
@@ -220,8 +228,18 @@ std::string unix_time_text() {
 std::optional<nb::dict> capture_stop(long long owner_pid, nb::handle end_metadata) {
     if (static_cast<long long>(getpid()) != owner_pid) return std::nullopt;
     if (!g_writer) raise_runtime_error("no capture is active");
+    // track_object_lifetimes: the objects still alive, taken (with a
+    // reference each) while the tracer is in place, so none is destroyed
+    // unseen in between; owned here until they are handed to Python.
+    struct Survivors {
+        std::vector<PyObject*> objects;
+        ~Survivors() {
+            for (PyObject* op : objects) Py_DECREF(op);
+        }
+    } survivors;
     {
         SuppressTracing untraced;  // unpatching allocates; frees still reach the capture
+        reftrace::take_surviving(&survivors.objects);
         stop_engine();
     }
     Metadata end{{"end_time", unix_time_text()}};
@@ -248,6 +266,9 @@ std::optional<nb::dict> capture_stop(long long owner_pid, nb::handle end_metadat
     result["deallocations"] = totals.deallocations;
     result["peak_memory"] = totals.peak_heap;
     result["bytes_written"] = totals.bytes_written;
+    nb::list surviving;  // Python objects made only now: the engine has stopped
+    for (PyObject* op : survivors.objects) surviving.append(nb::handle(op));
+    result["surviving_objects"] = surviving;
     return result;
 }
 
@@ -352,14 +373,19 @@ void bind_capture_control(nb::module_& m) {
           nb::arg("checkpoint_interval_ms") = 1000, nb::arg("compress"), nb::arg("metadata"), nb::arg("sampling") = "exact",
           nb::arg("door") = "tracker", nb::arg("listener_fd") = -1, nb::arg("entry_depth") = nb::none(),
           nb::arg("thread_names") = std::vector<std::pair<uint64_t, std::string>>{},
+          nb::arg("track_object_lifetimes") = false,
           "Start capturing every allocation into `fd` (a file or a connected socket; the capture owns it).\n"
           "listener_fd: a listening socket the writer serves (refuses a second viewer on).\n"
           "entry_depth: the frames from the caller to the frame that entered the Tracker (1: the caller's\n"
           "caller); the stacks of this thread start there. None: stacks are kept whole.\n"
-          "thread_names: (ident, name) of threads that exist already: their names in the capture.");
+          "thread_names: (ident, name) of threads that exist already: their names in the capture.\n"
+          "track_object_lifetimes: record every Python object made and destroyed (3.13+); capture_stop\n"
+          "then returns the ones still alive in 'surviving_objects'.");
     m.def("capture_stop", &capture_stop, nb::arg("owner_pid"), nb::arg("end_metadata"),
           "Stop the capture of process `owner_pid`, write its end (end_time stamped now, then\n"
-          "`end_metadata`, a list of (key, value) str pairs) and close it. Returns totals; None in another process.");
+          "`end_metadata`, a list of (key, value) str pairs) and close it. Returns totals (and\n"
+          "'surviving_objects': with track_object_lifetimes, the objects made and still alive; else []);\n"
+          "None in another process.");
     m.def("capture_active", [] { return static_cast<bool>(g_writer); });
     m.def("capture_thread_name", &capture_thread_name, nb::arg("ident"), nb::arg("name"),
           "While capturing: the thread with this ident (threading.get_ident()) is called `name` (a str).");

@@ -111,6 +111,13 @@ bool event_row(const format::Record& r, EventRow* row) {
     return false;
 }
 
+// objects() yields the Object records as themselves.
+bool object_row(const format::Record& r, format::ObjectRecord* row) {
+    if (r.type != format::RecordType::kObject) return false;
+    *row = r.object;
+    return true;
+}
+
 // dump() yields every record as a line of text.
 bool record_line(const format::Record& r, std::string* line) {
     *line = format::record_text(r);
@@ -189,6 +196,7 @@ class RecordIterator {
 };
 using EventIterator = RecordIterator<EventRow, event_row>;
 using LineIterator = RecordIterator<std::string, record_line>;
+using ObjectIterator = RecordIterator<format::ObjectRecord, object_row>;
 
 class PyCaptureFile {
   public:
@@ -279,6 +287,9 @@ class PyCaptureFile {
         require_all_allocations("the allocation records");
         return started(new EventIterator(shared_, choose(progress)));
     }
+
+    // The Object records (track_object_lifetimes), in order; either format.
+    ObjectIterator* objects(nb::object progress) { return started(new ObjectIterator(shared_, choose(progress))); }
 
     // Every record as text, the file header first (heapscope parse).
     LineIterator* dump(nb::object progress) { return started(new LineIterator(shared_, choose(progress))); }
@@ -641,6 +652,17 @@ void bind_capture_reader(nb::module_& m) {
     nb::class_<LineIterator>(m, "_CaptureLineIterator", nb::type_slots(iterator_slots<LineIterator>))
         .def("__iter__", [](nb::handle self) { return self; })
         .def("__next__", &LineIterator::next);
+    nb::class_<format::ObjectRecord>(m, "ObjectRow",
+                                     "A Python object made (created True: with its python_node and native_node)\n"
+                                     "or destroyed, at address, by thread.")
+        .def_ro("thread", &format::ObjectRecord::thread)
+        .def_ro("address", &format::ObjectRecord::address)
+        .def_ro("created", &format::ObjectRecord::created)
+        .def_ro("python_node", &format::ObjectRecord::python_node)
+        .def_ro("native_node", &format::ObjectRecord::native_node);
+    nb::class_<ObjectIterator>(m, "_CaptureObjectIterator", nb::type_slots(iterator_slots<ObjectIterator>))
+        .def("__iter__", [](nb::handle self) { return self; })
+        .def("__next__", &ObjectIterator::next);
 
     nb::class_<PyCaptureFile>(m, "CaptureFile", nb::type_slots(file_slots),
                               "A capture file opened for reports. Location reports are lists of LocationRow,\n"
@@ -667,6 +689,8 @@ void bind_capture_reader(nb::module_& m) {
         .def("records", &PyCaptureFile::records, nb::arg("progress") = nb::none(), nb::rv_policy::take_ownership,
              "Every allocation and deallocation, lazily, as EventRow (thread, address, size,\n"
              "allocator, python_node, native_node, domain, count).")
+        .def("objects", &PyCaptureFile::objects, nb::arg("progress") = nb::none(), nb::rv_policy::take_ownership,
+             "Every Object record (track_object_lifetimes), lazily, as ObjectRow.")
         .def("dump", &PyCaptureFile::dump, nb::arg("progress") = nb::none(), nb::rv_policy::take_ownership,
              "Every record of the capture, lazily, as a line of text (TYPE name=value ...).")
         .def_prop_ro("header_line", &PyCaptureFile::header_line, "The file header as a line of text.")

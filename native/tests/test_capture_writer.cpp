@@ -1243,3 +1243,47 @@ TEST(CaptureWriterJournal, WriteOnlyDescriptorsAreWrittenWithoutAJournal) {
     EXPECT_TRUE(c.end_chunk);
     EXPECT_EQ(expect_prefix_of_the_childs_events(c), 3000u);
 }
+
+// track_object_lifetimes: every object event in order, version 3, and the
+// aggregated format keeps the objects alive at the end (after the final
+// checkpoint) with their stacks; without the option no Object record is written.
+TEST(CaptureWriter, ObjectEventsAreWrittenInOrderOrAsTheSurvivorsAtTheEnd) {
+    for (FileFormat format : {FileFormat::kAllAllocations, FileFormat::kAggregatedAllocations}) {
+        for (bool track : {true, false}) {
+            CaptureFile file;
+            std::string error;
+            CaptureOptions options = options_for(file.writer_fd(), format);
+            options.track_object_lifetimes = track;
+            std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(std::move(options), &error);
+            ASSERT_TRUE(writer) << error;
+            writer->on_thread(1, 100, nullptr);
+            writer->on_python_node(1, 0, FrameKey{0x1000, 2});
+            writer->on_object(ObjectEvent{0x5000, 1, true, 1, 0});
+            writer->on_object(ObjectEvent{0x6000, 1, true, 1, 0});
+            writer->on_object(ObjectEvent{0x5000, 1, false, 0, 0});
+            writer->on_object(ObjectEvent{0x7000, 1, true, 1, 0});
+            ASSERT_TRUE(writer->finish({}, &error)) << error;
+            Capture c = file.read();
+            ASSERT_FALSE(c.damaged) << c.error;
+            EXPECT_EQ(c.header.version, track ? 3u : 1u);
+            EXPECT_EQ(c.metadata()["track_object_lifetimes"], track ? "1" : "0");
+            std::vector<std::string> objects;
+            for (const Record* r : c.of(RecordType::kObject)) {
+                objects.push_back(std::to_string(r->object.address) + (r->object.created ? " made " : " gone ") +
+                                  std::to_string(r->object.python_node) + " t" + std::to_string(r->object.thread));
+            }
+            if (!track) {
+                EXPECT_TRUE(objects.empty());
+            } else if (format == FileFormat::kAllAllocations) {
+                EXPECT_EQ(objects, (std::vector<std::string>{"20480 made 1 t1", "24576 made 1 t1", "20480 gone 0 t1",
+                                                             "28672 made 1 t1"}));
+            } else {
+                std::sort(objects.begin(), objects.end());
+                EXPECT_EQ(objects, (std::vector<std::string>{"24576 made 1 t1", "28672 made 1 t1"}));
+                // After the final checkpoint.
+                ASSERT_FALSE(c.of(RecordType::kCheckpoint).empty());
+                EXPECT_GT(c.of(RecordType::kObject).front(), c.of(RecordType::kCheckpoint).back());
+            }
+        }
+    }
+}

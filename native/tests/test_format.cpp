@@ -78,6 +78,10 @@ std::string describe(const Record& r) {
         case RecordType::kMetadata:
             for (const auto& [k, v] : r.metadata.entries) s += " '" + k + "'='" + v + "'";
             break;
+        case RecordType::kObject:
+            add(r.object.thread), add(r.object.address), add(r.object.created), add(r.object.python_node);
+            add(r.object.native_node);
+            break;
     }
     return s;
 }
@@ -99,6 +103,7 @@ struct Script {
                 case RecordType::kCheckpoint: e->checkpoint(r.checkpoint); break;
                 case RecordType::kLocation: e->location(r.location); break;
                 case RecordType::kMetadata: e->metadata(r.metadata); break;
+                case RecordType::kObject: e->object(r.object); break;
             }
         }
     }
@@ -188,6 +193,15 @@ Script every_record_script() {
         r.memory = MemoryRecord{0, 0, 0};
         Record& r2 = s.add(RecordType::kMemory);
         r2.memory = MemoryRecord{kMax64, kMax64, kMax64};
+    }
+    // Objects: made (with and without a native node) and destroyed (no stack), on several threads.
+    for (uint64_t address : {uint64_t{0x7f00deadbee0}, uint64_t{0}, kMax64, uint64_t{0x10}}) {
+        for (uint32_t native : {0u, kMax32, 7u}) {
+            Record& made = s.add(RecordType::kObject);
+            made.object = ObjectRecord{native == 7 ? kMax32 : 2, address, true, native == 0 ? kMax32 : 3, native};
+        }
+        Record& gone = s.add(RecordType::kObject);
+        gone.object = ObjectRecord{1, address, false, 0, 0};
     }
     for (bool final : {false, true}) {
         Record& c = s.add(RecordType::kCheckpoint);
@@ -379,6 +393,24 @@ TEST(Records, EveryRecordTypeRoundTripsWithExtremeValues) {
     std::string error;
     EXPECT_EQ(decode_all(encoder.view(), &error), script.text());
     EXPECT_EQ(error, "");
+}
+
+TEST(Records, ObjectRecordsAreDamageBeforeFormatVersion3) {
+    RecordEncoder encoder;
+    encoder.object(ObjectRecord{0, 0x7f00deadbee0, true, 5, 0});
+    Record r;
+    RecordDecoder version3(encoder.view(), true, true);
+    ASSERT_TRUE(version3.next(&r));
+    EXPECT_EQ(r.type, RecordType::kObject);
+    RecordDecoder version2(encoder.view(), true, false);
+    EXPECT_FALSE(version2.next(&r));
+    EXPECT_NE(version2.error().find("object record in a capture older than format version 3"), std::string::npos);
+    // A destruction carries no stack: a native flag on one is damage.
+    std::string error;
+    EXPECT_TRUE(decode_all(std::string("\x10\x02\x08", 3), &error).empty());
+    EXPECT_NE(error.find("a destruction with a stack"), std::string::npos);
+    EXPECT_TRUE(decode_all(std::string("\x10\x04\x08", 3), &error).empty());
+    EXPECT_NE(error.find("unknown flag bits"), std::string::npos);
 }
 
 TEST(Records, LongStringsRoundTrip) {
@@ -699,14 +731,14 @@ TEST(Chunks, ForeignEmptyAndNewerFilesAreRefusedClearly) {
     std::string bytes = small_capture(&boundaries, nullptr);
     std::string newer = bytes;
     newer[24] = 7;  // version 7, header checksum now wrong: the version is named first
-    EXPECT_EQ(read_with_reader(newer).error, "capture format version 7 is newer than this heapscope (reads up to 2)");
+    EXPECT_EQ(read_with_reader(newer).error, "capture format version 7 is newer than this heapscope (reads up to 3)");
     newer[24] = 0;
     EXPECT_EQ(read_with_reader(newer).error, "not a heapscope capture (format version 0)");
     // The parser says the same.
-    newer[24] = 3;
+    newer[24] = 4;
     ReadResult p = read_with_parser(newer, 3);
     EXPECT_FALSE(p.header_ok);
-    EXPECT_EQ(p.error, "capture format version 3 is newer than this heapscope (reads up to 2)");
+    EXPECT_EQ(p.error, "capture format version 4 is newer than this heapscope (reads up to 3)");
     EXPECT_EQ(read_with_parser("PK\x03\x04 a zip file", 1).error, "not a heapscope capture");
 }
 

@@ -34,7 +34,8 @@ from heapscope.reports.progress import ProgressBar
 from heapscope.tracker import FileFormat
 
 __all__ = ["FileReader", "AllocationRecord", "AllocatorType", "CaptureFileError", "Metadata", "MemorySnapshot",
-           "CaptureStats", "TemporalAllocationRecord", "Interval", "dump_all_records", "SocketReader"]
+           "CaptureStats", "TemporalAllocationRecord", "Interval", "dump_all_records", "SocketReader",
+           "TrackedObjectRecord"]
 
 
 class CaptureFileError(ValueError):
@@ -160,6 +161,15 @@ class _StackRecord:
             return "merged thread"
         return self._reader._thread_name(self.tid)
 
+    def __eq__(self, other):
+        # Records of one kind are equal when they say the same (_key()).
+        if type(other) is type(self):
+            return self._key() == other._key()
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._key())
+
     def _check_allocation(self):
         if self.allocator in _DEALLOCATORS:
             raise NotImplementedError("Stack traces for deallocations aren't captured.")
@@ -216,17 +226,35 @@ class AllocationRecord(_StackRecord):
         return (self.tid, self.address, self.size, int(self.allocator), self.n_allocations, self.domain,
                 self._python_node, self._native_node)
 
-    def __eq__(self, other):
-        if isinstance(other, AllocationRecord):
-            return self._key() == other._key()
-        return NotImplemented
-
-    def __hash__(self):
-        return hash(self._key())
-
     def __repr__(self):
         return (f"AllocationRecord<tid={self.tid:#x}, address={self.address:#x}, size={self.size}, "
                 f"allocator={self.allocator.name}, allocations={self.n_allocations}>")
+
+
+class TrackedObjectRecord(_StackRecord):
+    """One object lifetime event (``FileReader.get_object_lifetime_events``),
+    memray's: the Python object at ``address`` was made (``is_created``) or
+    destroyed, by thread ``tid``. A creation has the stacks that made it; a
+    destruction has none (its stack methods raise NotImplementedError, as a
+    deallocation's do)."""
+
+    __slots__ = ("_reader", "tid", "address", "is_created", "allocator", "domain", "_python_node", "_native_node")
+
+    def __init__(self, reader, tid, address, is_created, python_node, native_node):
+        super().__init__(reader, tid, None, 0, python_node, native_node)
+        self.address = address
+        self.is_created = is_created
+
+    def _check_allocation(self):
+        if not self.is_created:
+            raise NotImplementedError("Stack traces for deallocations aren't captured.")
+
+    def _key(self):
+        return (self.tid, self.address, self.is_created, self._python_node, self._native_node)
+
+    def __repr__(self):
+        return (f"TrackedObjectRecord<tid={self.tid:#x}, address={self.address:#x}, "
+                f"is_created={self.is_created}, stack_id={self.stack_id}>")
 
 
 class Interval:
@@ -791,6 +819,34 @@ class FileReader(_StackResolver):
             for event in self._file.records(progress=progress):
                 yield AllocationRecord(self, event.thread, event.address, event.size, allocator(event.allocator),
                                        event.count, event.domain, event.python_node, event.native_node)
+        finally:
+            progress.close()
+
+    def get_object_lifetime_events(self, included_objects=None):
+        """The Python objects made, and destroyed, while the capture ran with
+        ``track_object_lifetimes=True`` (memray's): TrackedObjectRecords in
+        order, an iterator that streams the file. With *included_objects*
+        (e.g. ``Tracker.get_surviving_objects()``), only the events at
+        those objects' addresses. An aggregated capture holds the objects
+        alive at its end only, each as a creation.
+
+        Raises:
+            RuntimeError: the capture was not made with track_object_lifetimes=True.
+        """
+        self._ensure_open()
+        if dict(self._file.metadata).get("track_object_lifetimes") != "1":
+            raise RuntimeError("Object lifetime events are not available in this capture file. "
+                               "The file was not generated with track_object_lifetimes=True.")
+        addresses = None if included_objects is None else {id(obj) for obj in included_objects}
+        return self._object_events(addresses)
+
+    def _object_events(self, addresses):
+        progress = self._progress("Reading object lifetimes")
+        try:
+            for row in self._file.objects(progress=progress):
+                if addresses is None or row.address in addresses:
+                    yield TrackedObjectRecord(self, row.thread, row.address, row.created, row.python_node,
+                                              row.native_node)
         finally:
             progress.close()
 

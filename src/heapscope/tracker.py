@@ -155,11 +155,16 @@ class Tracker:
             interval in bytes) or a mapping {size upper bound: probability}
             (heapprof's size ranges). A sampled capture holds unbiased
             estimates of bytes and counts; docs/sampling.md.
+        track_object_lifetimes: record every Python object made while the
+            Tracker is active, with its stacks, and its destruction; the
+            ones still alive at the end are get_surviving_objects()
+            (memray's option; docs/capture.md). Python 3.13+: RuntimeError
+            before it.
     """
 
     def __init__(self, file_name=None, *, destination=None, native_traces=False, trace_python_allocators=False,
                  follow_fork=False, memory_interval_ms=10, file_format=FileFormat.ALL_ALLOCATIONS, sampling=None,
-                 checkpoint_interval_ms=1000):
+                 checkpoint_interval_ms=1000, track_object_lifetimes=False):
         if (file_name, destination).count(None) != 1:
             raise TypeError("Exactly one of 'file_name' or 'destination' argument must be specified")
         if file_name is not None:
@@ -169,6 +174,13 @@ class Tracker:
         self._native_traces = _flag("native_traces", native_traces)
         self._trace_python_allocators = _flag("trace_python_allocators", trace_python_allocators)
         self._follow_fork = _flag("follow_fork", follow_fork)
+        self._track_object_lifetimes = _flag("track_object_lifetimes", track_object_lifetimes)
+        if self._track_object_lifetimes and sys.version_info < (3, 13):
+            # 3.9-3.12 tell no tool but their own tracemalloc of a new object
+            # (docs/capture.md, "Object lifetimes", has the evidence).
+            raise RuntimeError(f"track_object_lifetimes needs Python 3.13 or later (its reference tracer, "
+                               f"PyRefTracer_SetTracer, is what reports every object made and destroyed). "
+                               f"Current version: {'.'.join(map(str, sys.version_info[:3]))}")
         if isinstance(memory_interval_ms, bool) or not isinstance(memory_interval_ms, int):
             raise TypeError(f"memory_interval_ms must be an int, not {type(memory_interval_ms).__name__}")
         if not 1 <= memory_interval_ms <= 2 ** 31 - 1:
@@ -219,6 +231,7 @@ class Tracker:
         self._thread_patch = None  # what _intercept_thread_names changed, for __exit__ to restore
         self.viewer_left = False  # SocketDestination: the viewer disconnected before the end
         self._warn_of_viewer = True  # heapscope attach: the program's stderr is not ours to write to
+        self._surviving_objects = None  # track_object_lifetimes: what capture_stop handed back
 
     @property
     def destination(self):
@@ -280,7 +293,11 @@ class Tracker:
     def __enter__(self):
         global _active_tracker
 
-        with _tracker_lock:
+        # Taken and released by calls, not `with`: leaving a `with` calls the
+        # lock's __exit__ with an argument tuple, an object the capture would
+        # see made (track_object_lifetimes) after it started.
+        _tracker_lock.acquire()
+        try:
             if self._used:
                 raise RuntimeError("This Tracker was already used: create a new Tracker to track again")
             _heapscope.check_can_start(self._door)  # before the file is made
@@ -319,6 +336,7 @@ class Tracker:
                     entry_depth=1,
                     thread_names=thread_names,
                     listener_fd=listener_fd,
+                    track_object_lifetimes=self._track_object_lifetimes,
                 )
             except (BrokenPipeError, ConnectionResetError) as error:
                 if created is not None or not isinstance(destination, SocketDestination):
@@ -340,6 +358,8 @@ class Tracker:
             self._owner_pid = pid
             self._start_metadata = metadata
             _active_tracker = self
+        finally:
+            _tracker_lock.release()
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):
@@ -358,6 +378,9 @@ class Tracker:
             try:
                 totals = _heapscope.capture_stop(self._owner_pid, self._end_metadata)
                 if totals is not None:
+                    surviving = totals.pop("surviving_objects")
+                    if self._track_object_lifetimes:
+                        self._surviving_objects = tuple(surviving)
                     self.totals = totals
             except (BrokenPipeError, ConnectionResetError) as error:
                 if not isinstance(self._destination, SocketDestination):
@@ -371,6 +394,21 @@ class Tracker:
         finally:
             _tracker_lock.release()
         return False
+
+
+    def get_surviving_objects(self):
+        """The Python objects made while this Tracker was active and still
+        alive when it ended (memray's): a tuple, with references of its own.
+
+        Raises:
+            RuntimeError: track_object_lifetimes was not enabled, or the
+                Tracker has not ended (or never started, or failed).
+        """
+        if not self._track_object_lifetimes:
+            raise RuntimeError("track_object_lifetimes=True was not provided at Tracker construction")
+        if self._surviving_objects is None:
+            raise RuntimeError("Tracking was never started or has not finished yet or failed.")
+        return self._surviving_objects
 
 
 class _ThreadNameInterceptor:

@@ -450,18 +450,10 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
 void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
                           uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled,
                           Allocator allocator, const uintptr_t* native_ips, uint32_t native_count) {
-    uint32_t node = StackTrie::kRoot;
-    uint64_t seen_generation = generation_.load(std::memory_order_acquire);
-    bool resolved = frame_count == 0 || (use_stack_cache_.load(std::memory_order_relaxed) &&
-                                         resolve_from_cache(cache, frame_count, seen_generation, &node));
+    const StackLookup lookup = begin_stack(cache, frame_count);
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed) || detached_) return;
-    // A clear between the lock-free lookup and here makes its node stale.
-    if (frame_count == 0) {
-        node = label_root_locked(cache);  // no Python frame: the labels alone
-    } else if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
-        node = resolve_stack_locked(cache, frame_count, can_pin);
-    }
+    const uint32_t node = finish_stack_locked(lookup, cache, frame_count, can_pin);
     // While sampling, mmaps and custom domains are recorded exactly: say so
     // in the block, so that its estimate is its size (see sample/sampler.h).
     // So is heapscope's own probe (hooks_in_chain), recorded whatever the sampler says.
@@ -506,22 +498,43 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
 
 void Engine::restamp(uint32_t domain, uintptr_t address, ThreadStackCache* cache, uint32_t frame_count,
                      uint32_t total_depth, bool can_pin) {
-    uint32_t node = StackTrie::kRoot;
-    uint64_t seen_generation = generation_.load(std::memory_order_acquire);
-    bool resolved = frame_count == 0 || (use_stack_cache_.load(std::memory_order_relaxed) &&
-                                         resolve_from_cache(cache, frame_count, seen_generation, &node));
+    const StackLookup lookup = begin_stack(cache, frame_count);
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed) || detached_ || sink_) return;
     BlockTable* table = table_for(domain, false);
     BlockInfo info;
     if (!table || !table->find(address, &info)) return;
-    if (!resolved || generation_.load(std::memory_order_relaxed) != seen_generation) {
-        node = frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : StackTrie::kRoot;
-    }
-    info.stack = node;
+    info.stack = finish_stack_locked(lookup, cache, frame_count, can_pin);
     // The exact flag stays: the block's estimate, and so the counters, must not change.
     info.total_depth = total_depth | (info.total_depth & kExactBlockBit);
     table->update(address, info);
+}
+
+Engine::StackLookup Engine::begin_stack(ThreadStackCache* cache, uint32_t frame_count) {
+    StackLookup lookup{StackTrie::kRoot, generation_.load(std::memory_order_acquire), false};
+    if (frame_count != 0 && use_stack_cache_.load(std::memory_order_relaxed)) {
+        lookup.resolved = resolve_from_cache(cache, frame_count, lookup.generation, &lookup.node);
+    }
+    return lookup;
+}
+
+uint32_t Engine::finish_stack_locked(const StackLookup& lookup, ThreadStackCache* cache, uint32_t frame_count,
+                                     bool can_pin) {
+    // A clear between the lock-free lookup and here makes its node stale.
+    if (lookup.resolved && generation_.load(std::memory_order_relaxed) == lookup.generation) return lookup.node;
+    // No Python frame: the labels alone.
+    return frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : label_root_locked(cache);
+}
+
+void Engine::record_object(uintptr_t address, bool created, ThreadStackCache* cache, uint32_t frame_count,
+                           bool can_pin, const uintptr_t* native_ips, uint32_t native_count) {
+    const StackLookup lookup = begin_stack(cache, frame_count);
+    SpinGuard guard(lock_);
+    if (!tracing_.load(std::memory_order_relaxed) || detached_ || !sink_) return;
+    const uint32_t node = finish_stack_locked(lookup, cache, frame_count, can_pin);
+    const uint32_t thread = capture_thread_locked();
+    const uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
+    sink_->on_object(ObjectEvent{address, thread, created, node, native});
 }
 
 void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, const Estimate& weight,

@@ -209,6 +209,11 @@ class Engine {
     // records stay as written).
     void restamp(uint32_t domain, uintptr_t address, ThreadStackCache* cache, uint32_t frame_count,
                  uint32_t total_depth, bool can_pin);
+    // While capturing (CaptureSink::on_object, track_object_lifetimes): the
+    // Python object at `address` was made, with the stacks just captured
+    // (as for record_alloc), or destroyed (frame_count and native_count 0).
+    void record_object(uintptr_t address, bool created, ThreadStackCache* cache, uint32_t frame_count, bool can_pin,
+                       const uintptr_t* native_ips, uint32_t native_count);
     // Removes a block; false if it was not traced. `removed` may be null.
     // While sampling, an address the filter rules out returns at once, here,
     // inline: hooks call this for every free without a check of their own.
@@ -287,6 +292,17 @@ class Engine {
     // push or pop and kept in `cache` (may be null); the trie's root without
     // labels or a sink. Holds lock_.
     uint32_t label_root_locked(ThreadStackCache* cache);
+    // A stack about to be filed, named in two steps: from the thread's cache
+    // without the lock (begin_stack), then under it (finish_stack_locked) if
+    // that failed or a clear came in between.
+    struct StackLookup {
+        uint32_t node;
+        uint64_t generation;
+        bool resolved;
+    };
+    StackLookup begin_stack(ThreadStackCache* cache, uint32_t frame_count);
+    uint32_t finish_stack_locked(const StackLookup& lookup, ThreadStackCache* cache, uint32_t frame_count,
+                                 bool can_pin);
     uint32_t intern_frame_locked(uint32_t parent, FrameKey frame, bool can_pin, bool* substituted);
     // Announces the calling thread to the sink once per capture, and again
     // when it was renamed. Holds lock_.

@@ -16,8 +16,10 @@
 namespace heapscope::format {
 
 // 2 added the Weight state token (sampled captures); a version 2 reader
-// reads version 1 files unchanged.
-inline constexpr uint32_t kFormatVersion = 2;
+// reads version 1 files unchanged. 3 added the Object record
+// (track_object_lifetimes); a version 3 reader reads 1 and 2 unchanged.
+// A writer stamps the lowest version its records need.
+inline constexpr uint32_t kFormatVersion = 3;
 // Byte sizes of the fixed parts (docs/capture-format.md has their layout).
 inline constexpr size_t kFileHeaderBytes = 40;
 inline constexpr size_t kChunkHeaderBytes = 28;

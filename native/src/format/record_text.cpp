@@ -157,6 +157,14 @@ std::string record_text(const Record& r) {
                        {"total_count", l.total_count}, {"total_bytes", l.total_bytes}});
             break;
         }
+        case RecordType::kObject: {
+            const ObjectRecord& o = r.object;
+            out = o.created ? "OBJECT_CREATED" : "OBJECT_DESTROYED";
+            add(&out, "thread", o.thread);
+            add_hex(&out, "address", o.address);
+            if (o.created) add(&out, {{"python_node", o.python_node}, {"native_node", o.native_node}});
+            break;
+        }
         case RecordType::kMetadata:
             out = "METADATA";
             for (const auto& [key, value] : r.metadata.entries) {

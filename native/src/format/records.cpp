@@ -9,6 +9,7 @@
 //                (any allocator, a domain, explicit presence flags)
 //   0x0c         thread switch: the events that follow are this thread's
 //   0x0d / 0x0e  compact allocations carry a native node / do not
+//   0x10         Object (version 3): thread switch state as for events
 //
 //   hhhh: 0-13 the block's address is in that slot of the recent-address
 //   cache (CodecState); 14 a miss whose step from the most recent address is
@@ -207,10 +208,27 @@ void RecordEncoder::metadata(const MetadataRecord& r) {
     }
 }
 
+namespace {
+constexpr uint8_t kObjectCreated = 0x01;
+constexpr uint8_t kObjectHasNative = 0x02;
+}  // namespace
+
+void RecordEncoder::object(const ObjectRecord& r) {
+    char* const start = room(2 + kMaxVarintBytes + 2 + 3 * kMaxVarintBytes);
+    char* p = put_thread(&state_, start, r.thread);
+    *p++ = static_cast<char>(RecordType::kObject);
+    const bool has_native = r.created && r.native_node != 0;
+    *p++ = static_cast<char>((r.created ? kObjectCreated : 0) | (has_native ? kObjectHasNative : 0));
+    p = put_varint(p, r.address);
+    if (r.created) p = put_varint(p, r.python_node);
+    if (has_native) p = put_varint(p, r.native_node);
+    size_ += static_cast<size_t>(p - start);
+}
+
 // ---------------------------------------------------------------------------
 
-RecordDecoder::RecordDecoder(std::string_view payload, bool weights_allowed)
-    : in_(payload), weights_allowed_(weights_allowed) {}
+RecordDecoder::RecordDecoder(std::string_view payload, bool weights_allowed, bool objects_allowed)
+    : in_(payload), weights_allowed_(weights_allowed), objects_allowed_(objects_allowed) {}
 
 bool RecordDecoder::fail(size_t record_start, const char* what) {
     char buf[160];
@@ -437,6 +455,21 @@ bool RecordDecoder::next(Record* out) {
             for (auto& [key, value] : r.entries) {
                 if (!get_string(in, pos, &key) || !get_string(in, pos, &value)) return fail(start, kTruncated);
             }
+            break;
+        }
+        case RecordType::kObject: {
+            if (!objects_allowed_) return fail(start, "object record in a capture older than format version 3");
+            ObjectRecord& r = out->object;
+            if (pos_ >= in.size()) return fail(start, kTruncated);
+            const uint8_t flags = static_cast<uint8_t>(in[pos_++]);
+            if (flags & ~(kObjectCreated | kObjectHasNative)) return fail(start, "unknown flag bits");
+            r.thread = state_.thread;
+            r.created = flags & kObjectCreated;
+            if ((flags & kObjectHasNative) && !r.created) return fail(start, "a destruction with a stack");
+            r.python_node = r.native_node = 0;
+            if (!get_varint(in, pos, &r.address)) return fail(start, kTruncated);
+            if (r.created && !get_u32(in, pos, &r.python_node)) return fail(start, kTruncated);
+            if ((flags & kObjectHasNative) && !get_u32(in, pos, &r.native_node)) return fail(start, kTruncated);
             break;
         }
         default: {

@@ -35,6 +35,7 @@ enum class RecordType : uint8_t {
     kCheckpoint = 9,    // CheckpointRecord (aggregated format)
     kLocation = 10,     // LocationRecord (aggregated format, follows its checkpoint)
     kMetadata = 11,     // MetadataRecord (key/value pairs: start of capture, and end)
+    kObject = 16,       // ObjectRecord (format version 3: track_object_lifetimes)
 };
 
 struct ThreadRecord {
@@ -83,6 +84,17 @@ struct DeallocationRecord {
     uint64_t size;  // 0 except for munmap (length unmapped)
     Allocator allocator;
     uint32_t domain;
+};
+// A Python object made or destroyed while a capture tracked object
+// lifetimes (memray's ObjectRecord). A creation carries the stacks that made
+// it; a destruction none. In the aggregated format: the objects still alive
+// at a clean stop, after the final checkpoint, each as a creation.
+struct ObjectRecord {
+    uint32_t thread;
+    uint64_t address;  // the PyObject*
+    bool created;
+    uint32_t python_node = 0;  // creations only
+    uint32_t native_node = 0;
 };
 struct MemoryRecord {
     uint64_t time_ms;  // since the capture started
@@ -268,6 +280,7 @@ class RecordEncoder {
     void checkpoint(const CheckpointRecord& r);
     void location(const LocationRecord& r);
     void metadata(const MetadataRecord& r);
+    void object(const ObjectRecord& r);
 
     // The payload so far; valid until the next call that appends or resets.
     std::string_view view() const { return {data_, size_}; }
@@ -384,14 +397,16 @@ struct Record {
     CheckpointRecord checkpoint;
     LocationRecord location;
     MetadataRecord metadata;
+    ObjectRecord object;
 };
 
 // Reads the records of one chunk payload.
 class RecordDecoder {
   public:
     // `weights_allowed`: the capture is format version 2 or later; in a
-    // version 1 capture a Weight token is damage.
-    explicit RecordDecoder(std::string_view payload, bool weights_allowed = true);
+    // version 1 capture a Weight token is damage. `objects_allowed`: version
+    // 3 or later; before it an Object record is damage.
+    explicit RecordDecoder(std::string_view payload, bool weights_allowed = true, bool objects_allowed = true);
     // The next record: true, or false at the end of the payload or on
     // malformed bytes (then error() says what and where).
     bool next(Record* out);
@@ -401,6 +416,7 @@ class RecordDecoder {
     std::string_view in_;
     size_t pos_ = 0;
     bool weights_allowed_ = true;
+    bool objects_allowed_ = true;
     std::string error_;
     detail::CodecState state_;  // the encoder's, mirrored
     bool fail(size_t record_start, const char* what);

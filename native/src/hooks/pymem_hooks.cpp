@@ -4,6 +4,7 @@
 #include "engine/engine.h"
 #include "engine/thread_state.h"
 #include "hooks/record.h"
+#include "hooks/ref_tracer.h"
 
 namespace heapscope::pymem {
 
@@ -17,7 +18,18 @@ struct DomainHook {
 
 // The contexts of the hooks on top of each domain's chain (null: not ours).
 DomainHook* g_top[3] = {nullptr, nullptr, nullptr};
-bool g_top_sampled[3] = {false, false, false};  // which kind of hook g_top[i] is
+unsigned g_top_kind[3] = {0, 0, 0};  // which kind of hook g_top[i] is (kind_of)
+
+// Object lifetimes (hooks/ref_tracer.h): the object domain's frees and
+// reallocs also tell the reference tracer that a block goes, so that an
+// object whose destruction CPython did not report is forgotten. A template
+// argument (kWatch), chosen at install: hooks without it pay nothing.
+template <PyMemAllocatorDomain D, bool kWatch>
+inline void watch_block_gone(void* ptr, const HookGuard& guard) {
+    if constexpr (kWatch && D == PYMEM_DOMAIN_OBJ) {
+        if (ptr) reftrace::forget_freed_block(reinterpret_cast<uintptr_t>(ptr), guard.entered());
+    }
+}
 
 // Mem and object domain calls always hold the GIL; raw ones may not.
 // The mem and object domains are served by pymalloc (small blocks).
@@ -60,9 +72,10 @@ void* hook_calloc(void* ctx, size_t nelem, size_t elsize) {
 // Forgets the old block and records the new one (as the sampler decides,
 // when sampling: hooks::record_allocation). The exact hook's realloc, and the sampled
 // hook's when the old block may be recorded.
-template <PyMemAllocatorDomain D>
+template <PyMemAllocatorDomain D, bool kWatch>
 void* recording_realloc(PyMemAllocatorEx* alloc, void* old_ptr, size_t new_size) {
     HookGuard guard;
+    watch_block_gone<D, kWatch>(old_ptr, guard);
     if (!guard.entered() || !engine().tracing()) return alloc->realloc(alloc->ctx, old_ptr, new_size);
     // Forget the old block before the allocator can hand its address to
     // another thread; put it back if the reallocation fails.
@@ -78,30 +91,32 @@ void* recording_realloc(PyMemAllocatorEx* alloc, void* old_ptr, size_t new_size)
     return new_ptr;
 }
 
-template <PyMemAllocatorDomain D>
+template <PyMemAllocatorDomain D, bool kWatch>
 void* hook_realloc(void* ctx, void* old_ptr, size_t new_size) {
     PyMemAllocatorEx* alloc = original(ctx);
     if (!exact_hooks_apply()) return alloc->realloc(alloc->ctx, old_ptr, new_size);
-    return recording_realloc<D>(alloc, old_ptr, new_size);
+    return recording_realloc<D, kWatch>(alloc, old_ptr, new_size);
 }
 
 // Forgets the block, then frees it: in this order, so that the allocator
 // cannot hand the address to another thread first (see hook_realloc). Both
 // kinds of hook free this way; while sampling, record_free itself rules out
 // the unsampled majority, inline and without the lock.
+template <PyMemAllocatorDomain D, bool kWatch>
 inline void forget_then_free(PyMemAllocatorEx* alloc, void* ptr) {
     HookGuard guard;
+    watch_block_gone<D, kWatch>(ptr, guard);
     if (guard.entered() && ptr && engine().tracing()) {
         engine().record_free(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, Allocator::kPymallocFree);
     }
     alloc->free(alloc->ctx, ptr);
 }
 
-template <PyMemAllocatorDomain D>
+template <PyMemAllocatorDomain D, bool kWatch>
 void hook_free(void* ctx, void* ptr) {
     PyMemAllocatorEx* alloc = original(ctx);
     if (!exact_hooks_apply()) return alloc->free(alloc->ctx, ptr);
-    forget_then_free(alloc, ptr);
+    forget_then_free<D, kWatch>(alloc, ptr);
 }
 
 // --- while sampling ---
@@ -141,13 +156,14 @@ void* sampled_calloc(void* ctx, size_t nelem, size_t elsize) {
     return ptr;
 }
 
-template <PyMemAllocatorDomain D>
+template <PyMemAllocatorDomain D, bool kWatch>
 void* sampled_realloc(void* ctx, void* old_ptr, size_t new_size) {
     PyMemAllocatorEx* alloc = original(ctx);
     if (old_ptr && engine().may_have_recorded(reinterpret_cast<uintptr_t>(old_ptr))) [[unlikely]] {
-        return recording_realloc<D>(alloc, old_ptr, new_size);
+        return recording_realloc<D, kWatch>(alloc, old_ptr, new_size);
     }
     HookGuard guard;
+    watch_block_gone<D, kWatch>(old_ptr, guard);
     void* ptr = alloc->realloc(alloc->ctx, old_ptr, new_size);
     if (ptr && guard.entered() && sampler_picks(new_size)) [[unlikely]] {
         record_picked<D>(guard, ptr, new_size, Allocator::kPymallocRealloc);
@@ -155,35 +171,83 @@ void* sampled_realloc(void* ctx, void* old_ptr, size_t new_size) {
     return ptr;
 }
 
-template <PyMemAllocatorDomain D>
+template <PyMemAllocatorDomain D, bool kWatch>
 void sampled_free(void* ctx, void* ptr) {
-    forget_then_free(original(ctx), ptr);
+    forget_then_free<D, kWatch>(original(ctx), ptr);
+}
+
+// --- object lifetimes without traced Python allocators ---
+// Only the object domain is hooked, and only its frees and reallocs do
+// anything: they tell the reference tracer which blocks go.
+
+void* passing_malloc(void* ctx, size_t size) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    return alloc->malloc(alloc->ctx, size);
+}
+
+void* passing_calloc(void* ctx, size_t nelem, size_t elsize) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    return alloc->calloc(alloc->ctx, nelem, elsize);
+}
+
+void* watching_realloc(void* ctx, void* old_ptr, size_t new_size) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    {
+        HookGuard guard;
+        watch_block_gone<PYMEM_DOMAIN_OBJ, true>(old_ptr, guard);
+    }
+    return alloc->realloc(alloc->ctx, old_ptr, new_size);
+}
+
+void watching_free(void* ctx, void* ptr) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    {
+        HookGuard guard;
+        watch_block_gone<PYMEM_DOMAIN_OBJ, true>(ptr, guard);
+    }
+    alloc->free(alloc->ctx, ptr);
 }
 
 int slot_of(PyMemAllocatorDomain domain) {
     return domain == PYMEM_DOMAIN_RAW ? 0 : domain == PYMEM_DOMAIN_MEM ? 1 : 2;
 }
 
+// The kind of hook install_one puts on a domain: recording (exact or
+// sampled) or not, watching frees for object lifetimes or not.
+enum Kind : unsigned { kSampled = 1, kWatching = 2, kRecording = 4 };
+
+template <PyMemAllocatorDomain D, bool kWatch>
+PyMemAllocatorEx recording_hooks(DomainHook* hook, bool sampled) {
+    return sampled ? PyMemAllocatorEx{hook, sampled_malloc<D>, sampled_calloc<D>, sampled_realloc<D, kWatch>,
+                                      sampled_free<D, kWatch>}
+                   : PyMemAllocatorEx{hook, hook_malloc<D>, hook_calloc<D>, hook_realloc<D, kWatch>,
+                                      hook_free<D, kWatch>};
+}
+
 template <PyMemAllocatorDomain D>
-void install_one() {
+void install_one(bool record, bool watch) {
+    watch = watch && D == PYMEM_DOMAIN_OBJ;
+    if (!record && !watch) return;
     PyMemAllocatorEx current;
     PyMem_GetAllocator(D, &current);
     DomainHook*& top = g_top[slot_of(D)];
-    const bool sampled = engine().sampling_active();
-    bool& top_sampled = g_top_sampled[slot_of(D)];
-    if (top && current.ctx == top && top_sampled == sampled) return;  // already on top of the chain
+    const bool sampled = record && engine().sampling_active();
+    const unsigned kind = (sampled ? kSampled : 0u) | (watch ? kWatching : 0u) | (record ? kRecording : 0u);
+    unsigned& top_kind = g_top_kind[slot_of(D)];
+    if (top && current.ctx == top && top_kind == kind) return;  // already on top of the chain
     // Either never installed, or another tool has since wrapped or replaced
     // our hook (the stdlib's tracemalloc.stop() restores what it found). Wrap
     // what is there now; if our older hook is still deeper in the chain it
     // only passes calls through, since the re-entrancy guard is per thread.
     if (top && current.ctx == top) current = top->original;  // ours, of the other kind: replace it
     auto* hook = new DomainHook{current};
-    PyMemAllocatorEx replacement = sampled
-        ? PyMemAllocatorEx{hook, sampled_malloc<D>, sampled_calloc<D>, sampled_realloc<D>, sampled_free<D>}
-        : PyMemAllocatorEx{hook, hook_malloc<D>, hook_calloc<D>, hook_realloc<D>, hook_free<D>};
+    PyMemAllocatorEx replacement =
+        !record ? PyMemAllocatorEx{hook, passing_malloc, passing_calloc, watching_realloc, watching_free}
+        : watch ? recording_hooks<D, true>(hook, sampled)
+                : recording_hooks<D, false>(hook, sampled);
     PyMem_SetAllocator(D, &replacement);
     top = hook;
-    top_sampled = sampled;
+    top_kind = kind;
 }
 
 template <PyMemAllocatorDomain D>
@@ -199,10 +263,10 @@ void uninstall_one() {
 
 }  // namespace
 
-void install() {
-    install_one<PYMEM_DOMAIN_RAW>();
-    install_one<PYMEM_DOMAIN_MEM>();
-    install_one<PYMEM_DOMAIN_OBJ>();
+void install(bool record, bool watch_object_frees) {
+    install_one<PYMEM_DOMAIN_RAW>(record, watch_object_frees);
+    install_one<PYMEM_DOMAIN_MEM>(record, watch_object_frees);
+    install_one<PYMEM_DOMAIN_OBJ>(record, watch_object_frees);
 }
 
 void uninstall() {

@@ -11,9 +11,13 @@
 
 namespace heapscope::pymem {
 
-// Installs the hooks on all three domains: the sampled kind when the engine
-// samples (start the engine first). Requires the GIL. Idempotent.
-void install();
+// Installs the hooks that record allocations on all three domains
+// (`record`): the sampled kind when the engine samples (start the engine
+// first). With `watch_object_frees`, the object domain's frees and reallocs
+// also tell the reference tracer which blocks go (object lifetimes,
+// hooks/ref_tracer.h); without `record`, only that hook is installed.
+// Requires the GIL. Idempotent.
+void install(bool record = true, bool watch_object_frees = false);
 // Restores the allocators the hooks replaced, unless someone has since
 // wrapped the hooks in turn (then they stay, passing calls straight through
 // while the engine is not tracing). Requires the GIL.

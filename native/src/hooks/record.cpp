@@ -78,8 +78,21 @@ void record_allocation(uint32_t domain, uintptr_t address, uint64_t size, bool g
     record_allocation_now(domain, address, size, gil_held, pooled, allocator);
 }
 
-void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
-                           Allocator allocator) {
+namespace {
+// The calling thread's stacks, as a recorded event carries them: its Python
+// frames and, when the engine wants native traces, its native return
+// addresses (heapscope's own frames dropped). Never calls Python.
+struct CapturedStacks {
+    ThreadStackCache* cache = nullptr;
+    uint32_t frames = 0;
+    uint32_t total_depth = 0;
+    bool gil_held = false;
+    const uintptr_t* native = nullptr;
+    uint32_t native_count = 0;
+    uintptr_t fallback[kInitialNativeFrames + 8];  // native frames of a thread without a cache
+};
+
+__attribute__((always_inline)) inline void capture_stacks(bool gil_held, CapturedStacks* out) {
     Engine& eng = engine();
     PyThreadState* tstate;
     if (gil_held) {
@@ -90,27 +103,23 @@ void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bo
         tstate = python::this_thread_state();
         gil_held = tstate && tstate == python::gil_holder();
     }
-    uint32_t frames = 0;
-    uint32_t total_depth = 0;
+    out->gil_held = gil_held;
     ThreadStackCache* cache = nullptr;
     if (tstate) {
         uint32_t limit = eng.traceback_limit();
         cache = thread_stack_cache(limit);
         if (cache) {
-            frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth,
-                                           g_skip_incomplete.load(std::memory_order_relaxed));
+            out->frames = python::capture_stack(tstate, cache->fresh, limit, &out->total_depth,
+                                                g_skip_incomplete.load(std::memory_order_relaxed));
         }
     }
-    uint32_t native_count = 0;
-    const uintptr_t* native_start = nullptr;
-    uintptr_t fallback[kInitialNativeFrames + 8];
     if (eng.native_traces()) {
         // The whole stack, as memray keeps it: the thread's buffer doubles
         // until a walk fits. A thread without a cache (no Python thread
         // state yet: a native thread) gets one for this; if that fails, the
         // innermost frames that fit on this stack.
         if (!cache) cache = thread_stack_cache(0);
-        uintptr_t* walked = fallback;
+        uintptr_t* walked = out->fallback;
         size_t n = 0;
         if (cache && reserve_native_frames(cache, kInitialNativeFrames)) {
             for (;;) {
@@ -122,16 +131,35 @@ void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bo
             }
             walked = cache->native_fresh;
         } else {
-            n = capture_native_stack(fallback, kInitialNativeFrames + 8, 0);
+            n = capture_native_stack(out->fallback, kInitialNativeFrames + 8, 0);
         }
         size_t skip = 0;
         while (skip < n && walked[skip] >= g_own_start && walked[skip] < g_own_end) ++skip;
-        native_start = walked + skip;
-        native_count = static_cast<uint32_t>(n - skip);
+        out->native = walked + skip;
+        out->native_count = static_cast<uint32_t>(n - skip);
     }
-    eng.record_alloc(domain, address, size, cache, frames, total_depth, gil_held, pooled, allocator, native_start,
-                     native_count);
+    out->cache = cache;
+}
+}  // namespace
+
+void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
+                           Allocator allocator) {
+    CapturedStacks stacks;
+    capture_stacks(gil_held, &stacks);
+    engine().record_alloc(domain, address, size, stacks.cache, stacks.frames, stacks.total_depth, stacks.gil_held,
+                          pooled, allocator, stacks.native, stacks.native_count);
     t_last_recorded = address;
+}
+
+void record_object(uintptr_t address, bool created) {
+    if (!created) {
+        engine().record_object(address, false, nullptr, 0, false, nullptr, 0);
+        return;
+    }
+    CapturedStacks stacks;
+    capture_stacks(true, &stacks);
+    engine().record_object(address, true, stacks.cache, stacks.frames, stacks.gil_held, stacks.native,
+                           stacks.native_count);
 }
 
 }  // namespace heapscope::hooks

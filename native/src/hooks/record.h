@@ -19,6 +19,11 @@ void record_allocation(uint32_t domain, uintptr_t address, uint64_t size, bool g
 // The same, already decided by the sampler.
 void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
                            Allocator allocator);
+// A capture that tracks object lifetimes: the Python object at `address`
+// was made (`created`: with the calling thread's stacks, as an allocation
+// has them) or destroyed (no stack). The caller holds the GIL and a
+// HookGuard that entered. Never calls Python.
+void record_object(uintptr_t address, bool created);
 // Files the block recorded at `address` in the default domain under the
 // calling thread's Python stack (Engine::restamp): an object reused from a
 // free list. The caller holds the GIL and a HookGuard that entered.

@@ -12,6 +12,7 @@ namespace {
 // Guarded by the GIL, as every caller holds it.
 Door g_door = Door::kNone;
 bool g_python_allocators = false;
+bool g_pymem_hooked = false;  // PEP 445 hooks of some kind are in place
 }  // namespace
 
 const char* door_name(Door door) {
@@ -54,10 +55,15 @@ bool begin(Door door, const Options& options) {
     g_door = door;
     hooks::set_skip_incomplete_frames(door == Door::kTracemalloc);
     g_python_allocators = options.python_allocators;
-    if (g_python_allocators) pymem::install();
+    // Object lifetimes watch the object allocator's frees (hooks/ref_tracer.h).
+    const bool watch_object_frees = options.object_lifetimes && reftrace::available();
+    g_pymem_hooked = g_python_allocators || watch_object_frees;
+    if (g_pymem_hooked) pymem::install(g_python_allocators, watch_object_frees);
     got::install(options.sink != nullptr);
-    // The stdlib's tracemalloc semantics: an object from a free list gets the stack that reused it.
-    if (door == Door::kTracemalloc) reftrace::install();
+    // The stdlib's tracemalloc semantics: an object from a free list gets the
+    // stack that reused it. A capture's object lifetimes: every object made.
+    reftrace::install((door == Door::kTracemalloc ? reftrace::kRestamp : 0u) |
+                      (options.object_lifetimes ? reftrace::kObjectLifetimes : 0u));
     return true;
 }
 
@@ -65,8 +71,8 @@ void end(std::vector<FrameKey>* unpin) {
     if (g_door == Door::kNone && !engine().tracing()) return;
     reftrace::uninstall();
     got::uninstall();
-    if (g_python_allocators) pymem::uninstall();
-    g_python_allocators = false;
+    if (g_pymem_hooked) pymem::uninstall();
+    g_python_allocators = g_pymem_hooked = false;
     g_door = Door::kNone;
     engine().stop(unpin);
     hooks::set_skip_incomplete_frames(false);

@@ -41,6 +41,7 @@ struct Options {
     CaptureSink* sink = nullptr;       // a capture's writer; null for the tracemalloc door
     bool native_traces = false;
     bool python_allocators = true;     // PEP 445 hooks (a capture may trace native calls only)
+    bool object_lifetimes = false;     // a capture's track_object_lifetimes (3.13+: hooks/ref_tracer.h)
     SamplingConfig sampling;
 };
 

@@ -181,6 +181,7 @@ std::unique_ptr<CaptureReader::Cursor> CaptureReader::start_pass(Progress progre
     cursor->fd_ = fd;
     cursor->definitions_ = &definitions_;
     cursor->weights_allowed_ = header_.version >= 2;
+    cursor->objects_allowed_ = header_.version >= 3;
     cursor->progress_ = std::move(progress);
     // The size now: a capture still being written has grown since open().
     struct stat st {};
@@ -257,7 +258,7 @@ bool CaptureReader::Cursor::next_chunk() {
             break;
         }
         if (type != format::ChunkType::kRecords) continue;  // a later version's chunk: skip it
-        decoder_ = format::RecordDecoder(payload_, weights_allowed_);
+        decoder_ = format::RecordDecoder(payload_, weights_allowed_, objects_allowed_);
         return true;
     }
     if (progress_ && !cancelled_ && !final_progress_sent_) {

@@ -5,7 +5,7 @@
 // (live blocks, per-location counters), never by the file's size. A pass
 // applies definition and metadata records to the reader's Definitions on
 // its way and hands out only events: Allocation, Deallocation, Memory,
-// Checkpoint and Location.
+// Checkpoint, Location and Object.
 //
 // A pass stops at the first damaged chunk, or the first record that does not
 // decode, and says where (damage()); everything before it has been read.
@@ -116,7 +116,7 @@ class CaptureReader::Cursor {
     static bool is_event(format::RecordType type) {
         return type == format::RecordType::kAllocation || type == format::RecordType::kDeallocation ||
                type == format::RecordType::kMemory || type == format::RecordType::kCheckpoint ||
-               type == format::RecordType::kLocation;
+               type == format::RecordType::kLocation || type == format::RecordType::kObject;
     }
     // Moves to the next records chunk; false at the end of the pass.
     bool next_chunk();
@@ -129,6 +129,7 @@ class CaptureReader::Cursor {
     std::string payload_;
     format::RecordDecoder decoder_;
     bool weights_allowed_ = true;  // the file is format version 2 or later
+    bool objects_allowed_ = true;  // 3 or later
     format::Record record_{};
     Progress progress_;
     uint64_t file_size_ = 0;

@@ -27,7 +27,7 @@ class StreamDecoder {
         if (ended_ || !damage_.empty()) return;
         parser_.feed(bytes);
         while (next_chunk()) {
-            format::RecordDecoder decoder(payload_, header_.version >= 2);
+            format::RecordDecoder decoder(payload_, header_.version >= 2, header_.version >= 3);
             while (decoder.next(&record_)) {
                 if (!definitions_.apply(record_, &generation_)) on_record(record_);
             }

@@ -42,6 +42,16 @@ struct DeallocationEvent {
     Unmapped how = Unmapped::kWhole;  // munmap: what became of the piece (model/block.h)
 };
 
+// A Python object made or destroyed while the capture tracks object
+// lifetimes (Tracker(track_object_lifetimes=True)).
+struct ObjectEvent {
+    uintptr_t address;     // the PyObject*
+    uint32_t thread;
+    bool created;
+    uint32_t python_node;  // creations: the stack that made it (0 otherwise)
+    uint32_t native_node;
+};
+
 // Describes Python frames for a capture. Installed by the Python layer, whose
 // implementation knows CPython's layout. Callable from any thread, with or
 // without the GIL, for frames whose code object the engine has pinned (every
@@ -89,6 +99,8 @@ class CaptureSink {
     // Shared objects were loaded or unloaded (dlopen/dlclose): a sink that
     // records native frames records the loaded objects again.
     virtual void on_mappings_changed() = 0;
+    // A Python object was made or destroyed (track_object_lifetimes only).
+    virtual void on_object(const ObjectEvent& event) { (void)event; }
 };
 
 }  // namespace heapscope

@@ -279,6 +279,13 @@ struct CaptureWriter::Impl {
     // Metadata added during the capture (add_metadata), repeated for a forked child.
     std::vector<std::pair<std::string, std::string>> late_metadata;
 
+    // Aggregated format with track_object_lifetimes: the objects made and
+    // not yet destroyed, by address; written after the final checkpoint.
+    struct LiveObject {
+        uint32_t thread, python_node, native_node;
+    };
+    std::unordered_map<uint64_t, LiveObject> live_objects;
+
     // Aggregated format
     LocationIndex locations;
     HighWaterMark high_water;
@@ -840,7 +847,8 @@ bool CaptureWriter::Impl::begin(std::string* error_out) {
     spare.reserve(kBuffers + 1);
 
     format::FileHeader header;
-    header.version = options.sampling != "exact" ? format::kFormatVersion : 1;
+    // The lowest version whose records this capture may hold (older readers read it).
+    header.version = options.track_object_lifetimes ? 3 : options.sampling != "exact" ? 2 : 1;
     header.format = options.format;
     header.native_traces = options.native_traces;
     header.trace_python_allocators = options.trace_python_allocators;
@@ -851,6 +859,7 @@ bool CaptureWriter::Impl::begin(std::string* error_out) {
     metadata.entries.emplace_back("file_format", aggregated ? "aggregated_allocations" : "all_allocations");
     metadata.entries.emplace_back("native_traces", options.native_traces ? "1" : "0");
     metadata.entries.emplace_back("trace_python_allocators", options.trace_python_allocators ? "1" : "0");
+    metadata.entries.emplace_back("track_object_lifetimes", options.track_object_lifetimes ? "1" : "0");
     metadata.entries.emplace_back("memory_interval_ms", std::to_string(options.memory_interval_ms));
     if (aggregated) {
         metadata.entries.emplace_back("checkpoint_interval_ms", std::to_string(options.checkpoint_interval_ms));
@@ -1079,6 +1088,24 @@ void CaptureWriter::on_free(const DeallocationEvent& e) {
     }
 }
 
+void CaptureWriter::on_object(const ObjectEvent& e) {
+    Impl& s = *impl_;
+    try {
+        MaybeSpinGuard guard(s.hooks_own_lock());
+        if (!s.accepting() || !s.options.track_object_lifetimes) return;
+        if (!s.aggregated) {
+            s.current->encoder.object(format::ObjectRecord{e.thread, e.address, e.created, e.python_node, e.native_node});
+            s.after_record_locked();
+        } else if (e.created) {
+            s.live_objects[e.address] = Impl::LiveObject{e.thread, e.python_node, e.native_node};
+        } else {
+            s.live_objects.erase(e.address);
+        }
+    } catch (const std::exception&) {
+        s.fail("out of memory while recording an object");
+    }
+}
+
 // dl_iterate_phdr is called here with the engine lock held. That is safe on
 // glibc: it takes dl_load_write_lock, which dlopen and dlclose hold only
 // while linking or unlinking an object in the list, never while running
@@ -1165,7 +1192,12 @@ bool CaptureWriter::finish(const std::vector<std::pair<std::string, std::string>
         metadata.entries.emplace_back("end_heap", std::to_string(s.heap));
         metadata.entries.emplace_back("duration_ms", std::to_string(now));
         out.metadata(metadata);
-        if (s.aggregated) s.encode_checkpoint_locked(true, &out);
+        if (s.aggregated) {
+            s.encode_checkpoint_locked(true, &out);
+            for (const auto& [address, object] : s.live_objects) {
+                out.object(format::ObjectRecord{object.thread, address, true, object.python_node, object.native_node});
+            }
+        }
         if (s.failed.load(std::memory_order_acquire) ||
             !s.chunks->write_chunk(format::ChunkType::kRecords, out.view()) ||
             !s.chunks->write_chunk(format::ChunkType::kEnd, {})) {
@@ -1229,6 +1261,7 @@ std::unique_ptr<CaptureWriter> CaptureWriter::clone_in_child(
     // counts restart: they count the child's events.
     s.heap = s.peak_heap = parent.heap;
     s.locations = parent.locations;
+    s.live_objects = parent.live_objects;
     if (parent.options.format == format::FileFormat::kAggregatedAllocations) {
         // Each location keeps what is outstanding; the fork is the child's
         // first peak (epoch 0 < peak_epoch 1: "current" at that peak), and

@@ -43,6 +43,9 @@ struct CaptureOptions {
     format::FileFormat format = format::FileFormat::kAllAllocations;
     bool native_traces = false;
     bool trace_python_allocators = false;
+    // Object records (CaptureSink::on_object) are written: the file is
+    // version 3. Aggregated: only the objects alive at a clean stop.
+    bool track_object_lifetimes = false;
     // How events are sampled, SamplingConfig::describe()'s form, written as
     // the `sampling` metadata (a forked child's capture inherits it). Sampled
     // events carry weights: the file is version 2. Exact captures are
@@ -104,6 +107,7 @@ class CaptureWriter final : public CaptureSink {
     uint32_t on_alloc(const AllocationEvent& event) override;
     void on_free(const DeallocationEvent& event) override;
     void on_mappings_changed() override;
+    void on_object(const ObjectEvent& event) override;
 
     // Appends a Metadata record now (pool names made during the capture);
     // a forked child's capture repeats it. Any thread, without hook_lock held.
