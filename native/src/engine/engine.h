@@ -121,7 +121,8 @@ bool reserve_stack_cache(ThreadStackCache* cache, uint32_t capacity);
 // interned is kept); false if memory ran out.
 bool reserve_native_frames(ThreadStackCache* cache, uint32_t capacity);
 // Makes `cache->chain` hold the frames its last walk met (chain.wanted),
-// within a bound; false if it could not. Calls malloc.
+// up to a bound; false if memory ran out. Calls malloc: from a hook, only
+// when chain.wanted > chain.capacity.
 bool reserve_chain_frames(ThreadStackCache* cache);
 void release_stack_cache(ThreadStackCache* cache);
 

@@ -36,7 +36,7 @@ void restamp_block(uintptr_t address) {
     uint32_t total_depth = 0;
     uint32_t frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth,
                                             g_skip_incomplete.load(std::memory_order_relaxed), &cache->chain);
-    reserve_chain_frames(cache);
+    if (cache->chain.wanted > cache->chain.capacity) reserve_chain_frames(cache);
     eng.restamp(Engine::kDefaultDomain, address, cache, frames, total_depth, true);
 }
 
@@ -100,7 +100,8 @@ void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bo
         if (cache) {
             frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth,
                                            g_skip_incomplete.load(std::memory_order_relaxed), &cache->chain);
-            reserve_chain_frames(cache);  // a deeper stack than the chain holds: grow it for the next walk
+            // A deeper stack than the chain holds: grow it for the next walk.
+            if (cache->chain.wanted > cache->chain.capacity) reserve_chain_frames(cache);
         }
     }
     uint32_t native_count = 0;
