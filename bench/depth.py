@@ -79,9 +79,10 @@ def main():
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--modes", nargs="+", default=["plain", "door64", "capture"])
+    parser.add_argument("--depths", nargs="+", type=int, default=list(DEPTHS))
     args = parser.parse_args()
     sys.setrecursionlimit(10_000)
-    cells = [(mode, depth) for mode in args.modes for depth in DEPTHS]
+    cells = [(mode, depth) for mode in args.modes for depth in args.depths]
     times = {cell: [] for cell in cells}
     measure("plain", args.n // 10, 5)  # warm up
     for rep in range(args.reps):
@@ -91,9 +92,15 @@ def main():
         print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
     print(f"Python {platform.python_version()}, {args.n} lists per cell, CPU time, "
           f"median of {args.reps} interleaved repeats\n")
+    med = {cell: statistics.median(values) for cell, values in times.items()}
+    if tuple(args.depths) != DEPTHS:
+        print("| mode | " + " | ".join(f"depth {d}" for d in args.depths) + " |")
+        print("| --- |" + " ---: |" * len(args.depths))
+        for mode in args.modes:
+            print(f"| {mode} | " + " | ".join(f"{med[(mode, d)]:.4f} s" for d in args.depths) + " |")
+        return
     print("| mode | depth 5 | depth 150 | depth 150 / depth 5 | vs plain at 5 | vs plain at 150 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    med = {cell: statistics.median(values) for cell, values in times.items()}
     for mode in args.modes:
         shallow, deep = med[(mode, 5)], med[(mode, 150)]
         plain5 = med.get(("plain", 5))
