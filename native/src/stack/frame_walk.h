@@ -75,8 +75,8 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
     uint32_t met_count = 0;
     uint32_t walked = 0;
 
-    auto visit = [&](const Frame* f) __attribute__((always_inline)) {
-        if (walked++ < met_capacity) met[met_count++] = reinterpret_cast<uintptr_t>(f);
+    // Stores or counts one frame of the list.
+    auto take = [&](const Frame* f) __attribute__((always_inline)) {
         FrameKey key;
         switch (Traits::read(f, skip_incomplete, &key)) {
             case FrameRole::kKept:
@@ -94,6 +94,10 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
             case FrameRole::kIgnored:
                 break;
         }
+    };
+    auto visit = [&](const Frame* f) __attribute__((always_inline)) {
+        if (walked++ < met_capacity) met[met_count++] = reinterpret_cast<uintptr_t>(f);
+        take(f);
     };
 
     // The frames above the first one met last time: called since, or
@@ -119,23 +123,7 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
         for (uint32_t i = junction;; ++i) {
             met[met_count++] = reinterpret_cast<uintptr_t>(frame);
             ++walked;
-            FrameKey key;
-            switch (Traits::read(frame, skip_incomplete, &key)) {
-                case FrameRole::kKept:
-                    last_stored = stored < limit;
-                    if (last_stored) out[stored++] = key;
-                    ++depth;
-                    break;
-                case FrameRole::kEntry:
-                    if (last_stored) out[stored - 1].instr |= 1;
-                    last_stored = false;
-                    break;
-                case FrameRole::kSkipped:
-                    last_stored = false;
-                    break;
-                case FrameRole::kIgnored:
-                    break;
-            }
+            take(frame);
             const Frame* next = Traits::previous(frame);
             const Frame* predicted = reinterpret_cast<const Frame*>(known[i + 1]);
             if (next != predicted || predicted == nullptr) {
