@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "stack/frame_walk.h"
 #include "stack/stack_trie.h"
 
 namespace heapscope::python {
@@ -30,8 +31,11 @@ PyThreadState* this_thread_state();
 // (_PyFrame_IsIncomplete, 3.11+; 3.9 and 3.10 push a frame only once it is
 // made). Never calls Python, never allocates, takes no lock: safe in an
 // allocator hook, with or without the GIL for the thread's own stack.
+// `chain`, the calling thread's own (see stack/frame_walk.h), makes a walk
+// of a stack whose outer frames have not changed since its last walk much
+// cheaper; the result is the same without it.
 uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
-                       bool skip_incomplete = false);
+                       bool skip_incomplete = false, FrameChain* chain = nullptr);
 
 // The address of the memory block that holds `obj` (objects may carry a GC
 // header or managed-dict pointers before the PyObject). Never calls Python.

@@ -16,21 +16,23 @@ PyThreadState* gil_holder() { return _PyThreadState_UncheckedGet(); }
 
 PyThreadState* this_thread_state() { return PyGILState_GetThisThreadState(); }
 
-uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
-                       bool skip_incomplete) {
-    uint32_t stored = 0;
-    uint32_t depth = 0;
-    _PyInterpreterFrame* frame = tstate->cframe ? tstate->cframe->current_frame : nullptr;
-    for (; frame != nullptr; frame = frame->previous) {
-        if (skip_incomplete && _PyFrame_IsIncomplete(frame)) continue;
-        if (stored < limit) {  // past the limit only the depth is needed
-            out[stored++] = FrameKey{reinterpret_cast<uintptr_t>(frame->f_code),
-                                     reinterpret_cast<uintptr_t>(frame->prev_instr) | (frame->is_entry ? 1u : 0u)};
-        }
-        ++depth;
+namespace {
+struct Frames {
+    using Frame = _PyInterpreterFrame;
+    static const Frame* previous(const Frame* frame) { return frame->previous; }
+    static FrameRole read(const Frame* frame, bool skip_incomplete, FrameKey* key) {
+        if (skip_incomplete && _PyFrame_IsIncomplete(const_cast<Frame*>(frame))) return FrameRole::kSkipped;
+        *key = FrameKey{reinterpret_cast<uintptr_t>(frame->f_code),
+                        reinterpret_cast<uintptr_t>(frame->prev_instr) | (frame->is_entry ? 1u : 0u)};
+        return FrameRole::kKept;
     }
-    *total_depth = depth;
-    return stored;
+};
+}  // namespace
+
+uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
+                       bool skip_incomplete, FrameChain* chain) {
+    const _PyInterpreterFrame* top = tstate->cframe ? tstate->cframe->current_frame : nullptr;
+    return walk_frames<Frames>(top, out, limit, total_depth, skip_incomplete, chain);
 }
 
 uintptr_t object_block_address(PyObject* obj) {

@@ -49,31 +49,27 @@ uintptr_t position_of(_PyInterpreterFrame* frame) {
 }
 }  // namespace
 
-uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
-                       bool skip_incomplete) {
-    uint32_t stored = 0;
-    uint32_t depth = 0;
-    bool last_stored = false;  // whether the last code frame walked was kept in `out`
-    for (_PyInterpreterFrame* frame = top_frame(tstate); frame != nullptr; frame = frame->previous) {
-        if (frame->owner == FRAME_OWNED_BY_CSTACK) {
-            // A shim frame: the interpreter loop was entered from C here, so
-            // the frame just below it is an entry frame (bit 0 of its position).
-            if (last_stored) out[stored - 1].instr |= 1;
-            last_stored = false;
-            continue;
-        }
-        PyObject* code = code_of(frame);
-        if (!code || !PyCode_Check(code)) continue;
-        if (skip_incomplete && _PyFrame_IsIncomplete(frame)) {
-            last_stored = false;
-            continue;
-        }
-        last_stored = stored < limit;
-        if (last_stored) out[stored++] = FrameKey{reinterpret_cast<uintptr_t>(code), position_of(frame)};
-        ++depth;
+namespace {
+struct Frames {
+    using Frame = _PyInterpreterFrame;
+    static const Frame* previous(const Frame* frame) { return frame->previous; }
+    static FrameRole read(const Frame* frame, bool skip_incomplete, FrameKey* key) {
+        auto* f = const_cast<Frame*>(frame);
+        // A shim frame: the interpreter loop was entered from C here, so the
+        // frame just above it is an entry frame (bit 0 of its position).
+        if (f->owner == FRAME_OWNED_BY_CSTACK) return FrameRole::kEntry;
+        PyObject* code = code_of(f);
+        if (!code || !PyCode_Check(code)) return FrameRole::kIgnored;
+        if (skip_incomplete && _PyFrame_IsIncomplete(f)) return FrameRole::kSkipped;
+        *key = FrameKey{reinterpret_cast<uintptr_t>(code), position_of(f)};
+        return FrameRole::kKept;
     }
-    *total_depth = depth;
-    return stored;
+};
+}  // namespace
+
+uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
+                       bool skip_incomplete, FrameChain* chain) {
+    return walk_frames<Frames>(top_frame(tstate), out, limit, total_depth, skip_incomplete, chain);
 }
 
 uintptr_t object_block_address(PyObject* obj) {

@@ -14,18 +14,21 @@ PyThreadState* gil_holder() { return _PyThreadState_UncheckedGet(); }
 
 PyThreadState* this_thread_state() { return PyGILState_GetThisThreadState(); }
 
-uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
-                       bool /*skip_incomplete: no frame is incomplete here*/) {
-    uint32_t stored = 0;
-    uint32_t depth = 0;
-    PyFrameObject* frame = tstate->frame;
-    for (; frame != nullptr && stored < limit; frame = frame->f_back, ++depth) {
-        out[stored++] = FrameKey{reinterpret_cast<uintptr_t>(frame->f_code),
-                                 static_cast<uintptr_t>(static_cast<intptr_t>(frame->f_lasti))};
+namespace {
+struct Frames {
+    using Frame = PyFrameObject;
+    static const Frame* previous(const Frame* frame) { return frame->f_back; }
+    static FrameRole read(const Frame* frame, bool /*skip_incomplete: no frame is incomplete here*/, FrameKey* key) {
+        *key = FrameKey{reinterpret_cast<uintptr_t>(frame->f_code),
+                        static_cast<uintptr_t>(static_cast<intptr_t>(frame->f_lasti))};
+        return FrameRole::kKept;
     }
-    for (; frame != nullptr; frame = frame->f_back) ++depth;
-    *total_depth = depth;
-    return stored;
+};
+}  // namespace
+
+uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
+                       bool skip_incomplete, FrameChain* chain) {
+    return walk_frames<Frames>(tstate->frame, out, limit, total_depth, skip_incomplete, chain);
 }
 
 uintptr_t object_block_address(PyObject* obj) {

@@ -125,8 +125,31 @@ bool reserve_native_frames(ThreadStackCache* cache, uint32_t capacity) {
     return true;
 }
 
+namespace {
+// Frames a thread's chain grows to at most: deeper stacks walk their outer
+// part without prediction.
+constexpr uint32_t kMaxChainFrames = 1u << 16;
+
+size_t chain_bytes_for(uint32_t capacity) {
+    return capacity ? 2 * (size_t{capacity} + kChainSlack) * sizeof(uintptr_t) : 0;
+}
+}  // namespace
+
+bool reserve_chain_frames(ThreadStackCache* cache) {
+    FrameChain& chain = cache->chain;
+    if (chain.wanted <= chain.capacity || chain.capacity >= kMaxChainFrames) return true;
+    uint32_t capacity = 64;
+    while (capacity < chain.wanted && capacity < kMaxChainFrames) capacity *= 2;
+    const size_t before = chain_bytes_for(chain.capacity);
+    if (!reserve_frame_chain(&chain, capacity)) return false;
+    engine().cache_bytes_.fetch_add(chain_bytes_for(capacity) - before, std::memory_order_relaxed);
+    return true;
+}
+
 void release_stack_cache(ThreadStackCache* cache) {
     release_python_arrays(cache, &engine().cache_bytes_);
+    engine().cache_bytes_.fetch_sub(chain_bytes_for(cache->chain.capacity), std::memory_order_relaxed);
+    release_frame_chain(&cache->chain);
     if (cache->native_capacity) {
         engine().cache_bytes_.fetch_sub(native_bytes_for(cache->native_capacity), std::memory_order_relaxed);
     }

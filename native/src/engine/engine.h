@@ -22,6 +22,7 @@
 #include "store/block_table.h"
 #include "store/mapping_index.h"
 #include "sink/capture_sink.h"
+#include "stack/frame_walk.h"
 #include "stack/stack_trie.h"
 
 namespace heapscope {
@@ -94,6 +95,10 @@ struct ThreadStackCache {
     FrameKey* fresh = nullptr;  // where the next stack is captured
     uint32_t* fresh_nodes = nullptr;
     InnerMemo memo[kMemoSize] = {};  // valid for `generation` only
+    // The addresses of the frames the thread's last Python stack walk met,
+    // which make the next walk cheap (stack/frame_walk.h). Sized to the
+    // deepest stack met (reserve_chain_frames), not to the limit.
+    FrameChain chain;
 
     // The same for native stacks (captures with native traces): where the
     // next stack is captured, the last return addresses interned and their
@@ -122,6 +127,10 @@ bool reserve_stack_cache(ThreadStackCache* cache, uint32_t capacity);
 // Makes the native arrays hold at least `capacity` frames (the last stack
 // interned is kept); false if memory ran out.
 bool reserve_native_frames(ThreadStackCache* cache, uint32_t capacity);
+// Makes `cache->chain` hold the frames its last walk met (chain.wanted),
+// up to a bound; false if memory ran out. Calls malloc: from a hook, only
+// when chain.wanted > chain.capacity.
+bool reserve_chain_frames(ThreadStackCache* cache);
 void release_stack_cache(ThreadStackCache* cache);
 
 struct TraceRecord {
@@ -357,6 +366,7 @@ class Engine {
     std::atomic<size_t> cache_bytes_{0};
     friend bool reserve_stack_cache(ThreadStackCache*, uint32_t);
     friend bool reserve_native_frames(ThreadStackCache*, uint32_t);
+    friend bool reserve_chain_frames(ThreadStackCache*);
     friend void release_stack_cache(ThreadStackCache*);
 };
 

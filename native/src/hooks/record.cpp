@@ -35,7 +35,8 @@ void restamp_block(uintptr_t address) {
     if (!cache) return;
     uint32_t total_depth = 0;
     uint32_t frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth,
-                                            g_skip_incomplete.load(std::memory_order_relaxed));
+                                            g_skip_incomplete.load(std::memory_order_relaxed), &cache->chain);
+    if (cache->chain.wanted > cache->chain.capacity) reserve_chain_frames(cache);
     eng.restamp(Engine::kDefaultDomain, address, cache, frames, total_depth, true);
 }
 
@@ -110,7 +111,9 @@ __attribute__((always_inline)) inline void capture_stacks(bool gil_held, Capture
         cache = thread_stack_cache(limit);
         if (cache) {
             out->frames = python::capture_stack(tstate, cache->fresh, limit, &out->total_depth,
-                                                g_skip_incomplete.load(std::memory_order_relaxed));
+                                                g_skip_incomplete.load(std::memory_order_relaxed), &cache->chain);
+            // A deeper stack than the chain holds: grow it for the next walk.
+            if (cache->chain.wanted > cache->chain.capacity) reserve_chain_frames(cache);
         }
     }
     if (eng.native_traces()) {

@@ -1,0 +1,179 @@
+// walk_frames with a chain must give exactly what a plain walk gives, and
+// must never read a frame that is no longer on the stack, however the stack
+// changed since the chain was made: frames returned and new ones made at the
+// same addresses, generator-like frames resumed elsewhere, entry markers.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "stack/frame_walk.h"
+
+using heapscope::FrameChain;
+using heapscope::FrameKey;
+using heapscope::FrameRole;
+
+namespace {
+
+struct TestFrame {
+    const TestFrame* previous = nullptr;
+    uintptr_t code = 0;
+    uintptr_t instr = 0;
+    FrameRole role = FrameRole::kKept;
+    bool live = false;  // on the stack now; a walk must read only live frames
+};
+
+int g_dead_reads = 0;
+
+struct TestFrames {
+    using Frame = TestFrame;
+    static const Frame* previous(const Frame* frame) {
+        if (!frame->live) ++g_dead_reads;
+        return frame->previous;
+    }
+    static FrameRole read(const Frame* frame, bool, FrameKey* key) {
+        if (!frame->live) ++g_dead_reads;
+        *key = FrameKey{frame->code, frame->instr};
+        return frame->role;
+    }
+};
+
+struct Walk {
+    std::vector<FrameKey> frames;
+    uint32_t total_depth = 0;
+    bool operator==(const Walk& other) const { return frames == other.frames && total_depth == other.total_depth; }
+};
+
+Walk walk(const TestFrame* top, uint32_t limit, FrameChain* chain) {
+    Walk result;
+    result.frames.resize(limit);
+    uint32_t stored = heapscope::walk_frames<TestFrames>(top, result.frames.data(), limit, &result.total_depth,
+                                                          false, chain);
+    result.frames.resize(stored);
+    return result;
+}
+
+// A thread's stack: frames are taken from a fixed pool, lowest free slot
+// first, so that a frame made after a return lands where the returned one was.
+class Program {
+  public:
+    explicit Program(size_t slots) : pool_(slots) {}
+    const TestFrame* top() const { return stack_.empty() ? nullptr : stack_.back(); }
+    size_t depth() const { return stack_.size(); }
+    void call(uintptr_t code, uintptr_t instr, FrameRole role = FrameRole::kKept) {
+        TestFrame* frame = nullptr;
+        for (auto& slot : pool_) {
+            if (!slot.live) {
+                frame = &slot;
+                break;
+            }
+        }
+        ASSERT_NE(frame, nullptr);
+        *frame = TestFrame{top(), code, instr, role, true};
+        stack_.push_back(frame);
+    }
+    void ret() {
+        stack_.back()->live = false;
+        stack_.pop_back();
+    }
+    void move_top(uintptr_t instr) { stack_.back()->instr = instr; }
+
+  private:
+    std::vector<TestFrame> pool_;
+    std::vector<TestFrame*> stack_;
+};
+
+}  // namespace
+
+TEST(FrameWalk, WithoutAChainIsAPlainWalk) {
+    Program program(16);
+    for (uintptr_t i = 1; i <= 5; ++i) program.call(i, 10 * i);
+    Walk all = walk(program.top(), 8, nullptr);
+    EXPECT_EQ(all.total_depth, 5u);
+    ASSERT_EQ(all.frames.size(), 5u);
+    EXPECT_EQ(all.frames[0], (FrameKey{5, 50}));
+    EXPECT_EQ(all.frames[4], (FrameKey{1, 10}));
+    Walk cut = walk(program.top(), 2, nullptr);
+    EXPECT_EQ(cut.total_depth, 5u);
+    EXPECT_EQ(cut.frames.size(), 2u);
+}
+
+TEST(FrameWalk, NewCallsAtTheAddressesOfReturnedOnesAreSeen) {
+    // main -> a -> x, then everything above main returns and main -> b -> x
+    // is made at the same addresses, x at the same position: the outer part
+    // (b, not a) must come from the frames, not from the chain.
+    FrameChain chain;
+    ASSERT_TRUE(heapscope::reserve_frame_chain(&chain, 64));
+    Program program(64);
+    program.call(1, 100);       // main
+    program.call(2, 200);       // a
+    program.call(9, 900);       // x
+    walk(program.top(), 64, &chain);
+    program.ret();
+    program.ret();
+    program.call(3, 300);       // b, where a was
+    program.call(9, 900);       // x, where x was
+    Walk seen = walk(program.top(), 64, &chain);
+    EXPECT_EQ(seen, walk(program.top(), 64, nullptr));
+    EXPECT_EQ(seen.frames[1], (FrameKey{3, 300}));
+    EXPECT_EQ(g_dead_reads, 0);
+    heapscope::release_frame_chain(&chain);
+}
+
+TEST(FrameWalk, RandomChangesGiveWhatAPlainWalkGives) {
+    std::mt19937_64 random(17);
+    for (uint32_t limit : {1u, 5u, 64u, 1024u}) {
+        for (uint32_t chain_capacity : {0u, 4u, 300u}) {
+            FrameChain chain;
+            if (chain_capacity) {
+                ASSERT_TRUE(heapscope::reserve_frame_chain(&chain, chain_capacity));
+            }
+            Program program(400);
+            for (int i = 0; i < 150; ++i) program.call(1 + random() % 4, random() % 3);
+            // Generator-like frames live elsewhere: they are resumed on top
+            // of whatever frame runs, at their own address.
+            std::vector<TestFrame> generators(4);
+            for (int event = 0; event < 20000; ++event) {
+                const uint64_t what = random() % 100;
+                if (what < 30 && program.depth() > 1) {
+                    program.ret();
+                } else if (what < 60 && program.depth() < 390) {
+                    const uint64_t kind = random() % 10;
+                    FrameRole role = kind == 0 ? FrameRole::kEntry : kind == 1 ? FrameRole::kSkipped
+                                   : kind == 2 ? FrameRole::kIgnored : FrameRole::kKept;
+                    program.call(1 + random() % 4, random() % 3, role);
+                } else if (what < 80 && program.depth() > 0) {
+                    program.move_top(random() % 3);
+                }
+                // Now and then a generator frame runs on top, then is gone again.
+                TestFrame* generator = nullptr;
+                if (random() % 8 == 0) {
+                    generator = &generators[random() % generators.size()];
+                    *generator = TestFrame{program.top(), 50 + random() % 2, random() % 3, FrameRole::kKept, true};
+                }
+                const TestFrame* top = generator ? generator : program.top();
+                ASSERT_EQ(walk(top, limit, &chain), walk(top, limit, nullptr))
+                    << "limit " << limit << ", chain " << chain_capacity << ", event " << event;
+                if (generator) generator->live = false;
+                EXPECT_LE(chain.count, chain.capacity);
+            }
+            EXPECT_EQ(g_dead_reads, 0);
+            heapscope::release_frame_chain(&chain);
+        }
+    }
+}
+
+TEST(FrameWalk, ChainRemembersWhatItMetAndHowManyItWanted) {
+    FrameChain chain;
+    ASSERT_TRUE(heapscope::reserve_frame_chain(&chain, 4));
+    Program program(16);
+    for (uintptr_t i = 1; i <= 10; ++i) program.call(i, i);
+    walk(program.top(), 64, &chain);
+    EXPECT_EQ(chain.count, 4u);   // the innermost frames, as many as fit
+    EXPECT_EQ(chain.wanted, 10u);
+    EXPECT_EQ(chain.addresses[0], reinterpret_cast<uintptr_t>(program.top()));
+    ASSERT_TRUE(heapscope::reserve_frame_chain(&chain, 16));
+    EXPECT_EQ(chain.count, 0u);   // growing forgets the last walk
+    heapscope::release_frame_chain(&chain);
+}
