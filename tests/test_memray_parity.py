@@ -423,9 +423,11 @@ def test_thread_names_as_memray(tmp_path, extension_dir):
     # memray sees renames by threading and by prctl; it misses pthread_setname_np (its thread keeps
     # the threading name it started with), which heapscope follows.
     missed = {100_030, 200_030, 100_040, 200_040}
-    # (memray's own block at the block's first line is counted with 100_001 there.)
-    assert {size: name for size, name in names["memray"].items() if size not in missed} == \
+    # memray's own block at the block's first line is counted with 100_001 there on some versions
+    # (then no row has that size), not on others (3.13): that row is compared apart.
+    assert {size: name for size, name in names["memray"].items() if size not in missed | {100_001}} == \
         {size: name for size, name in names["heapscope"].items() if size not in missed | {100_001}}
+    assert names["memray"].get(100_001, "MainRenamed") == names["heapscope"][100_001] == "MainRenamed"
     assert {names["memray"][size] for size in missed} == {"orig-setname", "orig-other"}
 
 

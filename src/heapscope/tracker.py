@@ -505,6 +505,14 @@ def _greeted(connection):
     return False
 
 
+if sys.version_info < (3, 11):
+    # 3.9 and 3.10 allocate a frame object on a function's first call and keep
+    # it for the next (the code object's zombie frame): __exit__ runs once now
+    # (it returns at once for a Tracker that is not active), so that the frame
+    # of the real call is not a block of the program's in its capture.
+    Tracker.__exit__(object.__new__(Tracker), None, None, None)
+
+
 def _os_error(error, message):
     """The same kind of OSError, with the same errno, and a message that reads as one sentence."""
     clear = type(error)(message)
