@@ -53,7 +53,7 @@ def test_heapscope_run_notes_the_signal_that_killed_the_program(tmp_path, signal
     lines = write_script(script, GROWS)
     capture = tmp_path / "grows.hscap"
     number = getattr(signal, signal_name)
-    result = run_heapscope("-o", capture, script, 20, number)
+    result = run_heapscope("-o", capture, script, 20, int(number))  # (str() of a Signals is its name before 3.11)
     assert result.returncode == -number  # heapscope run dies the way the program did
     assert f"heapscope: the program was killed by {signal_name}; {capture} holds what it recorded" in result.stderr
     check_killed_capture(capture, script, lines["grow"], signal_name, 20)

@@ -78,6 +78,16 @@ FrameDescriber python_describer() {
     throw nb::python_error();
 }
 
+// OSError(error_number, message) as Python makes it: the subclass its errno
+// names (a viewer that left: BrokenPipeError, ConnectionResetError). The
+// instance is made here and raised with its own type: 3.9 and 3.10 keep the
+// type given to PyErr_SetObject for `except` to match, whatever the instance.
+[[noreturn]] void raise_os_error(int error_number, const std::string& message) {
+    nb::object error = nb::borrow(PyExc_OSError)(error_number, message);
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+    throw nb::python_error();
+}
+
 }  // namespace
 
 SamplingConfig sampling_from_text(const std::string& text) {
@@ -179,11 +189,8 @@ void capture_start(int fd, bool aggregated, bool native_traces, bool trace_pytho
     std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(std::move(options), &error, &error_number);
     if (!writer) {
         if (listener_given >= 0) ::close(listener_given);
-        if (error_number != 0) {  // with its errno: a live viewer that left is a ConnectionError
-            PyErr_SetObject(PyExc_OSError,
-                            nb::make_tuple(error_number, "cannot start the capture: " + error).ptr());
-            throw nb::python_error();
-        }
+        // With its errno: a live viewer that left is a ConnectionError.
+        if (error_number != 0) raise_os_error(error_number, "cannot start the capture: " + error);
         raise_os_error("cannot start the capture: " + error);
     }
     // What heapscope allocates to set itself up is not the program's.
@@ -254,11 +261,7 @@ std::optional<nb::dict> capture_stop(long long owner_pid, nb::handle end_metadat
     CaptureTotals totals = writer->totals();
     if (!ok) {
         const std::string message = "the capture could not be written completely: " + error;
-        if (writer->error_number() != 0) {
-            // With its errno: a live viewer that left is a BrokenPipeError/ConnectionResetError.
-            PyErr_SetObject(PyExc_OSError, nb::make_tuple(writer->error_number(), message).ptr());
-            throw nb::python_error();
-        }
+        if (writer->error_number() != 0) raise_os_error(writer->error_number(), message);
         raise_os_error(message);
     }
     nb::dict result;
