@@ -5,6 +5,7 @@
 set -euo pipefail
 export HEAPSCOPE_WERROR=ON  # compiler warnings fail the build
 HEAPSCOPE_PIP_TARGET=".[test]" source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+echo "== set-up done at $SECONDS s"
 
 echo "== include directions (scripts/check_layers.py)"
 python scripts/check_layers.py
@@ -40,7 +41,9 @@ echo "== pytest"
 # pytest-xdist spreads the tests over every core (HEAPSCOPE_TEST_WORKERS=0: one process).
 workers=${HEAPSCOPE_TEST_WORKERS:-$jobs}
 export HEAPSCOPE_TEST_WORKERS=$workers
+started=$SECONDS
 (cd tests && python -m pytest -q -p no:cacheprovider -n "$workers" "$@")
+echo "== pytest: $((SECONDS - started)) s (whole run so far: $SECONDS s)"
 
 # The other supported CPython versions this machine has (3.9-3.13).
 bash scripts/test_other_pythons.sh

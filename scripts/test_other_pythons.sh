@@ -28,12 +28,15 @@ for version in 3.9 3.10 3.11 3.12 3.13; do
     continue
   fi
   echo "== Python $version ($interpreter)"
+  started=$SECONDS
   venv=".venv-$version"
   [ -x "$venv/bin/python" ] || "$interpreter" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test]"
+  installed=$SECONDS
   # The HTML pages do not depend on the interpreter: the browser tests run once, in the main run.
   (cd tests && HEAPSCOPE_BROWSER_TESTS=0 "$repo/$venv/bin/python" -m pytest -q -p no:cacheprovider \
     -n "${HEAPSCOPE_TEST_WORKERS:-$(nproc)}")
+  echo "== Python $version: installed in $((installed - started)) s, tested in $((SECONDS - installed)) s"
   tested+=("$version")
 done
 echo "== other Python versions tested: ${tested[*]:-none}"
