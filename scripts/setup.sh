@@ -26,6 +26,9 @@ if [[ "${HEAPSCOPE_PIP_TARGET:-.}" == *"[test]"* ]] && [ "$(id -u)" = 0 ]; then
   command -v perl >/dev/null || need_apt+=(perl)
   command -v dot >/dev/null || need_apt+=(graphviz)
   command -v gdb >/dev/null || need_apt+=(gdb)
+  # The test command builds the same Python-free stages for every interpreter
+  # and the unit tests: ccache compiles each of them once.
+  command -v ccache >/dev/null || need_apt+=(ccache)
 fi
 # The HTML report tests drive Debian's chromium through playwright (never
 # `playwright install`: it downloads a browser of its own); DejaVu gives the
@@ -49,6 +52,9 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 export PATH="$repo/.venv/bin:$PATH"
+if command -v ccache >/dev/null && [ -z "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ]; then
+  export CMAKE_CXX_COMPILER_LAUNCHER=ccache  # read by CMake when it configures a build
+fi
 python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 echo "heapscope setup: building and installing heapscope (pip install .)" >&2
 python -m pip install -q --disable-pip-version-check "${HEAPSCOPE_PIP_TARGET:-.}"

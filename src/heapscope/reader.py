@@ -25,6 +25,7 @@ import dataclasses
 import datetime
 import enum
 import functools
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -340,10 +341,12 @@ def _to_int(text, default=0):
 
 
 def _to_float(text, default=0.0):
+    # A damaged capture may say "inf" or "nan": no time is that.
     try:
-        return float(text)
+        value = float(text)
     except (TypeError, ValueError):
         return default
+    return value if math.isfinite(value) else default
 
 
 def is_launch_frame(filename, internal_prefix):
