@@ -941,6 +941,30 @@ TEST(CaptureReader, UnknownCodeIsAnUnknownFrame) {
     std::remove(path.c_str());
 }
 
+// A damaged file whose parent ids loop, with one far id that grows the node
+// table: a stack walks each defined node once, not once per slot (the fuzzer
+// found a file where every stack went 65,000 times around its loop).
+TEST(CaptureReader, LoopingParentsWalkEachDefinedNodeOnce) {
+    std::string path = temp_path("looping_parents");
+    {
+        CaptureBuilder b(path, FileFormat::kAllAllocations);
+        b.encoder().python_node(format::PythonNodeRecord{1, 2, 0, 7, true});
+        b.encoder().python_node(format::PythonNodeRecord{2, 1, 0, 8, true});
+        b.encoder().python_node(format::PythonNodeRecord{60000, 0, 0, 9, true});
+        b.wrote();
+        b.end();
+    }
+    auto file = open_file(path);
+    PassEnd end;
+    std::vector<PythonFrame> frames;
+    ASSERT_EQ(file->python_stack(1, SIZE_MAX, nullptr, &frames, &end), CaptureFile::StackStatus::kOk);
+    EXPECT_LE(frames.size(), file->definitions().python_node_count());
+    ASSERT_GE(frames.size(), 2u);
+    EXPECT_EQ(frames[0].line, 7);
+    EXPECT_EQ(frames[1].line, 8);
+    std::remove(path.c_str());
+}
+
 }  // namespace
 
 namespace capture_reader_fixture {

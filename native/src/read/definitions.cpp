@@ -89,7 +89,7 @@ bool Definitions::at_stack_root(uint32_t node) const {
     // Compare the frames of both chains up to the root's end, where the
     // other must meet its labels. Nearly every node differs at once.
     uint32_t other = stack_root_;
-    size_t steps = python_nodes_.size();
+    size_t steps = python_node_count_;  // as in python_stack: ids may loop
     while (other != 0 && steps-- > 0) {
         if (!has_python_node(node) || !has_python_node(other)) return false;
         const PythonNode& a = python_nodes_[node];
@@ -106,10 +106,11 @@ bool Definitions::python_stack(uint32_t node, size_t max_frames, std::vector<Pyt
     if (cut) *cut = false;
     if (node == 0) return true;
     if (!has_python_node(node)) return false;
-    // A parent is always defined before its child, so a chain is never
-    // longer than the nodes known; the bound only guards against a file
-    // whose ids loop.
-    size_t steps = python_nodes_.size();
+    // A chain visits each defined node at most once, unless a damaged file's
+    // ids loop: bounded by the count of defined nodes, not by the highest id
+    // (a made-up file can name id 4 billion, and every stack would then walk
+    // that far around its loop).
+    size_t steps = python_node_count_;
     while (node != 0 && out->size() < max_frames && steps-- > 0) {
         if (stack_root_ != 0 && at_stack_root(node)) {
             if (cut) *cut = true;
@@ -146,7 +147,7 @@ bool Definitions::native_stack(uint32_t node, size_t max_frames, Symbolizer* sym
     out->clear();
     if (node == 0) return true;
     if (!has_native_node(node)) return false;
-    size_t steps = native_nodes_.size();
+    size_t steps = native_node_count_;  // as in python_stack: ids may loop
     while (node != 0 && out->size() < max_frames && steps-- > 0) {
         if (!has_native_node(node)) break;
         const NativeNode& n = native_nodes_[node];
