@@ -212,3 +212,39 @@ def test_heapscope_workers_takes_memray_workers_arguments(scenarios):
     assert page.startswith("<!DOCTYPE html>") and "Temporal flame graph" in page
     for name in names:
         assert collapsed(directory, directory / "raw" / f"{name}.bin")  # each a capture the reports read
+
+
+def test_only_captures_of_dead_writers_on_this_host_are_taken(tmp_path):
+    """What a process of a worker's host sends back for the dead workers: the
+    captures whose writer is gone (reaped, or a zombie its nanny has not
+    reaped yet), never one whose writer still runs, nor another host's (a
+    run directory on a shared filesystem); each taken file is removed."""
+    import socket
+    import subprocess
+    import time
+
+    import psutil
+
+    import heapscope.dask
+
+    run = tmp_path / "heapscope-dask-r1"
+    run.mkdir()
+    host = socket.gethostname()
+    reaped = subprocess.Popen([sys.executable, "-c", "pass"])
+    reaped.wait()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)  # it exits; not waited for, it stays a zombie
+    assert psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE
+    files = {f"0@{host}-{reaped.pid}.bin": b"reaped", f"1@{host}-{zombie.pid}.bin": b"zombie",
+             f"2@{host}-{os.getpid()}.bin": b"live", f"3@elsewhere-{reaped.pid}.bin": b"other host",
+             "notes.txt": b"not a capture"}
+    for name, data in files.items():
+        (run / name).write_bytes(data)
+    answer = heapscope.dask._collect_dead("r1", run_directory=str(tmp_path))
+    zombie.wait()
+    assert answer == {"directory": str(run), "captures": [(f"0@{host}-{reaped.pid}.bin", b"reaped"),
+                                                         (f"1@{host}-{zombie.pid}.bin", b"zombie")]}
+    assert sorted(path.name for path in run.iterdir()) == sorted(
+        [f"2@{host}-{os.getpid()}.bin", f"3@elsewhere-{reaped.pid}.bin", "notes.txt"])
