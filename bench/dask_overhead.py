@@ -10,7 +10,7 @@ LocalCluster(n_workers=2, processes=True, threads_per_worker=1):
    needs after the block (stopping, gathering, merging) is shown apart.
 2. Gather and merge: each worker allocates ``--gib`` GiB, as a real
    workload would leave it in its capture: blocks of seeded random sizes
-   (1-16 KiB), made at ``--stacks`` distinct call paths (2 to 7 frames deep
+   (``--block`` MIN-MAX bytes, 1-16 KiB by default), made at ``--stacks`` distinct call paths (2 to 7 frames deep
    from 48 functions), a quarter of them kept until the block ends (every
    allocation recorded, sample=False). Shown: each capture's size, and the
    time the block's exit takes to stop both Trackers, bring both captures
@@ -18,7 +18,7 @@ LocalCluster(n_workers=2, processes=True, threads_per_worker=1):
    ``--gather-reps``).
 
     python bench/dask_overhead.py [--tasks 4000] [--reps 5] [--gib 1] [--stacks 400] [--gather-reps 3]
-    python bench/dask_overhead.py --gather-only [--gib 1]     # part 2 alone
+    python bench/dask_overhead.py --gather-only [--gib 1] [--block 1024-16384]    # part 2 alone
 
 The machine is shared and noisy: read ratios, not absolute times, and
 compare runs made side by side.
@@ -47,9 +47,9 @@ def level_{i}(path, depth, size):
 """ for i in range(_FUNCTIONS))
 
 
-def churn(gib, stacks, seed):
-    """Allocates `gib` GiB in blocks of 1-16 KiB at `stacks` distinct call
-    paths; keeps a quarter of the blocks on the worker (freed by `release`)
+def churn(gib, stacks, seed, smallest=1024, largest=16384):
+    """Allocates `gib` GiB in blocks of `smallest`-`largest` bytes at
+    `stacks` distinct call paths; keeps a quarter of the blocks on the worker (freed by `release`)
     and frees the rest. Returns (allocations, bytes kept)."""
     import random
 
@@ -66,7 +66,7 @@ def churn(gib, stacks, seed):
     paths = sorted(paths)
     kept, made, total = [], 0, int(gib * (1 << 30))
     while total > 0:
-        size = random_.randint(1024, 16384)
+        size = random_.randint(smallest, largest)
         path = paths[random_.randrange(len(paths))]
         block = levels[path[0]](path, 1, size)
         if random_.random() < 0.25:
@@ -94,7 +94,14 @@ def main():
     parser.add_argument("--stacks", type=int, default=400)
     parser.add_argument("--gather-reps", type=int, default=3)
     parser.add_argument("--gather-only", action="store_true", help="part 2 alone")
+    parser.add_argument("--block", default="1024-16384", help="part 2's block sizes: MIN-MAX bytes")
     options = parser.parse_args()
+    try:
+        options.smallest, options.largest = map(int, options.block.split("-"))
+    except ValueError:
+        parser.error(f"--block takes MIN-MAX bytes, like 1024-16384, not {options.block!r}")
+    if not 1 <= options.smallest <= options.largest:
+        parser.error(f"--block: MIN must be at least 1 and at most MAX: {options.block!r}")
 
     from distributed import Client, LocalCluster
 
@@ -152,8 +159,9 @@ def gather_and_merge(client, options, work):
     for _ in range(options.gather_reps):
         workers = sorted(client.scheduler_info()["workers"])
         with heapscope.dask.profile(client, output=os.path.join(work, "big"), sample=False) as result:
-            made = client.gather([client.submit(churn, options.gib, options.stacks, seed, pure=False,
-                                                workers=[address]) for seed, address in enumerate(workers)])
+            made = client.gather([client.submit(churn, options.gib, options.stacks, seed, options.smallest,
+                                                options.largest, pure=False, workers=[address])
+                                  for seed, address in enumerate(workers)])
             exit_started = time.perf_counter()
         gathers.append(time.perf_counter() - exit_started)
         client.run(release)
@@ -162,7 +170,7 @@ def gather_and_merge(client, options, work):
         print(f"  (gather + merge {gathers[-1]:.2f} s; captures "
               f"{', '.join(f'{size / (1 << 20):.1f} MiB' for size in sizes[-1])}, merged {merged / (1 << 20):.1f} MiB)",
               file=sys.stderr, flush=True)
-    print(f"gather + merge, 2 workers x {options.gib:g} GiB in 1-16 KiB blocks at {options.stacks} call paths, "
+    print(f"gather + merge, 2 workers x {options.gib:g} GiB in {options.block} B blocks at {options.stacks} call paths, "
           f"a quarter kept ({', '.join(f'{n:,} allocations, {kept / (1 << 20):.0f} MiB kept' for n, kept in made)}; "
           f"every allocation recorded): median {statistics.median(gathers):.2f} s of {len(gathers)} "
           f"(each: {', '.join(f'{g:.2f}' for g in gathers)} s); captures "
