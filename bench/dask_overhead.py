@@ -15,10 +15,10 @@ LocalCluster(n_workers=2, processes=True, threads_per_worker=1):
    allocation recorded, sample=False). Shown: each capture's size, and the
    time the block's exit takes to stop both Trackers, bring both captures
    back over Dask's comms and write them and the merged file (median of
-   ``--gather-reps``).
+   ``--gather-reps``). ``--gather-only``: part 2 alone.
 
     python bench/dask_overhead.py [--tasks 4000] [--reps 5] [--gib 1] [--stacks 400] [--gather-reps 3]
-    python bench/dask_overhead.py --gather-only [--gib 1] [--block 1024-16384]    # part 2 alone
+    python bench/dask_overhead.py --gather-only [--gib 1] [--block 1024-16384] [--trace-python-allocators]
 
 The machine is shared and noisy: read ratios, not absolute times, and
 compare runs made side by side.
@@ -95,6 +95,8 @@ def main():
     parser.add_argument("--gather-reps", type=int, default=3)
     parser.add_argument("--gather-only", action="store_true", help="part 2 alone")
     parser.add_argument("--block", default="1024-16384", help="part 2's block sizes: MIN-MAX bytes")
+    parser.add_argument("--trace-python-allocators", action="store_true",
+                        help="part 2 records pymalloc's blocks too (those of 512 bytes or less)")
     options = parser.parse_args()
     try:
         options.smallest, options.largest = map(int, options.block.split("-"))
@@ -158,7 +160,8 @@ def gather_and_merge(client, options, work):
     gathers, sizes = [], []
     for _ in range(options.gather_reps):
         workers = sorted(client.scheduler_info()["workers"])
-        with heapscope.dask.profile(client, output=os.path.join(work, "big"), sample=False) as result:
+        with heapscope.dask.profile(client, output=os.path.join(work, "big"), sample=False,
+                                    trace_python_allocators=options.trace_python_allocators) as result:
             made = client.gather([client.submit(churn, options.gib, options.stacks, seed, options.smallest,
                                                 options.largest, pure=False, workers=[address])
                                   for seed, address in enumerate(workers)])

@@ -248,3 +248,13 @@ def test_only_captures_of_dead_writers_on_this_host_are_taken(tmp_path):
                                                          (f"1@{host}-{zombie.pid}.bin", b"zombie")]}
     assert sorted(path.name for path in run.iterdir()) == sorted(
         [f"2@{host}-{os.getpid()}.bin", f"3@elsewhere-{reaped.pid}.bin", "notes.txt"])
+
+
+def test_run_directory_must_be_an_absolute_path():
+    import heapscope.dask
+
+    # Each worker resolves it on its own host: a relative path would mean a different place in each.
+    with pytest.raises(ValueError, match="run_directory must be an absolute path .*'profiles'"):
+        heapscope.dask.profile(object(), run_directory="profiles").__enter__()
+    with pytest.raises(TypeError, match="run_directory must be a path or None, not int"):
+        heapscope.dask.profile(object(), run_directory=3).__enter__()
