@@ -32,8 +32,9 @@ asked over Dask's comms (``client.run``) for the captures in its host's run
 directory whose writer process is dead; each sends them (bytes) and removes
 them. A capture whose writer is alive (another worker of that host, still
 running) is never taken. So a killed worker's capture comes back from any
-host where a process of the cluster is left: the nanny, the worker that
-the nanny started in its place, or another worker; the client writes it
+host where a process of the cluster is left: the worker that the nanny
+started in its place, its nanny (reached through that worker), or another
+worker; the client writes it
 into *output* and lists it in ``result.killed``, and it is merged with the
 others. When every process of a host is gone (the machine lost, or workers
 without nannies that all died), nothing there can answer: the captures stay
@@ -441,7 +442,7 @@ def _collect_everywhere(client, run_id, run_directory):
         on_nannies = _run(client, _collect_dead, run_id=run_id, run_directory=run_directory,
                           directories=sorted(directories), nanny=True)
         for answer in on_nannies.values():
-            if isinstance(answer, dict):  # a worker without a nanny answers with an error
+            if isinstance(answer, dict):  # not a nanny that failed to answer
                 taken += answer["captures"]
     taken += _collect_dead(run_id, run_directory)["captures"]
     return sorted(taken)
