@@ -21,13 +21,26 @@ bytes: no shared filesystem is needed); the client writes
 (``heapscope merge``), and ``result.peaks`` says each worker's peak and
 which task prefixes held memory at it.
 
-A worker that dies during the block cannot send its capture. Workers write
-their captures under ``<temp dir>/heapscope-dask-<run id>/`` on their own
-host, and a killed worker's capture stays readable there (the capture's
-journal keeps what it recorded until the kill; ``heapscope summary`` says
-it was not finished). When that directory is on the client's host (a
-``LocalCluster``), :func:`profile` picks those captures up too; on another
-host, copy them from there.
+A worker that dies during the block cannot send its capture, but its
+capture stays readable on its host (the capture's journal keeps what it
+recorded until the kill; ``heapscope summary`` says it was not finished).
+Workers write their captures as ``<name>@<host>-<pid>.bin`` under
+``<run_directory>/heapscope-dask-<run id>/`` on their own host
+(*run_directory*: the workers' temp dir by default). After the live
+workers have sent theirs, every worker still alive, then every nanny, is
+asked over Dask's comms (``client.run``) for the captures in its host's run
+directory whose writer process is dead; each sends them (bytes) and removes
+them. A capture whose writer is alive (another worker of that host, still
+running) is never taken. So a killed worker's capture comes back from any
+host where a process of the cluster is left: the worker that the nanny
+started in its place, its nanny (reached through that worker), or another
+worker; the client writes it
+into *output* and lists it in ``result.killed``, and it is merged with the
+others. When every process of a host is gone (the machine lost, or workers
+without nannies that all died), nothing there can answer: the captures stay
+in that host's run directory, to copy and pass to any report. The client
+looks in its own run directory the same way, which covers that case when
+the lost workers ran on the client's own host (a ``LocalCluster``).
 
 :func:`heapscope_workers` takes the arguments of
 ``distributed.diagnostics.memray.memray_workers``, for memray's users.
@@ -40,6 +53,7 @@ import contextlib
 import glob
 import os
 import pathlib
+import socket
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -81,8 +95,55 @@ class ProfileResult:
     peaks: List[WorkerPeak] = field(default_factory=list)
 
 
-def _run_directory(run_id):
-    return os.path.join(tempfile.gettempdir(), f"heapscope-dask-{run_id}")
+def _run_directory(run_id, parent=None):
+    """The run's directory in this process: under *parent*, or under this
+    process's temp dir."""
+    return os.path.join(tempfile.gettempdir() if parent is None else parent, f"heapscope-dask-{run_id}")
+
+
+def _capture_name(name, pid):
+    """``<name>@<host>-<pid>.bin``: the host and pid say, on any host that sees
+    the file, whether its writer can still be running."""
+    return f"{quote(name, safe='')}@{quote(socket.gethostname(), safe='')}-{pid}.bin"
+
+
+def _writer_of(file_name):
+    """(host, pid) of the process that writes *file_name*, or None when the
+    name is not a capture's."""
+    stem, ext = os.path.splitext(file_name)
+    _name, at, host_pid = stem.rpartition("@")
+    host, dash, pid = host_pid.rpartition("-")
+    if ext != ".bin" or not at or not dash or not pid.isdigit():
+        return None
+    return host, int(pid)
+
+
+def _writer_is_dead(path, pid):
+    """The process *pid* that wrote *path* has ended (on this host). A zombie
+    is dead; so is a process with that pid started after the file's last
+    write (the pid was reused; with a second's margin, as a start time is
+    known to about a second)."""
+    try:
+        import psutil  # distributed depends on it
+    except ImportError:
+        psutil = None
+    if psutil is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return True
+        return process.create_time() > os.stat(path).st_mtime + 1.0
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.AccessDenied, OSError):
+        return False
 
 
 # --- in the worker ------------------------------------------------------------------------------------------------
@@ -141,10 +202,10 @@ def _start(server, run_id, settings, role):
 
     if run_id in _state:
         return _state[run_id][1]
-    directory = _run_directory(run_id)
+    directory = _run_directory(run_id, settings.get("run_directory"))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     name = str(getattr(server, "name", role))
-    path = os.path.join(directory, f"{quote(name, safe='')}-{os.getpid()}.bin")
+    path = os.path.join(directory, _capture_name(name, os.getpid()))
     tracker = Tracker(path, native_traces=settings["native_traces"],
                       trace_python_allocators=settings["trace_python_allocators"], sampling=settings["sampling"])
     tracker._extra_metadata = [("dask_worker_name", name), ("dask_worker_address", str(server.address))]
@@ -175,6 +236,35 @@ def _finish(server, run_id, role="worker"):
         pass  # another worker of this host is still writing there
     name = "scheduler" if role == "scheduler" else str(getattr(server, "name", server.address))
     return name, data
+
+
+def _collect_dead(run_id, run_directory=None, directories=()):
+    """Takes the captures of this host's run directory (and of *directories*,
+    where the workers said they wrote) whose writer process is dead:
+    {"directory": this process's run directory, "captures": [(file name,
+    bytes)]}. Each file is renamed before it is read, so that of the
+    processes of a host asked at once, one takes it."""
+    own = _run_directory(run_id, run_directory)
+    host = quote(socket.gethostname(), safe="")
+    taken = []
+    for directory in dict.fromkeys([own, *directories]):
+        for path in sorted(glob.glob(os.path.join(directory, "*.bin"))):
+            writer = _writer_of(os.path.basename(path))
+            if writer is None or writer[0] != host or not _writer_is_dead(path, writer[1]):
+                continue  # another host's (a shared filesystem), or its writer still runs
+            claimed = f"{path}.taken-{os.getpid()}"
+            try:
+                os.rename(path, claimed)
+            except OSError:
+                continue  # another process of this host took it first
+            with open(claimed, "rb") as capture:
+                taken.append((os.path.basename(path), capture.read()))
+            os.unlink(claimed)
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass  # absent here, or a live worker's capture is still in it
+    return {"directory": own, "captures": taken}
 
 
 def _start_worker(dask_worker, run_id, settings):
@@ -252,7 +342,7 @@ def _parameters(function):
 
 @contextlib.contextmanager
 def profile(client, workers=None, scheduler=False, sample=True, output="heapscope-dask", *, native_traces=False,
-            trace_python_allocators=False, label_tasks=True):
+            trace_python_allocators=False, label_tasks=True, run_directory=None):
     """Profiles the workers of *client*'s cluster while the block runs.
 
     *workers*: None (every worker, and those that join), an int (the first
@@ -260,14 +350,24 @@ def profile(client, workers=None, scheduler=False, sample=True, output="heapscop
     *sample*: True (Poisson sampling at heapscope's default mean, cheap
     enough to leave on), False (every allocation), or a Tracker ``sampling``
     value. *output*: the directory for the captures. *label_tasks*: run
-    each task under the label of its task prefix.
+    each task under the label of its task prefix. *run_directory*: where
+    each worker writes its capture while the block runs, on its own host
+    (in ``heapscope-dask-<run id>/`` under it; None: the worker's temp
+    dir); the captures of workers that die are fetched from there.
 
     Yields a :class:`ProfileResult`, filled in when the block ends.
     """
     _distributed()
+    if run_directory is not None:
+        if not isinstance(run_directory, (str, os.PathLike)):
+            raise TypeError(f"run_directory must be a path or None, not {type(run_directory).__name__}")
+        run_directory = os.fspath(run_directory)
+        if not os.path.isabs(run_directory):
+            raise ValueError(f"run_directory must be an absolute path (each worker resolves it on its own host): "
+                             f"{run_directory!r}")
     run_id = uuid.uuid4().hex[:12]
     settings = {"native_traces": bool(native_traces), "trace_python_allocators": bool(trace_python_allocators),
-                "sampling": _sampling(sample), "label_tasks": bool(label_tasks)}
+                "sampling": _sampling(sample), "label_tasks": bool(label_tasks), "run_directory": run_directory}
     addresses = _chosen_workers(client, workers)
     plugin_name = _PLUGIN_PREFIX + run_id
     result = ProfileResult(directory=os.fspath(output))
@@ -277,16 +377,15 @@ def profile(client, workers=None, scheduler=False, sample=True, output="heapscop
     try:
         yield result
     finally:
-        _gather(client, run_id, plugin_name, addresses, scheduler, result)
+        _gather(client, run_id, plugin_name, addresses, scheduler, result, run_directory)
 
 
-def _gather(client, run_id, plugin_name, addresses, scheduler, result):
+def _gather(client, run_id, plugin_name, addresses, scheduler, result, run_directory=None):
     from heapscope.reports.merge import write_merged
 
     directory = pathlib.Path(result.directory)
     directory.mkdir(parents=True, exist_ok=True)
-    gathered = client.run(_finish_worker, run_id=run_id, workers=addresses, on_error="return") \
-        if "on_error" in _parameters(client.run) else client.run(_finish_worker, run_id=run_id, workers=addresses)
+    gathered = _run(client, _finish_worker, run_id=run_id, workers=addresses)
     if scheduler:
         gathered["scheduler"] = client.run_on_scheduler(_finish_scheduler, run_id=run_id)
     try:
@@ -302,22 +401,51 @@ def _gather(client, run_id, plugin_name, addresses, scheduler, result):
         path.write_bytes(data)
         result.captures[name] = str(path)
         written.append(str(path))
-    # Workers that died: their captures stay in the run's directory of their host.
-    for leftover in sorted(glob.glob(os.path.join(_run_directory(run_id), "*.bin"))):
-        target = directory / os.path.basename(leftover)
-        os.replace(leftover, target)
+    # Workers that died: their captures are in their host's run directory.
+    # The processes left on each host send them: the workers alive (all of
+    # them: the one a nanny started in a dead one's place was not asked
+    # above), then the nannies (a worker's temp dir is its own: they look
+    # where the workers said they wrote), then the client itself, which
+    # covers workers lost on its own host.
+    for file_name, data in _collect_everywhere(client, run_id, run_directory):
+        target = directory / file_name
+        target.write_bytes(data)
         result.killed.append(str(target))
         written.append(str(target))
-    try:
-        os.rmdir(_run_directory(run_id))
-    except OSError:
-        pass
     if written:
         result.path = str(directory / "merged.hscap")
         if os.path.exists(result.path):
             os.unlink(result.path)
         write_merged(written, result.path)
         result.peaks = worker_peaks(written)
+
+
+def _run(client, function, **kwargs):
+    """``client.run``, a worker's failure being its answer where this
+    distributed version can say so (older ones pass unknown keywords on to
+    *function*)."""
+    if "on_error" in _parameters(client.run):
+        kwargs["on_error"] = "return"
+    return client.run(function, **kwargs)
+
+
+def _collect_everywhere(client, run_id, run_directory):
+    """[(file name, bytes)] of the dead workers' captures, from every host
+    where a process of the cluster (or the client) is left."""
+    taken, directories = [], set()
+    on_workers = _run(client, _collect_dead, run_id=run_id, run_directory=run_directory)
+    for answer in on_workers.values():
+        if isinstance(answer, dict):
+            taken += answer["captures"]
+            directories.add(answer["directory"])
+    if "nanny" in _parameters(client.run):
+        on_nannies = _run(client, _collect_dead, run_id=run_id, run_directory=run_directory,
+                          directories=sorted(directories), nanny=True)
+        for answer in on_nannies.values():
+            if isinstance(answer, dict):  # not a nanny that failed to answer
+                taken += answer["captures"]
+    taken += _collect_dead(run_id, run_directory)["captures"]
+    return sorted(taken)
 
 
 def worker_peaks(paths):
