@@ -218,8 +218,10 @@ def _start(server, run_id, settings, role):
     return path
 
 
-def _finish(server, run_id, role="worker"):
-    """Stops this process's Tracker for the run; (name, capture bytes), or None."""
+def _finish(server, run_id, role="worker", find_peak=True):
+    """Stops this process's Tracker for the run; (name, capture bytes, its
+    WorkerPeak), or None. The peak is found here, by every worker at once:
+    on the client it would be one pass over each capture after the other."""
     entry = _state.pop(run_id, None)
     if role == "worker":
         _label_tasks(False)
@@ -227,6 +229,7 @@ def _finish(server, run_id, role="worker"):
         return None
     tracker, path = entry
     tracker.__exit__(None, None, None)
+    peak = _worker_peak(path) if find_peak else None
     with open(path, "rb") as capture:
         data = capture.read()
     try:
@@ -235,7 +238,7 @@ def _finish(server, run_id, role="worker"):
     except OSError:
         pass  # another worker of this host is still writing there
     name = "scheduler" if role == "scheduler" else str(getattr(server, "name", server.address))
-    return name, data
+    return name, data, peak
 
 
 def _collect_dead(run_id, run_directory=None, directories=()):
@@ -271,8 +274,8 @@ def _start_worker(dask_worker, run_id, settings):
     return _start(dask_worker, run_id, settings, "worker")
 
 
-def _finish_worker(dask_worker, run_id):
-    return _finish(dask_worker, run_id)
+def _finish_worker(dask_worker, run_id, find_peak=True):
+    return _finish(dask_worker, run_id, find_peak=find_peak)
 
 
 def _start_scheduler(dask_scheduler, run_id, settings):
@@ -393,14 +396,16 @@ def _gather(client, run_id, plugin_name, addresses, scheduler, result, run_direc
     except Exception:  # noqa: BLE001 -- already gone with its workers: nothing to undo
         pass
     written = []
+    peaks = []
     for _address, answer in sorted(gathered.items(), key=lambda item: str(item[0])):
         if not isinstance(answer, tuple):
             continue  # a worker without a capture for this run, or one that failed to answer
-        name, data = answer
+        name, data, peak = answer
         path = directory / f"{quote(name, safe='')}.bin"
         path.write_bytes(data)
         result.captures[name] = str(path)
         written.append(str(path))
+        peaks.append(peak)
     # Workers that died: their captures are in their host's run directory.
     # The processes left on each host send them: the workers alive (all of
     # them: the one a nanny started in a dead one's place was not asked
@@ -417,7 +422,7 @@ def _gather(client, run_id, plugin_name, addresses, scheduler, result, run_direc
         if os.path.exists(result.path):
             os.unlink(result.path)
         write_merged(written, result.path)
-        result.peaks = worker_peaks(written)
+        result.peaks = peaks + worker_peaks(result.killed)
 
 
 def _run(client, function, **kwargs):
@@ -451,23 +456,23 @@ def _collect_everywhere(client, run_id, run_directory):
 def worker_peaks(paths):
     """A :class:`WorkerPeak` per capture: its peak, and the bytes each task
     prefix (the first label frame of a stack) held at it, largest first."""
+    return [_worker_peak(path) for path in paths]
+
+
+def _worker_peak(path):
     from heapscope.reader import FileReader
     from heapscope.reports.adapters import profile_from_capture
 
-    peaks = []
-    for path in paths:
-        with FileReader(path) as reader:
-            extra = reader.start_metadata
-            profile = profile_from_capture(reader, "peak")
-            tasks = {}
-            for sample in profile.samples:
-                prefix = next((frame.function[len("[label] "):] for frame in sample.stack
-                               if frame.filename == "<label>"), "(outside tasks)")
-                tasks[prefix] = tasks.get(prefix, 0) + sample.bytes
-            name = extra.get("dask_worker_name") or os.path.basename(path)
-            peaks.append(WorkerPeak(name, profile.total_bytes,
-                                    dict(sorted(tasks.items(), key=lambda item: (-item[1], item[0])))))
-    return peaks
+    with FileReader(path) as reader:
+        extra = reader.start_metadata
+        profile = profile_from_capture(reader, "peak")
+    tasks = {}
+    for sample in profile.samples:
+        prefix = next((frame.function[len("[label] "):] for frame in sample.stack
+                       if frame.filename == "<label>"), "(outside tasks)")
+        tasks[prefix] = tasks.get(prefix, 0) + sample.bytes
+    name = extra.get("dask_worker_name") or os.path.basename(path)
+    return WorkerPeak(name, profile.total_bytes, dict(sorted(tasks.items(), key=lambda item: (-item[1], item[0]))))
 
 
 # --- memray_workers' arguments ----------------------------------------------------------------------------------
@@ -479,10 +484,10 @@ def _report_on_worker(dask_worker, run_id, report_args):
     import subprocess
     import sys
 
-    answer = _finish(dask_worker, run_id)
+    answer = _finish(dask_worker, run_id, find_peak=False)
     if answer is None:
         return None
-    name, data = answer
+    name, data, _ = answer
     with tempfile.TemporaryDirectory(prefix="heapscope-report-") as scratch:
         capture = os.path.join(scratch, "capture.bin")
         page = os.path.join(scratch, "report.html")
@@ -546,11 +551,11 @@ def heapscope_workers(directory="heapscope-profiles", workers=None, report_args=
             if report_args:
                 answers = client.run(_report_on_worker, run_id=run_id, report_args=list(report_args), workers=group)
             else:
-                answers = client.run(_finish_worker, run_id=run_id, workers=group)
+                answers = client.run(_finish_worker, run_id=run_id, find_peak=False, workers=group)
             for address, answer in answers.items():
                 if answer is None:
                     continue
-                _name, data = answer
+                data = answer[1]  # (name, page) or (name, capture, None)
                 suffix = ".html" if report_args else ".bin"
                 (target / (quote(str(names.get(address, address)), safe="") + suffix)).write_bytes(data)
         try:
