@@ -199,7 +199,7 @@ def main():
             # Inclusive: the callers of the loop itself (and recursion's
             # doubled counts) hold all of it and say nothing: left out.
             ranked = sorted(((name, count) for name, count in functions[inclusive].items()
-                             if not inclusive or count < 0.97 * total), key=lambda item: -item[1])[:args.top]
+                             if not inclusive or count < 0.97 * per["main"]), key=lambda item: -item[1])[:args.top]
             for name, count in ranked:
                 print(f"    {count:9,.1f}  {100 * count / total:5.1f}%  {name}")
 
