@@ -172,6 +172,46 @@ TEST_F(CaptureTest, AnAddressReusedWithoutASeenFreeIsFreedFirst) {
     EXPECT_EQ(current, 16u);
 }
 
+// The capture writer's own kind of sink (the full-event format) keeps no
+// state per block: the engine then learns of a stale record from the insert
+// itself (BlockTable::replace), in whichever store it was kept.
+class StatelessSink : public RecordingSink {
+  public:
+    bool keeps_block_state() const override { return false; }
+};
+
+TEST(StatelessCapture, AnAddressReusedWithoutASeenFreeIsFreedFirstFromEitherStore) {
+    StatelessSink sink;
+    ASSERT_TRUE(engine().start(64, &sink));
+    const uintptr_t address = 0x7f0000010040;
+    // Kept by hash (a raw block), then reused by pymalloc with no free seen.
+    engine().record_alloc(0, address, 48, with_stack({{1, 1}}), 1, 1, true, /*pooled=*/false);
+    engine().record_alloc(0, address, 32, with_stack({{1, 1}}), 1, 1, true, /*pooled=*/true,
+                          Allocator::kPymallocMalloc);
+    // Kept by position, then reused again by pymalloc with no free seen.
+    engine().record_alloc(0, address, 32, with_stack({{1, 1}}), 1, 1, true, /*pooled=*/true,
+                          Allocator::kPymallocMalloc);
+    const std::string at = std::to_string(address);
+    ASSERT_EQ(sink.log.size(), 7u);  // node, thread, alloc, then free + alloc twice
+    EXPECT_EQ(sink.log[2], "alloc " + at + " 48 py 1 native 0 kind 1");
+    EXPECT_EQ(sink.log[3].substr(0, sink.log[3].find(" kept")), "free " + at + " 48");
+    EXPECT_EQ(sink.log[4], "alloc " + at + " 32 py 1 native 0 kind 12");
+    EXPECT_EQ(sink.log[5].substr(0, sink.log[5].find(" kept")), "free " + at + " 32");
+    EXPECT_EQ(sink.log[6], "alloc " + at + " 32 py 1 native 0 kind 12");
+    uint64_t current, peak;
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(current, 32u);
+    EXPECT_EQ(engine().trace_count(), 1u);  // one record left, in one store
+    sink.log.clear();
+    EXPECT_TRUE(engine().record_free(0, address, nullptr, Allocator::kPymallocFree));
+    EXPECT_FALSE(engine().record_free(0, address));  // nothing lingers in the other store
+    EXPECT_EQ(sink.log.size(), 1u);
+    engine().traced_memory(&current, &peak);
+    EXPECT_EQ(current, 0u);
+    std::vector<FrameKey> unpin;
+    engine().stop(&unpin);
+}
+
 TEST_F(CaptureTest, PartialMunmapKeepsTheRest) {
     engine().record_alloc(0, 0x10000, 3 * 4096, with_stack({{1, 1}}), 1, 1, true, false, Allocator::kMmap);
     sink.log.clear();

@@ -22,7 +22,18 @@ inline void cpu_relax() noexcept {
 
 class SpinLock {
   public:
+    // Uncontended (nearly always): one exchange, inline.
     void lock() noexcept {
+        if (!locked_.exchange(true, std::memory_order_acquire)) [[likely]] return;
+        lock_contended();
+    }
+    bool try_lock() noexcept { return !locked_.exchange(true, std::memory_order_acquire); }
+    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+    // Only for a fork child, where the thread that held the lock no longer exists.
+    void reset_after_fork() noexcept { locked_.store(false, std::memory_order_relaxed); }
+
+  private:
+    __attribute__((noinline)) void lock_contended() noexcept {
         for (int spins = 0;; ++spins) {
             if (!locked_.exchange(true, std::memory_order_acquire)) return;
             while (locked_.load(std::memory_order_relaxed)) {
@@ -35,12 +46,7 @@ class SpinLock {
             }
         }
     }
-    bool try_lock() noexcept { return !locked_.exchange(true, std::memory_order_acquire); }
-    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-    // Only for a fork child, where the thread that held the lock no longer exists.
-    void reset_after_fork() noexcept { locked_.store(false, std::memory_order_relaxed); }
 
-  private:
     std::atomic<bool> locked_{false};
 };
 

@@ -235,7 +235,15 @@ void Engine::notify_mappings_changed() {
     if (sink_) sink_->on_mappings_changed();
 }
 
-uint32_t Engine::capture_thread_locked() {
+inline uint32_t Engine::capture_thread_locked() {
+    const ThreadHookState& state = t_hook_state;
+    if (state.thread_id != 0 && state.announced_session == session_ && state.names_seen == names_version_) [[likely]] {
+        return state.thread_id;
+    }
+    return announce_thread_locked();
+}
+
+__attribute__((noinline)) uint32_t Engine::announce_thread_locked() {
     ThreadHookState& state = t_hook_state;
     if (state.thread_id == 0) state.thread_id = ++next_thread_id_;
     const bool first = state.announced_session != session_;
@@ -305,8 +313,7 @@ void Engine::clear(std::vector<FrameKey>* unpin) {
     drop_all_locked(unpin);
 }
 
-BlockTable* Engine::table_for(uint32_t domain, bool create) {
-    if (domain == kDefaultDomain) return &python_table_;
+BlockTable* Engine::other_table(uint32_t domain, bool create) {
     for (auto& [d, table] : other_tables_) {
         if (d == domain) return &table;
     }
@@ -489,17 +496,30 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     const bool mapping = allocator == Allocator::kMmap && domain == kDefaultDomain;
     uint32_t thread = 0;
     if (sink_) thread = capture_thread_locked();
+    // A block still recorded at this address was freed where no hook saw
+    // it: the capture must see that free before the new block. A sink that
+    // keeps no state per block learns of it from the insert itself (one
+    // table operation); one that does must answer on_alloc before the block
+    // is stored, so the stale block is taken out first.
+    const bool state_kept = sink_ && sink_->keeps_block_state();
     if (mapping) {
         unmap_locked(address, size, thread);  // a mapping made over live ones (MAP_FIXED) replaces them
-    } else if (sink_) {
-        // A block still recorded at this address was freed where no hook saw
-        // it: the capture must see that free before the new block.
-        BlockTable* table = table_for(domain, true);
+    } else if (state_kept) {
         BlockInfo stale;
         Estimate was;
-        if (erase_locked(table, address, &stale, &was)) {
+        if (erase_locked(table_for(domain, true), address, &stale, &was)) {
             sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
         }
+    }
+    if (sink_ && !mapping && !state_kept) {
+        const uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
+        BlockInfo stale;
+        if (insert_locked(domain, address, info, weight, pooled, &stale)) {
+            const Estimate was = estimate(address, stale);
+            sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
+        }
+        sink_->on_alloc(AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count});
+        return;
     }
     if (sink_) {
         uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
@@ -560,19 +580,25 @@ void Engine::record_object(uintptr_t address, bool created, ThreadStackCache* ca
     sink_->on_object(ObjectEvent{address, thread, created, node, native});
 }
 
-void Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, const Estimate& weight,
-                           bool pooled) {
+bool Engine::insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, const Estimate& weight,
+                           bool pooled, BlockInfo* replaced_out) {
     BlockInfo replaced;
     bool ok = true;
-    bool existed = table_for(domain, true)->insert(address, info, &replaced, &ok, pooled);
-    if (existed) current_bytes_ -= estimate(address, replaced).bytes;  // a free we never saw
+    BlockTable* table = table_for(domain, true);
+    const bool existed = replaced_out ? table->replace(address, info, &replaced, &ok, pooled)
+                                      : table->insert(address, info, &replaced, &ok, pooled);
+    if (existed) {
+        current_bytes_ -= estimate(address, replaced).bytes;  // a free we never saw
+        if (replaced_out) *replaced_out = replaced;
+    }
     if (!ok) {  // the table could not grow: this block goes untraced
         if (existed && sampling_active()) recorded_.remove(address);
-        return;
+        return existed;
     }
     if (!existed && sampling_active()) recorded_.add(address);
     current_bytes_ += weight.bytes;
     if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
+    return existed;
 }
 
 bool Engine::erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed, Estimate* was) {

@@ -283,15 +283,23 @@ class Engine {
     }
 
   private:
-    BlockTable* table_for(uint32_t domain, bool create);
+    // The default domain's table inline: every event of the hot path asks for it.
+    BlockTable* table_for(uint32_t domain, bool create) {
+        return domain == kDefaultDomain ? &python_table_ : other_table(domain, create);
+    }
+    BlockTable* other_table(uint32_t domain, bool create);
     bool record_free_slow(uint32_t domain, uintptr_t address, BlockInfo* removed, Allocator deallocator);
     bool record_munmap_slow(uintptr_t address, uint64_t length);
     // Releases [address, address + length) from the recorded mappings (and
     // tells the sink, as `thread`); the bytes released. Holds lock_.
     uint64_t unmap_locked(uintptr_t address, uint64_t length, uint32_t thread);
     // Stores a block, which stands for `weight` (estimate()), and updates
-    // current and peak bytes. Holds lock_.
-    void insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, const Estimate& weight, bool pooled);
+    // current and peak bytes. True if a block was still recorded at
+    // `address` (a free no hook saw); with `replaced`, a record of the
+    // address in either store is looked for (BlockTable::replace) and copied
+    // there. Holds lock_.
+    bool insert_locked(uint32_t domain, uintptr_t address, const BlockInfo& info, const Estimate& weight, bool pooled,
+                       BlockInfo* replaced = nullptr);
     // Takes a block out of a table, keeping the counters and the filter; `*was`
     // is what it stood for. Holds lock_.
     bool erase_locked(BlockTable* table, uintptr_t address, BlockInfo* removed, Estimate* was);
@@ -315,7 +323,9 @@ class Engine {
     uint32_t intern_frame_locked(uint32_t parent, FrameKey frame, bool can_pin, bool* substituted);
     // Announces the calling thread to the sink once per capture, and again
     // when it was renamed. Holds lock_.
+    // Inline (engine.cpp): past a thread's first event, three comparisons.
     uint32_t capture_thread_locked();
+    uint32_t announce_thread_locked();
     // Interns native return addresses (innermost first); the innermost's
     // node. Reuses the thread's last native stack when `cache` is given (its
     // native arrays then hold `count` frames; without it, at most

@@ -25,7 +25,7 @@ void destroy_thread_cache(void* cache_ptr) {
 void create_cache_key() { pthread_key_create(&g_cache_key, destroy_thread_cache); }
 }  // namespace
 
-ThreadStackCache* thread_stack_cache(uint32_t limit) {
+ThreadStackCache* make_thread_stack_cache(uint32_t limit) {
     ThreadHookState& state = t_hook_state;
     if (state.exited) return nullptr;
     if (!state.cache) {

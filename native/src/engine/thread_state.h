@@ -54,6 +54,12 @@ inline bool sampler_admits(uint64_t size, Allocator allocator) {
 
 // The calling thread's stack cache sized for `limit` frames, or null when it
 // cannot have one (memory ran out, or the thread is exiting). May call malloc.
-ThreadStackCache* thread_stack_cache(uint32_t limit);
+ThreadStackCache* make_thread_stack_cache(uint32_t limit);
+// The same, inline for the hooks: after a thread's first event, a load and a comparison.
+inline ThreadStackCache* thread_stack_cache(uint32_t limit) {
+    ThreadStackCache* cache = t_hook_state.cache;
+    if (cache && cache->capacity >= limit) [[likely]] return cache;
+    return make_thread_stack_cache(limit);
+}
 
 }  // namespace heapscope

@@ -35,6 +35,23 @@ class BlockTable {
         }
         return existed;
     }
+    // As insert, and whatever was recorded at `address`, in either store, is
+    // what the block replaces (a free no hook saw): a capture must report it.
+    // One lookup in the index instead of an erase before the insert.
+    bool replace(uintptr_t address, const BlockInfo& info, BlockInfo* replaced, bool* ok, bool pooled) {
+        if (pooled) {
+            switch (small_.insert(address, info, replaced)) {
+                case PoolIndex::Insert::kStored:
+                    *ok = true;
+                    return large_.erase(address, replaced);  // keeps an address in at most one store
+                case PoolIndex::Insert::kReplaced:
+                    *ok = true;
+                    return true;
+                case PoolIndex::Insert::kRefused: break;
+            }
+        }
+        return insert(address, info, replaced, ok, false);
+    }
     // Replaces what is kept for a recorded block, where it is kept; false
     // (and nothing changes) if no block is recorded at `address`.
     bool update(uintptr_t address, const BlockInfo& info) {
