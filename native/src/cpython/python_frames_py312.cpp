@@ -9,6 +9,9 @@
 #include <internal/pycore_frame.h>
 #undef Py_BUILD_CORE
 
+#include <atomic>
+
+#include "common/hook_guard.h"
 #include "cpython/python_frames.h"
 
 namespace heapscope::python {
@@ -50,6 +53,38 @@ uintptr_t position_of(_PyInterpreterFrame* frame) {
 }  // namespace
 
 namespace {
+// Anchored walks: the code objects whose frames may serve as anchors, each
+// instrumented for our tool (PY_RETURN and PY_YIELD locally; PY_UNWIND can
+// only be global). Written only under the GIL by the pending call, read by
+// any walk: an address not seen yet just means no anchor.
+constexpr int kTool = 4;  // sys.monitoring tool ids 0-5 are for tools; 4 is not one CPython names
+// sys.monitoring.events values, the same in 3.12 and 3.13 (3.12 keeps the
+// PY_MONITORING_EVENT_* numbers in an internal header).
+constexpr int kPyReturn = 1 << 2, kPyYield = 1 << 3, kPyUnwind = 1 << 12;
+constexpr size_t kCodeSlots = 4096;  // a power of two; at most half of it filled
+std::atomic<uintptr_t> g_codes[kCodeSlots];
+size_t g_code_count = 0;  // under the GIL
+std::atomic<bool> g_anchors_on{false};
+std::atomic<bool> g_arm_requested{false};
+// Starts at 1: a thread's anchor is live only while its epoch is the current one
+// (a stop forgets every anchor, since events are off from then).
+std::atomic<uint64_t> g_epoch{1};
+thread_local uintptr_t t_anchor = 0;
+thread_local uint64_t t_anchor_epoch = 0;
+thread_local uint64_t t_anchored_walks = 0;
+thread_local uint32_t t_request_backoff = 0;
+constexpr uint32_t kRequestBackoff = 1024;  // walks
+
+size_t code_slot(uintptr_t code) { return (code >> 4) * 0x9E3779B97F4A7C15ull >> 52; }  // 12 bits
+
+bool code_instrumented(uintptr_t code) {
+    for (size_t i = code_slot(code);; i = (i + 1) & (kCodeSlots - 1)) {
+        uintptr_t at = g_codes[i].load(std::memory_order_acquire);
+        if (at == code) return true;
+        if (at == 0) return false;
+    }
+}
+
 struct Frames {
     using Frame = _PyInterpreterFrame;
     static const Frame* previous(const Frame* frame) { return frame->previous; }
@@ -64,12 +99,162 @@ struct Frames {
         *key = FrameKey{reinterpret_cast<uintptr_t>(code), position_of(f)};
         return FrameRole::kKept;
     }
+    // A complete frame of the stack (an incomplete one can leave without an
+    // event: RETURN_GENERATOR) whose code reports its leaving.
+    static bool anchorable(const Frame* frame) {
+        auto* f = const_cast<Frame*>(frame);
+        if (f->owner != FRAME_OWNED_BY_THREAD && f->owner != FRAME_OWNED_BY_GENERATOR) return false;
+        if (_PyFrame_IsIncomplete(f)) return false;
+        return code_instrumented(reinterpret_cast<uintptr_t>(code_of(f)));
+    }
 };
+
+// Frames plain walks: no anchors.
+struct PlainFrames {
+    using Frame = _PyInterpreterFrame;
+    static const Frame* previous(const Frame* frame) { return Frames::previous(frame); }
+    static FrameRole read(const Frame* frame, bool skip_incomplete, FrameKey* key) {
+        return Frames::read(frame, skip_incomplete, key);
+    }
+};
+
+PyObject* monitoring() {
+    PyObject* sys = PyImport_ImportModule("sys");
+    if (!sys) return nullptr;
+    PyObject* module = PyObject_GetAttrString(sys, "monitoring");
+    Py_DECREF(sys);
+    return module;
+}
+
+// The callback of PY_RETURN, PY_YIELD and PY_UNWIND: the frame leaving is
+// the thread's current one; if it is the anchor, the anchor is gone.
+PyObject* frame_leaves(PyObject*, PyObject* const*, Py_ssize_t) {
+    if (t_anchor && reinterpret_cast<uintptr_t>(top_frame(gil_holder())) == t_anchor) t_anchor = 0;
+    Py_RETURN_NONE;
+}
+PyMethodDef g_callback_def = {"_heapscope_frame_leaves", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(frame_leaves)),
+                              METH_FASTCALL, nullptr};
+
+// Instruments the code of the frames a few frames below the top of every
+// thread's stack. A pending call: the GIL is held, at a safe point.
+int instrument_anchors(void*) {
+    SuppressTracing untraced;  // instrumenting allocates: not the program's memory
+    g_arm_requested.store(false, std::memory_order_relaxed);
+    if (!g_anchors_on.load(std::memory_order_relaxed)) return 0;
+    PyObject* mon = monitoring();
+    if (!mon) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyInterpreterState* interp = PyInterpreterState_Get();
+    for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts; ts = PyThreadState_Next(ts)) {
+        uint32_t step = 0;
+        for (_PyInterpreterFrame* f = top_frame(ts); f && step < kAnchorOffset + kAnchorCandidates;
+             f = f->previous, ++step) {
+            if (step < kAnchorOffset || f->owner == FRAME_OWNED_BY_CSTACK) continue;
+            PyObject* code = code_of(f);
+            if (!code || !PyCode_Check(code)) continue;
+            auto address = reinterpret_cast<uintptr_t>(code);
+            if (code_instrumented(address) || g_code_count >= kCodeSlots / 2) continue;
+            PyObject* done = PyObject_CallMethod(mon, "set_local_events", "iOi", kTool, code,
+                                                 kPyReturn | kPyYield);
+            if (!done) {
+                PyErr_Clear();
+                continue;
+            }
+            Py_DECREF(done);
+            Py_INCREF(code);  // kept instrumented, and alive, until stop_frame_anchors
+            size_t i = code_slot(address);
+            while (g_codes[i].load(std::memory_order_relaxed) != 0) i = (i + 1) & (kCodeSlots - 1);
+            g_codes[i].store(address, std::memory_order_release);
+            ++g_code_count;
+        }
+    }
+    Py_DECREF(mon);
+    return 0;
+}
+
 }  // namespace
+
+bool start_frame_anchors() {
+    SuppressTracing untraced;
+    PyObject* mon = monitoring();
+    if (!mon) {
+        PyErr_Clear();
+        return false;
+    }
+    PyObject* callback = PyCFunction_New(&g_callback_def, nullptr);
+    bool ok = callback != nullptr;
+    PyObject* r = ok ? PyObject_CallMethod(mon, "use_tool_id", "is", kTool, "heapscope") : nullptr;
+    ok = r != nullptr;
+    Py_XDECREF(r);
+    for (int event : {kPyReturn, kPyYield, kPyUnwind}) {
+        if (!ok) break;
+        r = PyObject_CallMethod(mon, "register_callback", "iiO", kTool, event, callback);
+        ok = r != nullptr;
+        Py_XDECREF(r);
+    }
+    if (ok) {
+        r = PyObject_CallMethod(mon, "set_events", "ii", kTool, kPyUnwind);
+        ok = r != nullptr;
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(callback);
+    if (!ok) PyErr_Clear();
+    Py_DECREF(mon);
+    if (ok) {
+        g_epoch.fetch_add(1, std::memory_order_relaxed);
+        g_anchors_on.store(true, std::memory_order_release);
+    }
+    return ok;
+}
+
+void stop_frame_anchors() {
+    if (!g_anchors_on.exchange(false)) return;
+    SuppressTracing untraced;
+    g_epoch.fetch_add(1, std::memory_order_relaxed);  // every anchor armed so far is dead
+    PyObject* mon = monitoring();
+    for (auto& slot : g_codes) {
+        uintptr_t code = slot.exchange(0);
+        if (!code) continue;
+        if (mon) Py_XDECREF(PyObject_CallMethod(mon, "set_local_events", "iOi", kTool, reinterpret_cast<PyObject*>(code), 0));
+        Py_DECREF(reinterpret_cast<PyObject*>(code));
+    }
+    g_code_count = 0;
+    if (mon) {
+        Py_XDECREF(PyObject_CallMethod(mon, "set_events", "ii", kTool, 0));
+        Py_XDECREF(PyObject_CallMethod(mon, "free_tool_id", "i", kTool));
+        Py_DECREF(mon);
+    }
+    PyErr_Clear();
+}
+
+uint64_t anchored_walks() { return t_anchored_walks; }
 
 uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
                        bool skip_incomplete, FrameChain* chain) {
-    return walk_frames<Frames>(top_frame(tstate), out, limit, total_depth, skip_incomplete, chain);
+    if (!g_anchors_on.load(std::memory_order_relaxed) || !chain || tstate != gil_holder()) {
+        // Anchors need the walk's thread to be the one whose events its callback sees.
+        if (chain) chain->anchor = 0;
+        return walk_frames<PlainFrames>(top_frame(tstate), out, limit, total_depth, skip_incomplete, chain);
+    }
+    const uint64_t epoch = g_epoch.load(std::memory_order_relaxed);
+    if (t_anchor_epoch != epoch) t_request_backoff = 0;  // a new session: ask at once
+    const bool live = t_anchor != 0 && t_anchor == chain->anchor && t_anchor_epoch == epoch;
+    uint32_t stored = walk_frames<Frames>(top_frame(tstate), out, limit, total_depth, skip_incomplete, chain, live);
+    t_anchored_walks += chain->anchored;
+    t_anchor = chain->anchor;  // what the callback watches: 0 if the walk armed none
+    t_anchor_epoch = epoch;
+    // A deep stack with no anchor: ask for its frames' code to be instrumented
+    // at the next safe point, then leave a stack that stays unanchored (its
+    // candidates cannot be anchors) a while before asking again.
+    if (!chain->anchor && *total_depth >= kAnchorMinDepth && t_request_backoff-- == 0) {
+        t_request_backoff = kRequestBackoff;
+        if (!g_arm_requested.exchange(true) && Py_AddPendingCall(instrument_anchors, nullptr) != 0) {
+            g_arm_requested.store(false);
+        }
+    }
+    return stored;
 }
 
 uintptr_t object_block_address(PyObject* obj) {
