@@ -135,12 +135,40 @@ PyObject* frame_leaves(PyObject*, PyObject* const*, Py_ssize_t) {
 PyMethodDef g_callback_def = {"_heapscope_frame_leaves", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(frame_leaves)),
                               METH_FASTCALL, nullptr};
 
-// Instruments the code of the frames a few frames below the top of every
-// thread's stack. A pending call: the GIL is held, at a safe point.
+// The code objects of the anchor candidates of the walk that asked for
+// instrumentation (pointers only: the pending call instruments one only if a
+// frame of some thread still runs it, which keeps it alive).
+std::atomic<uintptr_t> g_wanted[kAnchorCandidates];
+
+std::atomic<bool> g_fruitless{false};  // the last pending call instrumented nothing
+
+// Stores in `codes` the code of the candidates above `anchor` (all if 0) that
+// are not instrumented; returns how many. An anchor nearer the top makes the
+// walks shorter.
+uint32_t uninstrumented_candidates(_PyInterpreterFrame* top, uintptr_t anchor, bool skip_incomplete,
+                                   uintptr_t* codes) {
+    uint32_t kept = 0, count = 0;
+    uint32_t step = 0;
+    for (_PyInterpreterFrame* f = top; f && step < kAnchorOffset + kAnchorCandidates; f = f->previous, ++step) {
+        if (reinterpret_cast<uintptr_t>(f) == anchor) break;
+        FrameKey key;
+        if (Frames::read(f, skip_incomplete, &key) != FrameRole::kKept || kept++ < kAnchorOffset) continue;
+        if (!code_instrumented(key.code)) codes[count++] = key.code;
+    }
+    return count;
+}
+
+// Instruments the wanted code objects. A pending call: the GIL is held, at a safe point.
 int instrument_anchors(void*) {
     SuppressTracing untraced;  // instrumenting allocates: not the program's memory
+    if (!g_anchors_on.load(std::memory_order_relaxed)) {
+        g_arm_requested.store(false, std::memory_order_relaxed);
+        return 0;
+    }
+    uintptr_t wanted[kAnchorCandidates];
+    for (uint32_t i = 0; i < kAnchorCandidates; ++i) wanted[i] = g_wanted[i].load(std::memory_order_relaxed);
     g_arm_requested.store(false, std::memory_order_relaxed);
-    if (!g_anchors_on.load(std::memory_order_relaxed)) return 0;
+    const size_t count_before = g_code_count;
     PyObject* mon = monitoring();
     if (!mon) {
         PyErr_Clear();
@@ -148,16 +176,15 @@ int instrument_anchors(void*) {
     }
     PyInterpreterState* interp = PyInterpreterState_Get();
     for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts; ts = PyThreadState_Next(ts)) {
-        uint32_t step = 0;
-        for (_PyInterpreterFrame* f = top_frame(ts); f && step < kAnchorOffset + kAnchorCandidates;
-             f = f->previous, ++step) {
-            if (step < kAnchorOffset || f->owner == FRAME_OWNED_BY_CSTACK) continue;
+        for (_PyInterpreterFrame* f = top_frame(ts); f; f = f->previous) {
+            if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
             PyObject* code = code_of(f);
             if (!code || !PyCode_Check(code)) continue;
             auto address = reinterpret_cast<uintptr_t>(code);
-            if (code_instrumented(address) || g_code_count >= kCodeSlots / 2) continue;
-            PyObject* done = PyObject_CallMethod(mon, "set_local_events", "iOi", kTool, code,
-                                                 kPyReturn | kPyYield);
+            bool is_wanted = false;
+            for (uintptr_t w : wanted) is_wanted |= w == address;
+            if (!is_wanted || code_instrumented(address) || g_code_count >= kCodeSlots / 2) continue;
+            PyObject* done = PyObject_CallMethod(mon, "set_local_events", "iOi", kTool, code, kPyReturn | kPyYield);
             if (!done) {
                 PyErr_Clear();
                 continue;
@@ -171,6 +198,7 @@ int instrument_anchors(void*) {
         }
     }
     Py_DECREF(mon);
+    g_fruitless.store(g_code_count == count_before, std::memory_order_relaxed);
     return 0;
 }
 
@@ -245,14 +273,21 @@ uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uin
     t_anchored_walks += chain->anchored;
     t_anchor = chain->anchor;  // what the callback watches: 0 if the walk armed none
     t_anchor_epoch = epoch;
-    // A deep stack with no anchor: ask for its frames' code to be instrumented
-    // at the next safe point, then leave a stack that stays unanchored (its
-    // candidates cannot be anchors) a while before asking again.
-    if (!chain->anchor && *total_depth >= kAnchorMinDepth && t_request_backoff-- == 0) {
-        t_request_backoff = kRequestBackoff;
-        if (!g_arm_requested.exchange(true) && Py_AddPendingCall(instrument_anchors, nullptr) != 0) {
-            g_arm_requested.store(false);
+    // A full walk of a deep stack whose candidates above the anchor (if any)
+    // are not instrumented: ask for their code to be, at the next safe point.
+    // If the last such request instrumented nothing, wait a while first.
+    if (!chain->anchored && *total_depth >= kAnchorMinDepth && t_request_backoff == 0) {
+        uintptr_t codes[kAnchorCandidates];
+        const uint32_t count = uninstrumented_candidates(top_frame(tstate), chain->anchor, skip_incomplete, codes);
+        if (count && !g_arm_requested.exchange(true)) {
+            for (uint32_t i = 0; i < kAnchorCandidates; ++i) {
+                g_wanted[i].store(i < count ? codes[i] : 0, std::memory_order_relaxed);
+            }
+            if (Py_AddPendingCall(instrument_anchors, nullptr) != 0) g_arm_requested.store(false);
+            if (g_fruitless.load(std::memory_order_relaxed)) t_request_backoff = kRequestBackoff;
         }
+    } else if (t_request_backoff) {
+        --t_request_backoff;
     }
     return stored;
 }
