@@ -6,13 +6,19 @@ off between cells, medians of interleaved repeats, the order rotated at each
 repeat. CPU time of the loop alone. The machine is shared and noisy: read
 the ratios of one run.
 
-    python bench/designs/monitor_anchors.py [--n 300000] [--reps 5]
+    python bench/designs/monitor_anchors.py [--n 300000] [--reps 5] [--instructions]
+
+--instructions also counts instructions per iteration with valgrind's
+callgrind (PYTHONHASHSEED=0, the difference between 10,000 and 40,000
+iterations, so that start-up and the one-off instrumentation cancel).
 """
 
 import argparse
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -38,14 +44,37 @@ def measure(mode, n, at_depth):
         os.environ.pop("HEAPSCOPE_FRAME_ANCHORS", None)
 
 
+def instructions(mode, at_depth, n):
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                           os.path.abspath(__file__), "--child", mode, str(at_depth), str(n)],
+                          env=env, capture_output=True, text=True, check=True)
+    return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+
+
+def instructions_table():
+    small, large = 10_000, 40_000
+    print("\nInstructions per iteration (callgrind, PYTHONHASHSEED=0, 40,000 minus 10,000 iterations):\n")
+    print("| mode | depth 5 | depth 150 | depth 150 / depth 5 |")
+    print("| --- | ---: | ---: | ---: |")
+    for mode in MODES:
+        per = {d: (instructions(mode, d, large) - instructions(mode, d, small)) / (large - small) for d in DEPTHS}
+        print(f"| {mode} | {per[5]:,.0f} | {per[150]:,.0f} | {per[150] / per[5]:.2f}x |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300_000)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--instructions", action="store_true")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if sys.version_info < (3, 12):
         sys.exit("anchored walks need sys.monitoring: CPython 3.12+")
     sys.setrecursionlimit(10_000)
+    if args.child:
+        measure(args.child[0], int(args.child[2]), int(args.child[1]))
+        return
     cells = [(mode, d) for mode in MODES for d in DEPTHS]
     times = {cell: [] for cell in cells}
     anchored = {}
@@ -68,6 +97,8 @@ def main():
         print(f"| {mode} | {shallow:.3f} s | {deep:.3f} s | **{deep / shallow:.2f}x** | "
               f"{shallow / med[('plain', 5)]:.2f}x | {deep / med[('plain', 150)]:.2f}x | "
               f"{anchored[(mode, 150)]:,} |")
+    if args.instructions:
+        instructions_table()
 
 
 if __name__ == "__main__":
