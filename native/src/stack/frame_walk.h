@@ -210,7 +210,14 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
                 std::memcpy(chain->tail, out + index + 1, tail_count * sizeof(FrameKey));
                 chain->tail_count = tail_count;
                 chain->tail_depth = depth - index - 1;
-                chain->anchor_entry = index < stored && (out[index].instr & 1);
+                // Whether an entry marker sits right below it (ignored frames
+                // aside): read from the frames, not from the key's bit 0.
+                FrameRole below = FrameRole::kIgnored;
+                for (const Frame* b = Traits::previous(f); b != nullptr && below == FrameRole::kIgnored;
+                     b = Traits::previous(b)) {
+                    below = Traits::read(b, skip_incomplete, &key);
+                }
+                chain->anchor_entry = below == FrameRole::kEntry;
                 chain->anchor_skip = skip_incomplete;
                 chain->anchor = reinterpret_cast<uintptr_t>(f);
                 break;
