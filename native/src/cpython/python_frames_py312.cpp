@@ -1,7 +1,7 @@
 // CPython 3.12 and 3.13: _PyInterpreterFrame as in 3.11, but the C stack has
 // shim frames (owner FRAME_OWNED_BY_CSTACK) to skip; 3.13 renames f_code to
 // f_executable, prev_instr to instr_ptr, and moves current_frame onto the
-// thread state. Not exercised on this project's machines, which run 3.11.
+// thread state. Also the optional anchored walks (sys.monitoring, below).
 #include <Python.h>
 #if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000
 
@@ -115,7 +115,7 @@ struct Frames {
     }
 };
 
-// Frames plain walks: no anchors.
+// The same frames for walks without anchors (the option off, or no chain).
 struct PlainFrames {
     using Frame = _PyInterpreterFrame;
     static const Frame* previous(const Frame* frame) { return Frames::previous(frame); }
