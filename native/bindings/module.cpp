@@ -306,6 +306,7 @@ NB_MODULE(_heapscope, m) {
     m.def("label_depth", [] { return label_depth(); });
     m.def("_stack_node_count", [] { return engine().stack_node_count(); });
     m.def("_trace_count", [] { return engine().trace_count(); });
+    m.def("_anchored_walks", [] { return python::anchored_walks(); });
     bindings::bind_capture_control(m);
     bind_capture_reader(m);
     bindings::bind_timeline(m);

@@ -177,3 +177,68 @@ TEST(FrameWalk, ChainRemembersWhatItMetAndHowManyItWanted) {
     EXPECT_EQ(chain.count, 0u);   // growing forgets the last walk
     heapscope::release_frame_chain(&chain);
 }
+
+namespace {
+// Frames whose leaving is reported (as sys.monitoring does on 3.12+): any
+// live kept frame may be an anchor; the test clears the anchor when it leaves.
+struct AnchoredFrames : TestFrames {
+    static bool anchorable(const Frame* frame) { return frame->live && frame->role == FrameRole::kKept; }
+};
+
+Walk anchored_walk(const TestFrame* top, uint32_t limit, FrameChain* chain) {
+    Walk result;
+    result.frames.resize(limit);
+    uint32_t stored = heapscope::walk_frames<AnchoredFrames>(top, result.frames.data(), limit, &result.total_depth,
+                                                              false, chain, /*anchor_live=*/true);
+    result.frames.resize(stored);
+    return result;
+}
+}  // namespace
+
+TEST(FrameWalk, AnchoredWalksGiveWhatAPlainWalkGives) {
+    // Random calls, returns, moves of the top frame, entry markers, skipped and
+    // ignored frames, generator frames resumed on top of any stack; the anchor
+    // is forgotten exactly when its frame leaves, as the callback does.
+    std::mt19937_64 random(23);
+    for (uint32_t limit : {1u, 5u, 64u, 1024u}) {
+        FrameChain chain;
+        ASSERT_TRUE(heapscope::reserve_frame_chain(&chain, 512));
+        Program program(400);
+        for (int i = 0; i < 150; ++i) program.call(1 + random() % 4, random() % 3);
+        std::vector<TestFrame> generators(4);
+        uint64_t anchored = 0;
+        auto leaves = [&](const TestFrame* frame) {
+            if (chain.anchor == reinterpret_cast<uintptr_t>(frame)) chain.anchor = 0;
+        };
+        for (int event = 0; event < 20000; ++event) {
+            const uint64_t what = random() % 100;
+            if (what < 30 && program.depth() > 1) {
+                leaves(program.top());
+                program.ret();
+            } else if (what < 60 && program.depth() < 390) {
+                const uint64_t kind = random() % 10;
+                FrameRole role = kind == 0 ? FrameRole::kEntry : kind == 1 ? FrameRole::kSkipped
+                               : kind == 2 ? FrameRole::kIgnored : FrameRole::kKept;
+                program.call(1 + random() % 4, random() % 3, role);
+            } else if (what < 80 && program.depth() > 0) {
+                program.move_top(random() % 3);
+            }
+            TestFrame* generator = nullptr;
+            if (random() % 8 == 0) {
+                generator = &generators[random() % generators.size()];
+                *generator = TestFrame{program.top(), 50 + random() % 2, random() % 3, FrameRole::kKept, true};
+            }
+            const TestFrame* top = generator ? generator : program.top();
+            ASSERT_EQ(anchored_walk(top, limit, &chain), walk(top, limit, nullptr))
+                << "limit " << limit << ", event " << event;
+            anchored += chain.anchored;
+            if (generator) {
+                leaves(generator);  // it yields
+                generator->live = false;
+            }
+        }
+        EXPECT_GT(anchored, 1000u) << "limit " << limit;  // else this would test only full walks
+        EXPECT_EQ(g_dead_reads, 0);
+        heapscope::release_frame_chain(&chain);
+    }
+}

@@ -35,6 +35,10 @@ uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uin
     return walk_frames<Frames>(top, out, limit, total_depth, skip_incomplete, chain);
 }
 
+bool start_frame_anchors() { return false; }  // no sys.monitoring before 3.12
+void stop_frame_anchors() {}
+uint64_t anchored_walks() { return 0; }
+
 uintptr_t object_block_address(PyObject* obj) {
     PyTypeObject* type = Py_TYPE(obj);
     // PyGC_Head (two words) precedes GC objects; pycore_gc.h clashes with the public headers.

@@ -31,6 +31,10 @@ uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uin
     return walk_frames<Frames>(tstate->frame, out, limit, total_depth, skip_incomplete, chain);
 }
 
+bool start_frame_anchors() { return false; }  // no sys.monitoring before 3.12
+void stop_frame_anchors() {}
+uint64_t anchored_walks() { return 0; }
+
 uintptr_t object_block_address(PyObject* obj) {
     // PyGC_Head is two words on 3.8+.
     size_t pre = PyType_IS_GC(Py_TYPE(obj)) ? 2 * sizeof(uintptr_t) : 0;

@@ -131,7 +131,8 @@ namespace {
 constexpr uint32_t kMaxChainFrames = 1u << 16;
 
 size_t chain_bytes_for(uint32_t capacity) {
-    return capacity ? 2 * (size_t{capacity} + kChainSlack) * sizeof(uintptr_t) : 0;
+    // Two address arrays and the anchor's tail (stack/frame_walk.h).
+    return capacity ? (size_t{capacity} + kChainSlack) * (2 * sizeof(uintptr_t) + sizeof(FrameKey)) : 0;
 }
 }  // namespace
 

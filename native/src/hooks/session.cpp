@@ -1,5 +1,9 @@
 #include "hooks/session.h"
 
+#include <cstdlib>
+#include <cstring>
+
+#include "cpython/python_frames.h"
 #include "engine/engine.h"
 #include "hooks/got_hooks.h"
 #include "hooks/pymem_hooks.h"
@@ -64,11 +68,16 @@ bool begin(Door door, const Options& options) {
     // stack that reused it. A capture's object lifetimes: every object made.
     reftrace::install((door == Door::kTracemalloc ? reftrace::kRestamp : 0u) |
                       (options.object_lifetimes ? reftrace::kObjectLifetimes : 0u));
+    // A prototype, off by default (issue 17, bench/RESULTS.md "Depth"): deep
+    // stacks walked only down to an anchor that sys.monitoring watches (3.12+).
+    const char* anchors = std::getenv("HEAPSCOPE_FRAME_ANCHORS");
+    if (anchors && std::strcmp(anchors, "1") == 0) python::start_frame_anchors();
     return true;
 }
 
 void end(std::vector<FrameKey>* unpin) {
     if (g_door == Door::kNone && !engine().tracing()) return;
+    python::stop_frame_anchors();
     reftrace::uninstall();
     got::uninstall();
     if (g_pymem_hooked) pymem::uninstall();

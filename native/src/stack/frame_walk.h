@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "model/frame.h"
 
@@ -32,7 +33,31 @@ struct FrameChain {
     uint32_t count = 0;
     uint32_t capacity = 0;  // of each array
     uint32_t wanted = 0;    // frames the last walk met: above `capacity`, grow
+
+    // An anchored walk (3.12+, optional: python_frames_py312.cpp). The anchor
+    // is a frame a few frames below the top whose code reports, through
+    // sys.monitoring, when a frame of it returns, yields or unwinds. While the
+    // anchor has not left the stack, nothing below it has changed (those
+    // frames wait in calls for it to return), so a walk that meets its
+    // address reads it and takes the frames below from `tail`. A live frame's
+    // memory is its own, so meeting the address means meeting that frame.
+    uintptr_t anchor = 0;        // 0: none
+    FrameKey* tail = nullptr;    // the kept frames below the anchor that the arming walk stored (`capacity`)
+    uint32_t tail_count = 0;     // of them in `tail`
+    uint32_t tail_depth = 0;     // kept frames below the anchor in all
+    bool anchor_entry = false;   // the anchor's own key carries the entry flag
+    bool anchor_skip = false;    // skip_incomplete of the walk that armed it
+    bool anchored = false;       // whether the last walk met the anchor
 };
+
+// How many frames from the top an anchor is looked for (kAnchorOffset kept
+// frames at least, so that the calls and returns near the top do not
+// disarm it), and how deep a stack must be for anchoring to pay.
+inline constexpr uint32_t kAnchorOffset = 4;
+inline constexpr uint32_t kAnchorCandidates = 12;
+inline constexpr uint32_t kAnchorMinDepth = 24;
+// How far from the top an anchored walk looks for its anchor.
+inline constexpr uint32_t kAnchorReach = 64;
 
 // Makes both arrays hold at least `capacity` addresses (the last walk is
 // forgotten); false if memory ran out. Calls malloc.
@@ -58,12 +83,15 @@ inline constexpr uint32_t kChainSlack = kChainSearch + 2;
 // Traits: `using Frame = ...;` and
 //   static const Frame* previous(const Frame*)
 //   static FrameRole read(const Frame*, bool skip_incomplete, FrameKey* key)   (key set for kKept)
+// and, for anchored walks, static bool anchorable(const Frame*): whether the
+// frame's leaving the stack is reported (then `anchor_live` says whether
+// chain->anchor is still on the stack).
 // Stores up to `limit` kept frames in `out`, innermost first, sets
 // `*total_depth` to the number of kept frames of the whole list and returns
 // the number stored. `chain` (may be null) is used and updated.
 template <class Traits>
 uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_t limit, uint32_t* total_depth,
-                     bool skip_incomplete, FrameChain* chain) {
+                     bool skip_incomplete, FrameChain* chain, bool anchor_live = false) {
     using Frame = typename Traits::Frame;
     uint32_t stored = 0;
     uint32_t depth = 0;
@@ -99,6 +127,31 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
         if (walked++ < met_capacity) met[met_count++] = reinterpret_cast<uintptr_t>(f);
         take(f);
     };
+
+    constexpr bool kAnchors = requires(const Frame* f) { Traits::anchorable(f); };
+    const Frame* const top = frame;
+    if constexpr (kAnchors) {
+        if (anchor_live && chain && chain->anchor && chain->anchor_skip == skip_incomplete) {
+            const Frame* f = frame;
+            for (uint32_t step = 0; f != nullptr && step < kAnchorReach; ++step, f = Traits::previous(f)) {
+                if (reinterpret_cast<uintptr_t>(f) != chain->anchor) {
+                    take(f);
+                    continue;
+                }
+                take(f);  // the anchor itself may have moved on since (its callee returned)
+                if (chain->anchor_entry && last_stored) out[stored - 1].instr |= 1;
+                const uint32_t room = limit - stored;
+                const uint32_t need = chain->tail_depth < room ? chain->tail_depth : room;
+                if (need > chain->tail_count) break;  // the arming walk stored fewer: walk it all
+                std::memcpy(out + stored, chain->tail, need * sizeof(FrameKey));
+                chain->anchored = true;
+                *total_depth = depth + chain->tail_depth;
+                return stored + need;
+            }
+            stored = depth = 0;  // not met: a full walk
+            last_stored = false;
+        }
+    }
 
     // The frames above the first one met last time: called since, or
     // changed in place. Looked for among the first kChainSearch known ones.
@@ -139,6 +192,38 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
     }
     for (; frame != nullptr; frame = Traits::previous(frame)) visit(frame);
 
+    if constexpr (kAnchors) {
+        if (chain) chain->anchor = 0;
+        if (chain) chain->anchored = false;
+        if (chain && chain->tail && depth >= kAnchorMinDepth) {
+            // Arm: the topmost frame at least kAnchorOffset kept frames down whose leaving is reported.
+            uint32_t kept = 0;
+            const Frame* f = top;
+            for (uint32_t step = 0; f != nullptr && step < kAnchorOffset + kAnchorCandidates;
+                 ++step, f = Traits::previous(f)) {
+                FrameKey key;
+                if (Traits::read(f, skip_incomplete, &key) != FrameRole::kKept) continue;
+                const uint32_t index = kept++;  // its index in `out`, if stored
+                if (index < kAnchorOffset || !Traits::anchorable(f)) continue;
+                const uint32_t tail_count = stored > index + 1 ? stored - index - 1 : 0;
+                if (tail_count > chain->capacity) break;
+                std::memcpy(chain->tail, out + index + 1, tail_count * sizeof(FrameKey));
+                chain->tail_count = tail_count;
+                chain->tail_depth = depth - index - 1;
+                // Whether an entry marker sits right below it (ignored frames
+                // aside): read from the frames, not from the key's bit 0.
+                FrameRole below = FrameRole::kIgnored;
+                for (const Frame* b = Traits::previous(f); b != nullptr && below == FrameRole::kIgnored;
+                     b = Traits::previous(b)) {
+                    below = Traits::read(b, skip_incomplete, &key);
+                }
+                chain->anchor_entry = below == FrameRole::kEntry;
+                chain->anchor_skip = skip_incomplete;
+                chain->anchor = reinterpret_cast<uintptr_t>(f);
+                break;
+            }
+        }
+    }
     if (chain) {
         if (met) met[met_count] = 0;  // the end of the list
         chain->scratch = chain->addresses;
