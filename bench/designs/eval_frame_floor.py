@@ -9,49 +9,16 @@ of interleaved repeats. The machine is shared and noisy.
 """
 
 import argparse
-import importlib.util
-import os
 import statistics
-import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 
+from floor_workloads import build_extension, call_heavy, fib, generators
+
 
 def build(directory):
-    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "eval_frame_floor.c")
-    target = os.path.join(directory, "eval_frame_floor" + sysconfig.get_config_var("EXT_SUFFIX"))
-    include = sysconfig.get_paths()["include"]
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-w", "-I", include, source, "-o", target], check=True)
-    spec = importlib.util.spec_from_file_location("eval_frame_floor", target)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def add(a, b):
-    return a + b
-
-
-def call_heavy(n):
-    total = 0
-    for i in range(n):
-        total = add(total, i)
-        total = add(total, 1)
-    return total
-
-
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-
-
-def numbers(n):
-    yield from range(n)
-
-
-def generators(n):
-    return sum(numbers(n))
+    return build_extension("eval_frame_floor", directory, ("-w",))
 
 
 WORKLOADS = (("call_heavy", call_heavy, 1_000_000), ("fib(25)", fib, 25), ("generator", generators, 2_000_000))

@@ -28,54 +28,23 @@ lengths, so the start-up cancels: exact, no noise).
 import argparse
 import argparse as _argparse_module  # a big code object to instrument
 import ast
-import importlib.util
 import json
 import os
 import re
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
+
+from floor_workloads import add, build_extension, call_heavy, fib, generators, numbers
 
 TOOL = 4  # a tool id sys.monitoring leaves free (0-5 are for tools; 2 is PROFILER_ID, 1 COVERAGE_ID)
 DEPTH = 150
 
 
 def build(directory):
-    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor_floor.c")
-    target = os.path.join(directory, "monitor_floor" + sysconfig.get_config_var("EXT_SUFFIX"))
-    include = sysconfig.get_paths()["include"]
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-I", include, source, "-o", target], check=True)
-    spec = importlib.util.spec_from_file_location("monitor_floor", target)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def add(a, b):
-    return a + b
-
-
-def call_heavy(n):
-    total = 0
-    for i in range(n):
-        total = add(total, i)
-        total = add(total, 1)
-    return total
-
-
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-
-
-def numbers(n):
-    yield from range(n)
-
-
-def generators(n):
-    return sum(numbers(n))
+    return build_extension("monitor_floor", directory, ())
 
 
 def fail(i):
