@@ -84,6 +84,64 @@ class Program {
     std::vector<TestFrame*> stack_;
 };
 
+// 20,000 random changes of a 400-slot program that starts 150 frames deep:
+// calls, returns, moves of the top frame, entry markers, skipped and ignored
+// frames, and now and then a generator frame (they live elsewhere) resumed on
+// top of whatever frame runs, at its own address, then gone again.
+class RandomStackChanges {
+  public:
+    // `most`: up to this many changes between two walks.
+    RandomStackChanges(std::mt19937_64& random, uint32_t most = 1)
+        : random_(random), program_(400), generators_(4), most_(most) {
+        for (int i = 0; i < 150; ++i) program_.call(1 + random_() % 4, random_() % 3);
+    }
+    // One to `most` changes; `leaves` sees each frame about to return or
+    // yield. Returns the frame to walk from.
+    template <typename Leaves>
+    const TestFrame* step(Leaves&& leaves) {
+        finish(leaves);
+        const uint64_t changes = most_ > 1 ? 1 + random_() % most_ : 1;
+        for (uint64_t change = 0; change < changes; ++change) change_once(leaves);
+        if (random_() % 8 == 0) {
+            generator_ = &generators_[random_() % generators_.size()];
+            *generator_ = TestFrame{program_.top(), 50 + random_() % 2, random_() % 3, FrameRole::kKept, true};
+            return generator_;
+        }
+        return program_.top();
+    }
+    // The generator frame of the last step, if any, yields.
+    template <typename Leaves>
+    void finish(Leaves&& leaves) {
+        if (!generator_) return;
+        leaves(generator_);
+        generator_->live = false;
+        generator_ = nullptr;
+    }
+
+  private:
+    template <typename Leaves>
+    void change_once(Leaves&& leaves) {
+        const uint64_t what = random_() % 100;
+        if (what < 30 && program_.depth() > 1) {
+            leaves(program_.top());
+            program_.ret();
+        } else if (what < 60 && program_.depth() < 390) {
+            const uint64_t kind = random_() % 10;
+            FrameRole role = kind == 0 ? FrameRole::kEntry : kind == 1 ? FrameRole::kSkipped
+                           : kind == 2 ? FrameRole::kIgnored : FrameRole::kKept;
+            program_.call(1 + random_() % 4, random_() % 3, role);
+        } else if (what < 80 && program_.depth() > 0) {
+            program_.move_top(random_() % 3);
+        }
+    }
+
+    std::mt19937_64& random_;
+    Program program_;
+    std::vector<TestFrame> generators_;
+    uint32_t most_;
+    TestFrame* generator_ = nullptr;
+};
+
 }  // namespace
 
 TEST(FrameWalk, WithoutAChainIsAPlainWalk) {
@@ -129,33 +187,12 @@ TEST(FrameWalk, RandomChangesGiveWhatAPlainWalkGives) {
             if (chain_capacity) {
                 ASSERT_TRUE(heapscope::reserve_frame_chain(&chain, chain_capacity));
             }
-            Program program(400);
-            for (int i = 0; i < 150; ++i) program.call(1 + random() % 4, random() % 3);
-            // Generator-like frames live elsewhere: they are resumed on top
-            // of whatever frame runs, at their own address.
-            std::vector<TestFrame> generators(4);
+            RandomStackChanges changes(random);
+            auto leaves = [](const TestFrame*) {};
             for (int event = 0; event < 20000; ++event) {
-                const uint64_t what = random() % 100;
-                if (what < 30 && program.depth() > 1) {
-                    program.ret();
-                } else if (what < 60 && program.depth() < 390) {
-                    const uint64_t kind = random() % 10;
-                    FrameRole role = kind == 0 ? FrameRole::kEntry : kind == 1 ? FrameRole::kSkipped
-                                   : kind == 2 ? FrameRole::kIgnored : FrameRole::kKept;
-                    program.call(1 + random() % 4, random() % 3, role);
-                } else if (what < 80 && program.depth() > 0) {
-                    program.move_top(random() % 3);
-                }
-                // Now and then a generator frame runs on top, then is gone again.
-                TestFrame* generator = nullptr;
-                if (random() % 8 == 0) {
-                    generator = &generators[random() % generators.size()];
-                    *generator = TestFrame{program.top(), 50 + random() % 2, random() % 3, FrameRole::kKept, true};
-                }
-                const TestFrame* top = generator ? generator : program.top();
+                const TestFrame* top = changes.step(leaves);
                 ASSERT_EQ(walk(top, limit, &chain), walk(top, limit, nullptr))
                     << "limit " << limit << ", chain " << chain_capacity << ", event " << event;
-                if (generator) generator->live = false;
                 EXPECT_LE(chain.count, chain.capacity);
             }
             EXPECT_EQ(g_dead_reads, 0);
@@ -203,40 +240,21 @@ TEST(FrameWalk, AnchoredWalksGiveWhatAPlainWalkGives) {
     for (uint32_t limit : {1u, 5u, 64u, 1024u}) {
         FrameChain chain;
         ASSERT_TRUE(heapscope::reserve_frame_chain(&chain, 512));
-        Program program(400);
-        for (int i = 0; i < 150; ++i) program.call(1 + random() % 4, random() % 3);
-        std::vector<TestFrame> generators(4);
+        // Up to 12 changes between two walks: an anchor can return and its
+        // address be taken by another call before the next walk, which only
+        // the callback's forgetting it keeps from copying a stale tail.
+        RandomStackChanges changes(random, 12);
         uint64_t anchored = 0;
         auto leaves = [&](const TestFrame* frame) {
             if (chain.anchor == reinterpret_cast<uintptr_t>(frame)) chain.anchor = 0;
         };
         for (int event = 0; event < 20000; ++event) {
-            const uint64_t what = random() % 100;
-            if (what < 30 && program.depth() > 1) {
-                leaves(program.top());
-                program.ret();
-            } else if (what < 60 && program.depth() < 390) {
-                const uint64_t kind = random() % 10;
-                FrameRole role = kind == 0 ? FrameRole::kEntry : kind == 1 ? FrameRole::kSkipped
-                               : kind == 2 ? FrameRole::kIgnored : FrameRole::kKept;
-                program.call(1 + random() % 4, random() % 3, role);
-            } else if (what < 80 && program.depth() > 0) {
-                program.move_top(random() % 3);
-            }
-            TestFrame* generator = nullptr;
-            if (random() % 8 == 0) {
-                generator = &generators[random() % generators.size()];
-                *generator = TestFrame{program.top(), 50 + random() % 2, random() % 3, FrameRole::kKept, true};
-            }
-            const TestFrame* top = generator ? generator : program.top();
+            const TestFrame* top = changes.step(leaves);
             ASSERT_EQ(anchored_walk(top, limit, &chain), walk(top, limit, nullptr))
                 << "limit " << limit << ", event " << event;
             anchored += chain.anchored;
-            if (generator) {
-                leaves(generator);  // it yields
-                generator->live = false;
-            }
         }
+        changes.finish(leaves);
         EXPECT_GT(anchored, 1000u) << "limit " << limit;  // else this would test only full walks
         EXPECT_EQ(g_dead_reads, 0);
         heapscope::release_frame_chain(&chain);
