@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "stack/frame_anchors.h"
 #include "stack/frame_walk.h"
 
 using heapscope::FrameChain;
@@ -22,6 +23,7 @@ struct TestFrame {
     uintptr_t instr = 0;
     FrameRole role = FrameRole::kKept;
     bool live = false;  // on the stack now; a walk must read only live frames
+    uintptr_t identity = 0;  // the call's frame object, if it has one (anchored walks)
 };
 
 int g_dead_reads = 0;
@@ -73,15 +75,52 @@ class Program {
         *frame = TestFrame{top(), code, instr, role, true};
         stack_.push_back(frame);
     }
-    void ret() {
-        stack_.back()->live = false;
+    // With `object_survives`, something else still holds the frame's object
+    // (a traceback, say), which outlives the call.
+    void ret(bool object_survives = false) {
+        TestFrame* frame = stack_.back();
+        frame->live = false;
+        if (frame->identity) {
+            if (object_survives) {
+                survivors_.push_back(frame->identity);
+            } else {
+                free_identity(frame->identity);
+            }
+        }
         stack_.pop_back();
     }
+    void free_survivors() {
+        for (uintptr_t identity : survivors_) free_identity(identity);
+        survivors_.clear();
+    }
     void move_top(uintptr_t instr) { stack_.back()->instr = instr; }
+    // Gives the `count` innermost kept frames a frame object, as CPython
+    // makes one on demand; freed objects are reused last-freed first, so a
+    // later call at a returned frame's address often gets its object too.
+    void give_identities(size_t count) {
+        for (auto frame = stack_.rbegin(); frame != stack_.rend() && count > 0; ++frame, --count) {
+            if ((*frame)->identity || (*frame)->role != FrameRole::kKept) continue;
+            if (free_identities_.empty()) {
+                (*frame)->identity = next_identity_ += 16;
+            } else {
+                (*frame)->identity = free_identities_.back();
+                free_identities_.pop_back();
+            }
+        }
+    }
 
   private:
+    // As the object allocator's free hook reports it.
+    void free_identity(uintptr_t identity) {
+        heapscope::frame_anchors::block_freed(identity);
+        free_identities_.push_back(identity);
+    }
+
     std::vector<TestFrame> pool_;
     std::vector<TestFrame*> stack_;
+    std::vector<uintptr_t> free_identities_;
+    std::vector<uintptr_t> survivors_;
+    uintptr_t next_identity_ = 0x10000;
 };
 
 // 20,000 random changes of a 400-slot program that starts 150 frames deep:
@@ -124,14 +163,19 @@ class RandomStackChanges {
         const uint64_t what = random_() % 100;
         if (what < 30 && program_.depth() > 1) {
             leaves(program_.top());
-            program_.ret();
+            program_.ret(random_() % 4 == 0);
         } else if (what < 60 && program_.depth() < 390) {
             const uint64_t kind = random_() % 10;
             FrameRole role = kind == 0 ? FrameRole::kEntry : kind == 1 ? FrameRole::kSkipped
                            : kind == 2 ? FrameRole::kIgnored : FrameRole::kKept;
             program_.call(1 + random_() % 4, random_() % 3, role);
+            if (random_() % 2) program_.give_identities(1);
         } else if (what < 80 && program_.depth() > 0) {
             program_.move_top(random_() % 3);
+        } else if (what < 85) {
+            program_.give_identities(random_() % 24);
+        } else if (what < 87) {
+            program_.free_survivors();
         }
     }
 
@@ -216,17 +260,19 @@ TEST(FrameWalk, ChainRemembersWhatItMetAndHowManyItWanted) {
 }
 
 namespace {
-// Frames whose leaving is reported (as sys.monitoring does on 3.12+): any
-// live kept frame may be an anchor; the test clears the anchor when it leaves.
+// Frames of calls identified by their frame object (as on 3.11+): a live kept
+// frame with one may be an anchor.
 struct AnchoredFrames : TestFrames {
-    static bool anchorable(const Frame* frame) { return frame->live && frame->role == FrameRole::kKept; }
+    static uintptr_t anchor_identity(const Frame* frame) {
+        return frame->live && frame->role == FrameRole::kKept ? frame->identity : 0;
+    }
 };
 
 Walk anchored_walk(const TestFrame* top, uint32_t limit, FrameChain* chain) {
     Walk result;
     result.frames.resize(limit);
     uint32_t stored = heapscope::walk_frames<AnchoredFrames>(top, result.frames.data(), limit, &result.total_depth,
-                                                              false, chain, /*anchor_live=*/true);
+                                                              false, chain);
     result.frames.resize(stored);
     return result;
 }
@@ -234,20 +280,23 @@ Walk anchored_walk(const TestFrame* top, uint32_t limit, FrameChain* chain) {
 
 TEST(FrameWalk, AnchoredWalksGiveWhatAPlainWalkGives) {
     // Random calls, returns, moves of the top frame, entry markers, skipped and
-    // ignored frames, generator frames resumed on top of any stack; the anchor
-    // is forgotten exactly when its frame leaves, as the callback does.
+    // ignored frames, generator frames resumed on top of any stack, frame
+    // objects made on demand, some outliving their call, and reused once
+    // freed (Program reports each free, as the object allocator's hook does).
+    namespace anchors = heapscope::frame_anchors;
+    anchors::enable(true);
     std::mt19937_64 random(23);
     for (uint32_t limit : {1u, 5u, 64u, 1024u}) {
         FrameChain chain;
         ASSERT_TRUE(heapscope::reserve_frame_chain(&chain, 512));
-        // Up to 12 changes between two walks: an anchor can return and its
-        // address be taken by another call before the next walk, which only
-        // the callback's forgetting it keeps from copying a stale tail.
+        // Up to 12 changes between two walks: an anchor can return, and a
+        // later call take both its address and its freed frame object,
+        // before the next walk; only the report of the free keeps the walk
+        // from copying a stale tail. A later call at the address of one whose
+        // object outlived it is told apart by the object.
         RandomStackChanges changes(random, 12);
         uint64_t anchored = 0;
-        auto leaves = [&](const TestFrame* frame) {
-            if (chain.anchor == reinterpret_cast<uintptr_t>(frame)) chain.anchor = 0;
-        };
+        auto leaves = [](const TestFrame*) {};
         for (int event = 0; event < 20000; ++event) {
             const TestFrame* top = changes.step(leaves);
             ASSERT_EQ(anchored_walk(top, limit, &chain), walk(top, limit, nullptr))
@@ -259,4 +308,27 @@ TEST(FrameWalk, AnchoredWalksGiveWhatAPlainWalkGives) {
         EXPECT_EQ(g_dead_reads, 0);
         heapscope::release_frame_chain(&chain);
     }
+    anchors::enable(false);
+}
+
+TEST(FrameAnchors, AFreedFrameObjectFellsOnlyItsAnchor) {
+    namespace anchors = heapscope::frame_anchors;
+    anchors::enable(true);
+    uint32_t a = 0, b = 0;
+    ASSERT_TRUE(anchors::hold(&a, 0x1000));
+    ASSERT_TRUE(anchors::hold(&b, 0x2000));
+    EXPECT_NE(a, b);
+    anchors::block_freed(0x3000);
+    EXPECT_TRUE(anchors::stands(a, 0x1000));
+    anchors::block_freed(0x1000);
+    EXPECT_FALSE(anchors::stands(a, 0x1000));
+    EXPECT_TRUE(anchors::stands(b, 0x2000));
+    ASSERT_TRUE(anchors::hold(&b, 0x4000));  // re-armed: the old block no longer matters
+    EXPECT_FALSE(anchors::stands(b, 0x2000));
+    EXPECT_TRUE(anchors::stands(b, 0x4000));
+    anchors::enable(false);  // a session's end fells them all
+    EXPECT_FALSE(anchors::stands(b, 0x4000));
+    anchors::release(&a);
+    anchors::release(&b);
+    EXPECT_EQ(a, 0u);
 }

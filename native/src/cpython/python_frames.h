@@ -37,12 +37,12 @@ PyThreadState* this_thread_state();
 uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
                        bool skip_incomplete = false, FrameChain* chain = nullptr);
 
-// Anchored walks (CPython 3.12+, stack/frame_walk.h): sys.monitoring reports
-// when a frame of an instrumented code object returns, yields or unwinds, so
-// a walk of a deep stack reads only the frames above an anchor. The code
-// objects are instrumented at a safe point (a pending call), never inside a
-// hook. Call with the GIL, from the session's start and end. start returns
-// false (and walks stay plain) before 3.12 or if the tool id is taken.
+// Anchored walks (CPython 3.11+, stack/frame_walk.h): a walk of a deep stack
+// reads only the frames above an anchor, a frame whose call its frame object
+// identifies (cpython/anchored_frames.h). The object allocator's free hook
+// must report every freed block to stack/frame_anchors.h while they are on.
+// Call with the GIL, from the session's start and end. start returns false
+// (and walks stay plain) before 3.11.
 bool start_frame_anchors();
 void stop_frame_anchors();
 // The walks of the calling thread that met their anchor (for tests).

@@ -27,17 +27,15 @@ struct Frames {
         return FrameRole::kKept;
     }
 };
+
+
+_PyInterpreterFrame* top_frame(PyThreadState* tstate) { return tstate->cframe ? tstate->cframe->current_frame : nullptr; }
 }  // namespace
+}  // namespace heapscope::python
 
-uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
-                       bool skip_incomplete, FrameChain* chain) {
-    const _PyInterpreterFrame* top = tstate->cframe ? tstate->cframe->current_frame : nullptr;
-    return walk_frames<Frames>(top, out, limit, total_depth, skip_incomplete, chain);
-}
+#include "cpython/anchored_frames.h"
 
-bool start_frame_anchors() { return false; }  // no sys.monitoring before 3.12
-void stop_frame_anchors() {}
-uint64_t anchored_walks() { return 0; }
+namespace heapscope::python {
 
 uintptr_t object_block_address(PyObject* obj) {
     PyTypeObject* type = Py_TYPE(obj);

@@ -31,7 +31,7 @@ uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uin
     return walk_frames<Frames>(tstate->frame, out, limit, total_depth, skip_incomplete, chain);
 }
 
-bool start_frame_anchors() { return false; }  // no sys.monitoring before 3.12
+bool start_frame_anchors() { return false; }  // frames are objects that are reused (zombie frames)
 void stop_frame_anchors() {}
 uint64_t anchored_walks() { return 0; }
 

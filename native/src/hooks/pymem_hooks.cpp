@@ -5,6 +5,7 @@
 #include "engine/thread_state.h"
 #include "hooks/record.h"
 #include "hooks/ref_tracer.h"
+#include "stack/frame_anchors.h"
 
 namespace heapscope::pymem {
 
@@ -29,6 +30,14 @@ inline void watch_block_gone(void* ptr, const HookGuard& guard) {
     if constexpr (kWatch && D == PYMEM_DOMAIN_OBJ) {
         if (ptr) reftrace::forget_freed_block(reinterpret_cast<uintptr_t>(ptr), guard.entered());
     }
+}
+
+// Frame objects come from the object domain: the anchor (if any) that a
+// freed block identifies falls before its memory can be reused, re-entrant
+// or not (stack/frame_anchors.h).
+template <PyMemAllocatorDomain D>
+inline void fell_anchor_of(void* ptr) {
+    if constexpr (D == PYMEM_DOMAIN_OBJ) frame_anchors::block_freed(reinterpret_cast<uintptr_t>(ptr));
 }
 
 // Mem and object domain calls always hold the GIL; raw ones may not.
@@ -76,6 +85,7 @@ template <PyMemAllocatorDomain D, bool kWatch>
 void* recording_realloc(PyMemAllocatorEx* alloc, void* old_ptr, size_t new_size) {
     HookGuard guard;
     watch_block_gone<D, kWatch>(old_ptr, guard);
+    fell_anchor_of<D>(old_ptr);
     if (!guard.entered() || !engine().tracing()) return alloc->realloc(alloc->ctx, old_ptr, new_size);
     // Forget the old block before the allocator can hand its address to
     // another thread; put it back if the reallocation fails.
@@ -106,6 +116,7 @@ template <PyMemAllocatorDomain D, bool kWatch>
 inline void forget_then_free(PyMemAllocatorEx* alloc, void* ptr) {
     HookGuard guard;
     watch_block_gone<D, kWatch>(ptr, guard);
+    fell_anchor_of<D>(ptr);
     if (guard.entered() && ptr && engine().tracing()) {
         engine().record_free(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(ptr), nullptr, Allocator::kPymallocFree);
     }
@@ -164,6 +175,7 @@ void* sampled_realloc(void* ctx, void* old_ptr, size_t new_size) {
     }
     HookGuard guard;
     watch_block_gone<D, kWatch>(old_ptr, guard);
+    fell_anchor_of<D>(old_ptr);
     void* ptr = alloc->realloc(alloc->ctx, old_ptr, new_size);
     if (ptr && guard.entered() && sampler_picks(new_size)) [[unlikely]] {
         record_picked<D>(guard, ptr, new_size, Allocator::kPymallocRealloc);

@@ -68,10 +68,12 @@ bool begin(Door door, const Options& options) {
     // stack that reused it. A capture's object lifetimes: every object made.
     reftrace::install((door == Door::kTracemalloc ? reftrace::kRestamp : 0u) |
                       (options.object_lifetimes ? reftrace::kObjectLifetimes : 0u));
-    // A prototype, off by default (issue 17, bench/RESULTS.md "Depth"): deep
-    // stacks walked only down to an anchor that sys.monitoring watches (3.12+).
+    // Deep stacks walked only down to an anchor (3.11+; issue 17,
+    // bench/RESULTS.md "Depth"). Anchors fall when their frame object is
+    // freed, which only the object allocator's hooks see.
+    // HEAPSCOPE_FRAME_ANCHORS=0 turns them off (for benchmarks).
     const char* anchors = std::getenv("HEAPSCOPE_FRAME_ANCHORS");
-    if (anchors && std::strcmp(anchors, "1") == 0) python::start_frame_anchors();
+    if (g_python_allocators && !(anchors && std::strcmp(anchors, "0") == 0)) python::start_frame_anchors();
     return true;
 }
 

@@ -27,6 +27,7 @@ void release_frame_chain(FrameChain* chain) {
     uintptr_t* block = chain->addresses < chain->scratch ? chain->addresses : chain->scratch;
     std::free(block);
     std::free(chain->tail);
+    frame_anchors::release(&chain->anchor_slot);
     *chain = FrameChain{};
 }
 

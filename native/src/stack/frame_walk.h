@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "model/frame.h"
+#include "stack/frame_anchors.h"
 
 namespace heapscope {
 
@@ -34,14 +35,16 @@ struct FrameChain {
     uint32_t capacity = 0;  // of each array
     uint32_t wanted = 0;    // frames the last walk met: above `capacity`, grow
 
-    // An anchored walk (3.12+, optional: python_frames_py312.cpp). The anchor
-    // is a frame a few frames below the top whose code reports, through
-    // sys.monitoring, when a frame of it returns, yields or unwinds. While the
-    // anchor has not left the stack, nothing below it has changed (those
-    // frames wait in calls for it to return), so a walk that meets its
-    // address reads it and takes the frames below from `tail`. A live frame's
-    // memory is its own, so meeting the address means meeting that frame.
-    uintptr_t anchor = 0;        // 0: none
+    // An anchored walk (3.11+: python_frames_py311.cpp, _py312.cpp). The
+    // anchor is a frame a few frames below the top, together with the frame
+    // object that identifies its call (frame_anchors.h says when that
+    // identity falls). While the frame at the anchor's address still points
+    // to that object, the call has not returned, so nothing below it has
+    // changed (those frames wait in calls for it): a walk that meets the
+    // address reads the anchor and takes the frames below from `tail`.
+    uintptr_t anchor = 0;           // its address; 0: none
+    uintptr_t anchor_identity = 0;  // its frame object's block (Traits::anchor_identity)
+    uint32_t anchor_slot = 0;       // the thread's slot in frame_anchors (index + 1), 0: none yet
     FrameKey* tail = nullptr;    // the kept frames below the anchor that the arming walk stored (`capacity`)
     uint32_t tail_count = 0;     // of them in `tail`
     uint32_t tail_depth = 0;     // kept frames below the anchor in all
@@ -83,15 +86,15 @@ inline constexpr uint32_t kChainSlack = kChainSearch + 2;
 // Traits: `using Frame = ...;` and
 //   static const Frame* previous(const Frame*)
 //   static FrameRole read(const Frame*, bool skip_incomplete, FrameKey* key)   (key set for kKept)
-// and, for anchored walks, static bool anchorable(const Frame*): whether the
-// frame's leaving the stack is reported (then `anchor_live` says whether
-// chain->anchor is still on the stack).
+// and, for anchored walks, static uintptr_t anchor_identity(const Frame*):
+// what identifies the frame's call while it lives (its frame object's block,
+// which frame_anchors watches), or 0 if the frame cannot be an anchor.
 // Stores up to `limit` kept frames in `out`, innermost first, sets
 // `*total_depth` to the number of kept frames of the whole list and returns
 // the number stored. `chain` (may be null) is used and updated.
 template <class Traits>
 uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_t limit, uint32_t* total_depth,
-                     bool skip_incomplete, FrameChain* chain, bool anchor_live = false) {
+                     bool skip_incomplete, FrameChain* chain) {
     using Frame = typename Traits::Frame;
     uint32_t stored = 0;
     uint32_t depth = 0;
@@ -128,10 +131,11 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
         take(f);
     };
 
-    constexpr bool kAnchors = requires(const Frame* f) { Traits::anchorable(f); };
+    constexpr bool kAnchors = requires(const Frame* f) { Traits::anchor_identity(f); };
     const Frame* const top = frame;
     if constexpr (kAnchors) {
-        if (anchor_live && chain && chain->anchor && chain->anchor_skip == skip_incomplete) {
+        if (chain && chain->anchor && chain->anchor_skip == skip_incomplete &&
+            frame_anchors::stands(chain->anchor_slot, chain->anchor_identity)) {
             const Frame* f = frame;
             for (uint32_t step = 0; f != nullptr && step < kAnchorReach; ++step, f = Traits::previous(f)) {
                 if (reinterpret_cast<uintptr_t>(f) != chain->anchor) {
@@ -139,6 +143,7 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
                     continue;
                 }
                 take(f);  // the anchor itself may have moved on since (its callee returned)
+                if (Traits::anchor_identity(f) != chain->anchor_identity) break;  // a later call at its address
                 if (chain->anchor_entry && last_stored) out[stored - 1].instr |= 1;
                 const uint32_t room = limit - stored;
                 const uint32_t need = chain->tail_depth < room ? chain->tail_depth : room;
@@ -193,10 +198,11 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
     for (; frame != nullptr; frame = Traits::previous(frame)) visit(frame);
 
     if constexpr (kAnchors) {
-        if (chain) chain->anchor = 0;
+        const uintptr_t had = chain ? chain->anchor_identity : 0;
+        if (chain) chain->anchor = chain->anchor_identity = 0;
         if (chain) chain->anchored = false;
         if (chain && chain->tail && depth >= kAnchorMinDepth) {
-            // Arm: the topmost frame at least kAnchorOffset kept frames down whose leaving is reported.
+            // Arm: the topmost frame at least kAnchorOffset kept frames down whose call has an identity.
             uint32_t kept = 0;
             const Frame* f = top;
             for (uint32_t step = 0; f != nullptr && step < kAnchorOffset + kAnchorCandidates;
@@ -204,9 +210,11 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
                 FrameKey key;
                 if (Traits::read(f, skip_incomplete, &key) != FrameRole::kKept) continue;
                 const uint32_t index = kept++;  // its index in `out`, if stored
-                if (index < kAnchorOffset || !Traits::anchorable(f)) continue;
+                if (index < kAnchorOffset) continue;
+                const uintptr_t identity = Traits::anchor_identity(f);
+                if (!identity) continue;
                 const uint32_t tail_count = stored > index + 1 ? stored - index - 1 : 0;
-                if (tail_count > chain->capacity) break;
+                if (tail_count > chain->capacity || !frame_anchors::hold(&chain->anchor_slot, identity)) break;
                 std::memcpy(chain->tail, out + index + 1, tail_count * sizeof(FrameKey));
                 chain->tail_count = tail_count;
                 chain->tail_depth = depth - index - 1;
@@ -220,9 +228,11 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
                 chain->anchor_entry = below == FrameRole::kEntry;
                 chain->anchor_skip = skip_incomplete;
                 chain->anchor = reinterpret_cast<uintptr_t>(f);
+                chain->anchor_identity = identity;
                 break;
             }
         }
+        if (had && !chain->anchor_identity) frame_anchors::hold(&chain->anchor_slot, 0);
     }
     if (chain) {
         if (met) met[met_count] = 0;  // the end of the list
