@@ -176,3 +176,43 @@ def test_an_anchor_unwound_by_an_exception(tm):
             frames, total = stack_of(snapshot, leak_size)
             assert ours(frames, len(below) + 1) == [LINES[top]] + below, leak_size
             assert total == len(frames)
+
+
+
+def object_round(args):
+    middle, sizes = args
+    return middle(20, anchor_call, (4, descend, sizes))  # @object_via
+
+
+def anchor_call(depth, then, sizes):
+    sys._getframe()  # gives this call its frame object, the identity of the anchor it becomes
+    return then(depth, leak_twice, sizes)  # @anchor_call
+
+
+def test_a_later_call_at_the_anchors_address_that_gets_its_freed_frame_object(hs_tracemalloc, monkeypatch):
+    # The anchor (anchor_call, 6 frames below the leaks) returns and its frame
+    # object is freed; the next round's anchor_call, under other callers, sits
+    # at its address and its new frame object most likely reuses the freed
+    # block. Only the report of that free tells the calls apart. Sampled, so
+    # that no walk between the two calls fells the anchor first: the 1 MiB
+    # leaks are always sampled (interval 4 KiB), the frame objects rarely.
+    monkeypatch.delenv("HEAPSCOPE_FRAME_ANCHORS", raising=False)
+    rounds = [(middle_descend if i % 2 == 0 else middle_other, ((1 << 20) + 16 * i, (1 << 20) + 16 * i + 8))
+              for i in range(12)]
+    object_round((middle_descend, (1, 2)))  # first calls allocate; not while tracing
+    object_round((middle_other, (1, 2)))
+    hs_tracemalloc.start(512, sampling=4096)
+    before = native._anchored_walks()
+    for args in rounds:
+        descend(10, object_round, args)  # @object_round
+    snapshot = hs_tracemalloc.take_snapshot()
+    assert native._anchored_walks() > before
+    for middle, (first, second) in rounds:
+        middle_lines = (lines_of(20, "middle_bottom", "middle") if middle is middle_descend
+                        else lines_of(20, "middle_other_bottom", "middle_other"))
+        below = lines_of(4) + [LINES["anchor_call"]] + middle_lines + [LINES["object_via"]] + lines_of(10)
+        below += [LINES["object_round"]]
+        for size, line in ((first, "leak_first"), (second, "leak_second")):
+            frames, total = stack_of(snapshot, size)
+            assert ours(frames, len(below) + 1) == [LINES[line]] + below, size
+            assert total == len(frames)
