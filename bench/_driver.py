@@ -199,6 +199,18 @@ MODES = {
     "heapscope-exact-nopyalloc": lambda: Capture("heapscope", False, report=False, python_allocators=False),
     "heapscope-door-sampled": lambda: Tracemalloc("heapscope.tracemalloc", 64, sampling=True),
 }
+
+
+def _without_frame_anchors(make):
+    """The same mode with anchored stack walks off (issue 17: what they save)."""
+    def mode():
+        os.environ["HEAPSCOPE_FRAME_ANCHORS"] = "0"  # read when a session starts
+        return make()
+    return mode
+
+
+MODES["heapscope-64-noanchors"] = _without_frame_anchors(MODES["heapscope-64"])
+MODES["heapscope-exact-noanchors"] = _without_frame_anchors(MODES["heapscope-exact"])
 for _kib in (16, 32, 64, 128, 256, 512, 1024):
     MODES[f"heapscope-sampled-{_kib}k"] = (
         lambda kib=_kib: Capture("heapscope", False, sampling=kib * 1024, report=False))

@@ -37,6 +37,8 @@ MODES = {
     "heapscope-sampled": "`heapscope.Tracker(file, trace_python_allocators=True, sampling=True)` "
                          "(`heapscope run --sample --trace-python-allocators`, default interval 64 KiB)",
     "heapscope-64": "`heapscope.tracemalloc.start(64)` (the tracemalloc door, no file)",
+    "heapscope-exact-noanchors": "heapscope-exact with `HEAPSCOPE_FRAME_ANCHORS=0`: every walk reads every frame",
+    "heapscope-64-noanchors": "heapscope-64 with `HEAPSCOPE_FRAME_ANCHORS=0`",
     "memray-file": "`memray.Tracker(file, trace_python_allocators=True)` (`memray run --trace-python-allocators`)",
     "memray-file-nopyalloc": "`memray.Tracker(file)`: memray's default, pymalloc's arenas, not its blocks",
     "tracemalloc-1": "stdlib `tracemalloc.start(1)`",

@@ -1,16 +1,16 @@
-"""Issue 17: bench/depth.py with and without anchored stack walks
-(HEAPSCOPE_FRAME_ANCHORS=1, CPython 3.12+: sys.monitoring reports when an
-anchor frame a few frames below the top leaves the stack, and walks stop at
-it), side by side in one process: the same build, the option turned on and
-off between cells, medians of interleaved repeats, the order rotated at each
-repeat. CPU time of the loop alone. The machine is shared and noisy: read
-the ratios of one run.
+"""Issue 17: bench/depth.py with and without anchored stack walks (CPython
+3.11+, on by default with Python's allocators traced; HEAPSCOPE_FRAME_ANCHORS=0
+turns them off: walks of a deep stack stop at an anchor frame a few frames
+below the top, whose frame object identifies its call), side by side in one
+process: the same build, anchors turned on and off between cells, medians of
+interleaved repeats, the order rotated at each repeat. CPU time of the loop
+alone. The machine is shared and noisy: read the ratios of one run.
 
-    python bench/designs/monitor_anchors.py [--n 300000] [--reps 5] [--instructions]
+    python bench/anchors.py [--n 300000] [--reps 5] [--instructions]
 
 --instructions also counts instructions per iteration with valgrind's
 callgrind (PYTHONHASHSEED=0, the difference between 10,000 and 40,000
-iterations, so that start-up and the one-off instrumentation cancel).
+iterations, so that start-up and the one-off frame objects cancel).
 """
 
 import argparse
@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import depth  # noqa: E402  (bench/depth.py)
 
 from heapscope import _heapscope as native  # noqa: E402
@@ -33,9 +33,9 @@ MODES = ("plain", "door64", "door64+anchors", "capture", "capture+anchors")
 def measure(mode, n, at_depth):
     base = mode.split("+")[0]
     if mode.endswith("+anchors"):
-        os.environ["HEAPSCOPE_FRAME_ANCHORS"] = "1"  # read when a session starts
-    else:
         os.environ.pop("HEAPSCOPE_FRAME_ANCHORS", None)
+    else:
+        os.environ["HEAPSCOPE_FRAME_ANCHORS"] = "0"  # read when a session starts
     try:
         before = native._anchored_walks()
         seconds = depth.measure(base, n, at_depth)
@@ -69,8 +69,8 @@ def main():
     parser.add_argument("--instructions", action="store_true")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if sys.version_info < (3, 12):
-        sys.exit("anchored walks need sys.monitoring: CPython 3.12+")
+    if sys.version_info < (3, 11):
+        sys.exit("anchored walks need CPython 3.11+ (3.9 and 3.10 reuse frame objects)")
     sys.setrecursionlimit(10_000)
     if args.child:
         measure(args.child[0], int(args.child[2]), int(args.child[1]))
