@@ -57,7 +57,8 @@ int make_identities(void*) {
     uintptr_t wanted[kAnchorCandidates];
     for (uint32_t i = 0; i < kAnchorCandidates; ++i) wanted[i] = g_wanted[i].load(std::memory_order_relaxed);
     g_requested.store(false, std::memory_order_relaxed);
-    if (!frame_anchors::enabled()) return 0;
+    // An exception already set is the program's: leave it, and the clearing below, alone.
+    if (!frame_anchors::enabled() || PyErr_Occurred()) return 0;
     bool made = false;
     PyInterpreterState* interp = PyInterpreterState_Get();
     for (PyThreadState* ts = PyInterpreterState_ThreadHead(interp); ts; ts = PyThreadState_Next(ts)) {
