@@ -499,36 +499,25 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     if (sink_) thread = capture_thread_locked();
     // A block still recorded at this address was freed where no hook saw
     // it: the capture must see that free before the new block. A sink that
-    // keeps no state per block learns of it from the insert itself (one
-    // table operation); one that does must answer on_alloc before the block
-    // is stored, so the stale block is taken out first.
-    const bool state_kept = sink_ && sink_->keeps_block_state();
+    // keeps state per block must answer on_alloc before the block is stored,
+    // so the stale block is erased first; for one that keeps none, the
+    // insert itself reports it (one table operation). Only this differs.
+    const bool erase_first = sink_ && sink_->keeps_block_state();
+    const bool insert_reports = sink_ && !erase_first;
     if (mapping) {
         unmap_locked(address, size, thread);  // a mapping made over live ones (MAP_FIXED) replaces them
-    } else if (state_kept) {
+    } else if (erase_first) {
         BlockInfo stale;
         Estimate was;
         if (erase_locked(table_for(domain, true), address, &stale, &was)) {
             sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
         }
     }
-    if (sink_ && !mapping && !state_kept) {
-        const uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
-        BlockInfo stale;
-        if (insert_locked(domain, address, info, weight, pooled, &stale)) {
-            const Estimate was = estimate(address, stale);
-            sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
-        }
-        sink_->on_alloc(AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count});
-        return;
-    }
-    if (sink_) {
-        uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
-        const uint32_t state = sink_->on_alloc(
-            AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count});
-        if (sink_->keeps_block_state()) info.sink_state = state;
-    }
+    const uint32_t native = sink_ && native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
+    const AllocationEvent event{address, weight.bytes, domain, thread, node, native, allocator, weight.count};
+    if (erase_first) info.sink_state = sink_->on_alloc(event);
     if (mapping) {
+        if (insert_reports) sink_->on_alloc(event);
         if (size == 0) return;  // nothing mapped
         // Mappings are recorded exactly, even while sampling: their sizes are true extents.
         mappings_.map(address, size, info, [](uint64_t, uint64_t, Unmapped, const BlockInfo&) {});
@@ -537,7 +526,14 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
         if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
         return;
     }
-    insert_locked(domain, address, info, weight, pooled);
+    BlockInfo stale;
+    const bool replaced = insert_locked(domain, address, info, weight, pooled, insert_reports ? &stale : nullptr);
+    if (!insert_reports) return;
+    if (replaced) {
+        const Estimate was = estimate(address, stale);
+        sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
+    }
+    sink_->on_alloc(event);
 }
 
 void Engine::restamp(uint32_t domain, uintptr_t address, ThreadStackCache* cache, uint32_t frame_count,
