@@ -520,10 +520,13 @@ void Engine::record_alloc(const AllocationSite& site) {
     }
     const uint32_t native =
         sink_ && stacks.native_count ? intern_native_locked(stacks.cache, stacks.native, stacks.native_count) : 0;
-    const AllocationEvent event{address, weight.bytes, domain, thread, node, native, allocator, weight.count};
-    if (erase_first) info.sink_state = sink_->on_alloc(event);
+    // Made only for a sink: the tracemalloc door's path stays as short as it was.
+    const auto event = [&] {
+        return AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count};
+    };
+    if (erase_first) info.sink_state = sink_->on_alloc(event());
     if (mapping) {
-        if (insert_reports) sink_->on_alloc(event);
+        if (insert_reports) sink_->on_alloc(event());
         if (size == 0) return;  // nothing mapped
         // Mappings are recorded exactly, even while sampling: their sizes are true extents.
         mappings_.map(address, size, info, [](uint64_t, uint64_t, Unmapped, const BlockInfo&) {});
@@ -532,14 +535,16 @@ void Engine::record_alloc(const AllocationSite& site) {
         if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
         return;
     }
+    if (!insert_reports) {  // no sink, or one that was told already
+        insert_locked(domain, address, info, weight, pooled);
+        return;
+    }
     BlockInfo stale;
-    const bool replaced = insert_locked(domain, address, info, weight, pooled, insert_reports ? &stale : nullptr);
-    if (!insert_reports) return;
-    if (replaced) {
+    if (insert_locked(domain, address, info, weight, pooled, &stale)) {
         const Estimate was = estimate(address, stale);
         sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
     }
-    sink_->on_alloc(event);
+    sink_->on_alloc(event());
 }
 
 void Engine::restamp(uint32_t domain, uintptr_t address, const CapturedStacks& stacks) {

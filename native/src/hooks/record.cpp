@@ -146,9 +146,11 @@ __attribute__((always_inline)) inline void capture_stacks(bool gil_held, Capture
 void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
                            Allocator allocator) {
     NativeFallback fallback;
-    AllocationSite site{domain, address, size, allocator, pooled};
-    capture_stacks(gil_held, &site.stacks, &fallback);
-    engine().record_alloc(site);
+    CapturedStacks stacks;
+    capture_stacks(gil_held, &stacks, &fallback);
+    // A copy the walk never saw (it wrote through a pointer): the compiler
+    // can keep its fields in registers through the inlined record_alloc.
+    engine().record_alloc(AllocationSite{domain, address, size, allocator, pooled, stacks});
     t_last_recorded = address;
 }
 
