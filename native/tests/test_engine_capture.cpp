@@ -214,6 +214,33 @@ TEST(StatelessCapture, AnAddressReusedWithoutASeenFreeIsFreedFirstFromEitherStor
     engine().stop(&unpin);
 }
 
+// How a stale block is found differs between the two kinds of sink, and so
+// does where its free falls among the new block's events: a sink that keeps
+// per-block state hears it before anything of the new block; one that keeps
+// none, after the new block's native frames are interned (the insert that
+// reports it comes last). Both as before record_alloc took one path.
+TEST_F(CaptureTest, TheStaleFreeComesBeforeTheNewBlocksNativeFrames) {
+    uintptr_t first[] = {0xA}, second[] = {0xB};
+    engine().record_alloc({.address = 0x100, .size = 64, .stacks = {with_stack({{1, 1}}), 1, 1, true, first, 1}});
+    sink.log.clear();
+    engine().record_alloc({.address = 0x100, .size = 16, .stacks = {with_stack({{1, 1}}), 1, 1, true, second, 1}});
+    EXPECT_EQ(sink.log, (std::vector<std::string>{"free 256 64 kept 1064 kind 2", "native 2<-0 ip 11",
+                                                  "alloc 256 16 py 1 native 2 kind 1"}));
+}
+
+TEST(StatelessCapture, TheStaleFreeComesAfterTheNewBlocksNativeFrames) {
+    StatelessSink sink;
+    ASSERT_TRUE(engine().start(64, &sink, true));
+    uintptr_t first[] = {0xA}, second[] = {0xB};
+    engine().record_alloc({.address = 0x100, .size = 64, .stacks = {with_stack({{1, 1}}), 1, 1, true, first, 1}});
+    sink.log.clear();
+    engine().record_alloc({.address = 0x100, .size = 16, .stacks = {with_stack({{1, 1}}), 1, 1, true, second, 1}});
+    EXPECT_EQ(sink.log, (std::vector<std::string>{"native 2<-0 ip 11", "free 256 64 kept 1 kind 2",
+                                                  "alloc 256 16 py 1 native 2 kind 1"}));
+    std::vector<FrameKey> unpin;
+    engine().stop(&unpin);
+}
+
 TEST_F(CaptureTest, PartialMunmapKeepsTheRest) {
     engine().record_alloc({.address = 0x10000, .size = 3 * 4096, .allocator = Allocator::kMmap,
                            .stacks = {with_stack({{1, 1}}), 1, 1, true}});
