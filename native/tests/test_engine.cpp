@@ -40,10 +40,10 @@ class EngineTest : public ::testing::Test {
 
 TEST_F(EngineTest, CountsCurrentAndPeak) {
     std::vector<FrameKey> stack{{1, 1}};
-    engine().record_alloc(0, 0x100, 100, with_stack(stack), 1, 1, true);
-    engine().record_alloc(0, 0x200, 50, with_stack(stack), 1, 1, true);
+    engine().record_alloc({.address = 0x100, .size = 100, .stacks = {with_stack(stack), 1, 1, true}});
+    engine().record_alloc({.address = 0x200, .size = 50, .stacks = {with_stack(stack), 1, 1, true}});
     EXPECT_TRUE(engine().record_free(0, 0x100));
-    engine().record_alloc(0, 0x300, 10, with_stack(stack), 1, 1, true);
+    engine().record_alloc({.address = 0x300, .size = 10, .stacks = {with_stack(stack), 1, 1, true}});
     uint64_t current, peak;
     engine().traced_memory(&current, &peak);
     EXPECT_EQ(current, 60u);
@@ -58,9 +58,9 @@ TEST_F(EngineTest, StacksResolveThroughTheThreadCache) {
     // Same outer frames, innermost frame alternating: the memo path.
     std::vector<FrameKey> a{{3, 1}, {2, 2}, {1, 3}};
     std::vector<FrameKey> b{{3, 9}, {2, 2}, {1, 3}};
-    for (int round = 0; round < 3; ++round) {
-        engine().record_alloc(0, 0x1000 + round * 32, 8, with_stack(a), 3, 3, true);
-        engine().record_alloc(0, 0x1010 + round * 32, 8, with_stack(b), 3, 3, true);
+    for (uintptr_t round = 0; round < 3; ++round) {
+        engine().record_alloc({.address = 0x1000 + round * 32, .size = 8, .stacks = {with_stack(a), 3, 3, true}});
+        engine().record_alloc({.address = 0x1010 + round * 32, .size = 8, .stacks = {with_stack(b), 3, 3, true}});
     }
     BlockInfo first, second;
     ASSERT_TRUE(engine().find(0, 0x1000, &first));
@@ -78,9 +78,9 @@ TEST_F(EngineTest, StacksResolveThroughTheThreadCache) {
 TEST_F(EngineTest, DeeperAndShallowerStacks) {
     std::vector<FrameKey> outer{{1, 1}};
     std::vector<FrameKey> inner{{2, 5}, {1, 1}};
-    engine().record_alloc(0, 0x10, 1, with_stack(outer), 1, 1, true);
-    engine().record_alloc(0, 0x20, 1, with_stack(inner), 2, 7, true);
-    engine().record_alloc(0, 0x30, 1, with_stack(outer), 1, 1, true);
+    engine().record_alloc({.address = 0x10, .size = 1, .stacks = {with_stack(outer), 1, 1, true}});
+    engine().record_alloc({.address = 0x20, .size = 1, .stacks = {with_stack(inner), 2, 7, true}});
+    engine().record_alloc({.address = 0x30, .size = 1, .stacks = {with_stack(outer), 1, 1, true}});
     BlockInfo info;
     ASSERT_TRUE(engine().find(0, 0x20, &info));
     EXPECT_EQ(frames_of(info.stack), inner);
@@ -91,15 +91,15 @@ TEST_F(EngineTest, DeeperAndShallowerStacks) {
 
 TEST_F(EngineTest, WithoutPinningOnlyUnseenCodeIsUnknown) {
     std::vector<FrameKey> stack{{42, 1}};
-    engine().record_alloc(0, 0x10, 1, with_stack(stack), 1, 1, false);
+    engine().record_alloc({.address = 0x10, .size = 1, .stacks = {with_stack(stack), 1, 1, false}});
     BlockInfo info;
     ASSERT_TRUE(engine().find(0, 0x10, &info));
     EXPECT_EQ(frames_of(info.stack), std::vector<FrameKey>{kUnknownFrame});
     // Once a thread that may pin has seen the code object, other positions in
     // it and other callers are exact without pinning again.
-    engine().record_alloc(0, 0x20, 1, with_stack(stack), 1, 1, true);
+    engine().record_alloc({.address = 0x20, .size = 1, .stacks = {with_stack(stack), 1, 1, true}});
     std::vector<FrameKey> elsewhere{{42, 7}, {42, 1}};
-    engine().record_alloc(0, 0x30, 1, with_stack(elsewhere), 2, 2, false);
+    engine().record_alloc({.address = 0x30, .size = 1, .stacks = {with_stack(elsewhere), 2, 2, false}});
     ASSERT_TRUE(engine().find(0, 0x30, &info));
     EXPECT_EQ(frames_of(info.stack), elsewhere);
 }
@@ -111,8 +111,8 @@ TEST_F(EngineTest, EachCodeObjectIsPinnedOnce) {
     engine().set_frame_pinner([](FrameKey) { ++*counter; });
     std::vector<FrameKey> a{{5, 1}, {6, 1}};
     std::vector<FrameKey> b{{5, 2}, {6, 3}};
-    engine().record_alloc(0, 0x10, 1, with_stack(a), 2, 2, true);
-    engine().record_alloc(0, 0x20, 1, with_stack(b), 2, 2, true);
+    engine().record_alloc({.address = 0x10, .size = 1, .stacks = {with_stack(a), 2, 2, true}});
+    engine().record_alloc({.address = 0x20, .size = 1, .stacks = {with_stack(b), 2, 2, true}});
     EXPECT_EQ(pins, 2);  // code 5 and code 6, although four nodes refer to them
     std::vector<FrameKey> unpin;
     engine().clear(&unpin);
@@ -122,8 +122,8 @@ TEST_F(EngineTest, EachCodeObjectIsPinnedOnce) {
 
 TEST_F(EngineTest, DomainsAreSeparate) {
     std::vector<FrameKey> stack{{1, 1}};
-    engine().record_alloc(0, 0x10, 5, with_stack(stack), 1, 1, true);
-    engine().record_alloc(7, 0x10, 6, with_stack(stack), 1, 1, true);
+    engine().record_alloc({.address = 0x10, .size = 5, .stacks = {with_stack(stack), 1, 1, true}});
+    engine().record_alloc({.domain = 7, .address = 0x10, .size = 6, .stacks = {with_stack(stack), 1, 1, true}});
     std::vector<TraceRecord> records;
     engine().collect(&records);
     ASSERT_EQ(records.size(), 2u);
@@ -139,19 +139,19 @@ TEST_F(EngineTest, RestampFilesABlockUnderTheNewStackOnly) {
     // and takes the stack that reused it, pooled or not; unknown blocks stay unknown.
     std::vector<FrameKey> first{{1, 1}};
     std::vector<FrameKey> again{{2, 5}, {1, 7}};
-    engine().record_alloc(0, 0x4000, 48, with_stack(first), 1, 1, true, /*pooled=*/true);
-    engine().record_alloc(0, 0x90000, 5000, with_stack(first), 1, 1, true, /*pooled=*/false);
+    engine().record_alloc({.address = 0x4000, .size = 48, .pooled = true, .stacks = {with_stack(first), 1, 1, true}});
+    engine().record_alloc({.address = 0x90000, .size = 5000, .stacks = {with_stack(first), 1, 1, true}});
     uint64_t current, peak;
     engine().traced_memory(&current, &peak);
     for (uintptr_t address : {uintptr_t{0x4000}, uintptr_t{0x90000}}) {
-        engine().restamp(0, address, with_stack(again), 2, 9, true);
+        engine().restamp(0, address, {with_stack(again), 2, 9, true});
         BlockInfo info;
         ASSERT_TRUE(engine().find(0, address, &info));
         EXPECT_EQ(frames_of(info.stack), again);
         EXPECT_EQ(info.total_depth, 9u);
     }
-    engine().restamp(0, 0x5000, with_stack(again), 2, 2, true);  // never recorded
-    engine().restamp(3, 0x4000, with_stack(again), 2, 2, true);  // another domain
+    engine().restamp(0, 0x5000, {with_stack(again), 2, 2, true});  // never recorded
+    engine().restamp(3, 0x4000, {with_stack(again), 2, 2, true});  // another domain
     BlockInfo info;
     EXPECT_FALSE(engine().find(0, 0x5000, &info));
     EXPECT_FALSE(engine().find(3, 0x4000, &info));
@@ -166,12 +166,12 @@ TEST_F(EngineTest, RestampFilesABlockUnderTheNewStackOnly) {
 
 TEST_F(EngineTest, ClearForgetsTracesAndInvalidatesThreadCaches) {
     std::vector<FrameKey> stack{{2, 1}, {1, 1}};
-    engine().record_alloc(0, 0x10, 5, with_stack(stack), 2, 2, true);
+    engine().record_alloc({.address = 0x10, .size = 5, .stacks = {with_stack(stack), 2, 2, true}});
     std::vector<FrameKey> unpin;
     engine().clear(&unpin);
     EXPECT_EQ(unpin.size(), 2u);  // every pinned code object is handed back once
     EXPECT_EQ(engine().trace_count(), 0u);
-    engine().record_alloc(0, 0x20, 5, with_stack(stack), 2, 2, true);
+    engine().record_alloc({.address = 0x20, .size = 5, .stacks = {with_stack(stack), 2, 2, true}});
     BlockInfo info;
     ASSERT_TRUE(engine().find(0, 0x20, &info));
     EXPECT_EQ(frames_of(info.stack), stack);
@@ -186,7 +186,7 @@ TEST_F(EngineTest, ConcurrentThreadsKeepExactTotals) {
             std::vector<FrameKey> stack{{static_cast<uintptr_t>(t + 1), 1}, {99, 1}};
             for (int i = 0; i < kBlocks; ++i) {
                 uintptr_t address = (static_cast<uintptr_t>(t) << 32) | (static_cast<uintptr_t>(i) << 4);
-                engine().record_alloc(0, address, 3, with_stack(stack), 2, 2, true);
+                engine().record_alloc({.address = address, .size = 3, .stacks = {with_stack(stack), 2, 2, true}});
                 if (i % 2) engine().record_free(0, address);
             }
         });
@@ -208,7 +208,7 @@ TEST(EngineLifecycle, StartTwiceIsRefused) {
     EXPECT_FALSE(engine().tracing());
     // Events after stop are ignored.
     std::vector<FrameKey> stack{{1, 1}};
-    engine().record_alloc(0, 0x10, 5, with_stack(stack), 1, 1, true);
+    engine().record_alloc({.address = 0x10, .size = 5, .stacks = {with_stack(stack), 1, 1, true}});
     EXPECT_EQ(engine().trace_count(), 0u);
 }
 
@@ -229,7 +229,7 @@ TEST(EngineFork, ChildNeverInheritsAHeldLock) {
     if (pid == 0) {
         alarm(5);
         std::vector<FrameKey> stack{{1, 1}};
-        engine().record_alloc(0, 0x10, 5, with_stack(stack), 1, 1, true);
+        engine().record_alloc({.address = 0x10, .size = 5, .stacks = {with_stack(stack), 1, 1, true}});
         end_child(engine().trace_count() == 1 ? 0 : 1);
     }
     holder.join();

@@ -270,9 +270,13 @@ class Worker {
         const uintptr_t ips[2] = {kNativeLine + l, kNativeWorker + index_};
         // Native and raw-domain allocations come from threads that may not
         // hold the GIL: they may not pin code objects.
-        engine().record_alloc(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(p), size, cache_, 2, 2,
-                              pin_always_ || line.pooled, line.pooled, line.allocator,
-                              native_traces_ ? ips : nullptr, native_traces_ ? 2 : 0);
+        engine().record_alloc({.domain = Engine::kDefaultDomain,
+                               .address = reinterpret_cast<uintptr_t>(p),
+                               .size = size,
+                               .allocator = line.allocator,
+                               .pooled = line.pooled,
+                               .stacks = {cache_, 2, 2, pin_always_ || line.pooled, native_traces_ ? ips : nullptr,
+                                          native_traces_ ? 2u : 0u}});
     }
 
     void forget(void* p, const Line& line) {
@@ -316,8 +320,10 @@ Workload run_workload(bool native_traces, bool pin_always) {
     run.final_block = std::malloc(kFinalBlock);
     ThreadStackCache* cache = thread_stack_cache(64);
     cache->fresh[0] = FrameKey{kMainCode, 1};
-    engine().record_alloc(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(run.final_block), kFinalBlock, cache, 1,
-                          1, true);
+    engine().record_alloc({.domain = Engine::kDefaultDomain,
+                           .address = reinterpret_cast<uintptr_t>(run.final_block),
+                           .size = kFinalBlock,
+                           .stacks = {cache, 1, 1, true}});
     run.main_thread_id = t_hook_state.thread_id;
     return run;
 }

@@ -478,13 +478,18 @@ uint32_t Engine::resolve_stack_locked(ThreadStackCache* cache, uint32_t n, bool 
     return parent;
 }
 
-void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
-                          uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled,
-                          Allocator allocator, const uintptr_t* native_ips, uint32_t native_count) {
-    const StackLookup lookup = begin_stack(cache, frame_count);
+void Engine::record_alloc(const AllocationSite& site) {
+    const CapturedStacks& stacks = site.stacks;
+    const StackLookup lookup = begin_stack(stacks);
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed) || detached_) return;
-    const uint32_t node = finish_stack_locked(lookup, cache, frame_count, can_pin);
+    const uint32_t node = finish_stack_locked(lookup, stacks);
+    const uint32_t domain = site.domain;
+    const uintptr_t address = site.address;
+    const uint64_t size = site.size;
+    const Allocator allocator = site.allocator;
+    uint32_t total_depth = stacks.total_depth;
+    bool pooled = site.pooled;
     // While sampling, mmaps and custom domains are recorded exactly: say so
     // in the block, so that its estimate is its size (see sample/sampler.h).
     // So is heapscope's own probe (hooks_in_chain), recorded whatever the sampler says.
@@ -499,36 +504,29 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
     if (sink_) thread = capture_thread_locked();
     // A block still recorded at this address was freed where no hook saw
     // it: the capture must see that free before the new block. A sink that
-    // keeps no state per block learns of it from the insert itself (one
-    // table operation); one that does must answer on_alloc before the block
-    // is stored, so the stale block is taken out first.
-    const bool state_kept = sink_ && sink_->keeps_block_state();
+    // keeps state per block must answer on_alloc before the block is stored,
+    // so the stale block is erased first; for one that keeps none, the
+    // insert itself reports it (one table operation). Only this differs.
+    const bool erase_first = sink_ && sink_->keeps_block_state();
+    const bool insert_reports = sink_ && !erase_first;
     if (mapping) {
         unmap_locked(address, size, thread);  // a mapping made over live ones (MAP_FIXED) replaces them
-    } else if (state_kept) {
+    } else if (erase_first) {
         BlockInfo stale;
         Estimate was;
         if (erase_locked(table_for(domain, true), address, &stale, &was)) {
             sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
         }
     }
-    if (sink_ && !mapping && !state_kept) {
-        const uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
-        BlockInfo stale;
-        if (insert_locked(domain, address, info, weight, pooled, &stale)) {
-            const Estimate was = estimate(address, stale);
-            sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
-        }
-        sink_->on_alloc(AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count});
-        return;
-    }
-    if (sink_) {
-        uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
-        const uint32_t state = sink_->on_alloc(
-            AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count});
-        if (sink_->keeps_block_state()) info.sink_state = state;
-    }
+    const uint32_t native =
+        sink_ && stacks.native_count ? intern_native_locked(stacks.cache, stacks.native, stacks.native_count) : 0;
+    // Made only for a sink: the tracemalloc door's path stays as short as it was.
+    const auto event = [&] {
+        return AllocationEvent{address, weight.bytes, domain, thread, node, native, allocator, weight.count};
+    };
+    if (erase_first) info.sink_state = sink_->on_alloc(event());
     if (mapping) {
+        if (insert_reports) sink_->on_alloc(event());
         if (size == 0) return;  // nothing mapped
         // Mappings are recorded exactly, even while sampling: their sizes are true extents.
         mappings_.map(address, size, info, [](uint64_t, uint64_t, Unmapped, const BlockInfo&) {});
@@ -537,47 +535,55 @@ void Engine::record_alloc(uint32_t domain, uintptr_t address, uint64_t size, Thr
         if (current_bytes_ > peak_bytes_) peak_bytes_ = current_bytes_;
         return;
     }
-    insert_locked(domain, address, info, weight, pooled);
+    if (!insert_reports) {  // no sink, or one that was told already
+        insert_locked(domain, address, info, weight, pooled);
+        return;
+    }
+    BlockInfo stale;
+    if (insert_locked(domain, address, info, weight, pooled, &stale)) {
+        const Estimate was = estimate(address, stale);
+        sink_->on_free(DeallocationEvent{address, was.bytes, domain, thread, Allocator::kFree, stale, was.count});
+    }
+    sink_->on_alloc(event());
 }
 
-void Engine::restamp(uint32_t domain, uintptr_t address, ThreadStackCache* cache, uint32_t frame_count,
-                     uint32_t total_depth, bool can_pin) {
-    const StackLookup lookup = begin_stack(cache, frame_count);
+void Engine::restamp(uint32_t domain, uintptr_t address, const CapturedStacks& stacks) {
+    const StackLookup lookup = begin_stack(stacks);
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed) || detached_ || sink_) return;
     BlockTable* table = table_for(domain, false);
     BlockInfo info;
     if (!table || !table->find(address, &info)) return;
-    info.stack = finish_stack_locked(lookup, cache, frame_count, can_pin);
+    info.stack = finish_stack_locked(lookup, stacks);
     // The exact flag stays: the block's estimate, and so the counters, must not change.
-    info.total_depth = total_depth | (info.total_depth & kExactBlockBit);
+    info.total_depth = stacks.total_depth | (info.total_depth & kExactBlockBit);
     table->update(address, info);
 }
 
-Engine::StackLookup Engine::begin_stack(ThreadStackCache* cache, uint32_t frame_count) {
+Engine::StackLookup Engine::begin_stack(const CapturedStacks& stacks) {
     StackLookup lookup{StackTrie::kRoot, generation_.load(std::memory_order_acquire), false};
-    if (frame_count != 0 && use_stack_cache_.load(std::memory_order_relaxed)) {
-        lookup.resolved = resolve_from_cache(cache, frame_count, lookup.generation, &lookup.node);
+    if (stacks.frames != 0 && use_stack_cache_.load(std::memory_order_relaxed)) {
+        lookup.resolved = resolve_from_cache(stacks.cache, stacks.frames, lookup.generation, &lookup.node);
     }
     return lookup;
 }
 
-uint32_t Engine::finish_stack_locked(const StackLookup& lookup, ThreadStackCache* cache, uint32_t frame_count,
-                                     bool can_pin) {
+uint32_t Engine::finish_stack_locked(const StackLookup& lookup, const CapturedStacks& stacks) {
     // A clear between the lock-free lookup and here makes its node stale.
     if (lookup.resolved && generation_.load(std::memory_order_relaxed) == lookup.generation) return lookup.node;
     // No Python frame: the labels alone.
-    return frame_count ? resolve_stack_locked(cache, frame_count, can_pin) : label_root_locked(cache);
+    return stacks.frames ? resolve_stack_locked(stacks.cache, stacks.frames, stacks.can_pin)
+                         : label_root_locked(stacks.cache);
 }
 
-void Engine::record_object(uintptr_t address, bool created, ThreadStackCache* cache, uint32_t frame_count,
-                           bool can_pin, const uintptr_t* native_ips, uint32_t native_count) {
-    const StackLookup lookup = begin_stack(cache, frame_count);
+void Engine::record_object(uintptr_t address, bool created, const CapturedStacks& stacks) {
+    const StackLookup lookup = begin_stack(stacks);
     SpinGuard guard(lock_);
     if (!tracing_.load(std::memory_order_relaxed) || detached_ || !sink_) return;
-    const uint32_t node = finish_stack_locked(lookup, cache, frame_count, can_pin);
+    const uint32_t node = finish_stack_locked(lookup, stacks);
     const uint32_t thread = capture_thread_locked();
-    const uint32_t native = native_count ? intern_native_locked(cache, native_ips, native_count) : 0;
+    const uint32_t native =
+        stacks.native_count ? intern_native_locked(stacks.cache, stacks.native, stacks.native_count) : 0;
     sink_->on_object(ObjectEvent{address, thread, created, node, native});
 }
 

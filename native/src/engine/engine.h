@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/spin_lock.h"
+#include "model/allocator.h"
 #include "sample/sampler.h"
 #include "store/block_table.h"
 #include "store/mapping_index.h"
@@ -133,6 +134,36 @@ bool reserve_native_frames(ThreadStackCache* cache, uint32_t capacity);
 bool reserve_chain_frames(ThreadStackCache* cache);
 void release_stack_cache(ThreadStackCache* cache);
 
+// The stacks of the thread an event happened on, as a hook captured them
+// (hooks/record.cpp): what the engine files the event under.
+struct CapturedStacks {
+    // The thread's cache: its Python frames were captured into
+    // cache->fresh[0..frames), innermost first. Null with frames 0.
+    ThreadStackCache* cache = nullptr;
+    uint32_t frames = 0;
+    uint32_t total_depth = 0;  // the stack's full depth, past the limit too
+    // The thread holds the GIL and so may pin a frame's code that no stack
+    // refers to yet; otherwise such a frame is recorded as kUnknownFrame,
+    // except in a capture, whose sink describes frames as they are first seen.
+    bool can_pin = false;
+    // Native return addresses native[0..native_count), innermost first: only
+    // when the engine wants native traces (a capture asked for them).
+    const uintptr_t* native = nullptr;
+    uint32_t native_count = 0;
+};
+
+// One allocation as a hook saw it: the block, what made it, and where.
+struct AllocationSite {
+    uint32_t domain = 0;  // Engine::kDefaultDomain, or a custom domain
+    uintptr_t address = 0;
+    uint64_t size = 0;
+    Allocator allocator = Allocator::kMalloc;  // matters only to a capture
+    // The block came from pymalloc (the mem and object domains), so that it
+    // may be kept by position (see PoolIndex).
+    bool pooled = false;
+    CapturedStacks stacks;
+};
+
 struct TraceRecord {
     uint32_t domain;
     uintptr_t address;
@@ -197,32 +228,19 @@ class Engine {
 
     // --- events (called from hooks with the thread's re-entrancy guard set) ---
 
-    // Records a block. `cache->fresh[0..frame_count)` holds the stack just
-    // captured (innermost first) and `total_depth` its full depth. A frame
-    // whose code no stack refers to yet is pinned if `can_pin`; otherwise (a
-    // thread without the GIL) it is recorded as kUnknownFrame, except in a
-    // capture, whose sink describes frames as they are first seen.
-    // `pooled` says the block came from pymalloc (the mem and object domains),
-    // so that it may be kept by position (see PoolIndex).
-    // `allocator` and the native return addresses `native_ips[0..native_count)`
-    // (innermost first) matter only to a capture.
-    void record_alloc(uint32_t domain, uintptr_t address, uint64_t size, ThreadStackCache* cache,
-                      uint32_t frame_count, uint32_t total_depth, bool can_pin, bool pooled = false,
-                      Allocator allocator = Allocator::kMalloc, const uintptr_t* native_ips = nullptr,
-                      uint32_t native_count = 0);
-    // Files the block recorded at `address` under the stack just captured
-    // (as for record_alloc), keeping its size: an object reused from a free
+    // Records a block made at `site`.
+    void record_alloc(const AllocationSite& site);
+    // Files the block recorded at `address` under `stacks` (their native
+    // frames unused), keeping its size: an object reused from a free
     // list, which the allocator never saw again, gets the stack that reused
     // it, as the stdlib's tracemalloc does. Counters are unchanged; nothing
     // happens if no block is recorded there, or while capturing (a capture's
     // records stay as written).
-    void restamp(uint32_t domain, uintptr_t address, ThreadStackCache* cache, uint32_t frame_count,
-                 uint32_t total_depth, bool can_pin);
+    void restamp(uint32_t domain, uintptr_t address, const CapturedStacks& stacks);
     // While capturing (CaptureSink::on_object, track_object_lifetimes): the
-    // Python object at `address` was made, with the stacks just captured
-    // (as for record_alloc), or destroyed (frame_count and native_count 0).
-    void record_object(uintptr_t address, bool created, ThreadStackCache* cache, uint32_t frame_count, bool can_pin,
-                       const uintptr_t* native_ips, uint32_t native_count);
+    // Python object at `address` was made, with `stacks`, or destroyed
+    // (empty stacks).
+    void record_object(uintptr_t address, bool created, const CapturedStacks& stacks);
     // Removes a block; false if it was not traced. `removed` may be null.
     // While sampling, an address the filter rules out returns at once, here,
     // inline: hooks call this for every free without a check of their own.
@@ -317,9 +335,8 @@ class Engine {
         uint64_t generation;
         bool resolved;
     };
-    StackLookup begin_stack(ThreadStackCache* cache, uint32_t frame_count);
-    uint32_t finish_stack_locked(const StackLookup& lookup, ThreadStackCache* cache, uint32_t frame_count,
-                                 bool can_pin);
+    StackLookup begin_stack(const CapturedStacks& stacks);
+    uint32_t finish_stack_locked(const StackLookup& lookup, const CapturedStacks& stacks);
     uint32_t intern_frame_locked(uint32_t parent, FrameKey frame, bool can_pin, bool* substituted);
     // Announces the calling thread to the sink once per capture, and again
     // when it was renamed. Holds lock_.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <iterator>
 
 #include "common/loaded_object.h"
 #include "cpython/python_frames.h"
@@ -37,7 +38,7 @@ void restamp_block(uintptr_t address) {
     uint32_t frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth,
                                             g_skip_incomplete.load(std::memory_order_relaxed), &cache->chain);
     if (cache->chain.wanted > cache->chain.capacity) reserve_chain_frames(cache);
-    eng.restamp(Engine::kDefaultDomain, address, cache, frames, total_depth, true);
+    eng.restamp(Engine::kDefaultDomain, address, CapturedStacks{cache, frames, total_depth, true});
 }
 
 void set_skip_incomplete_frames(bool skip) { g_skip_incomplete.store(skip, std::memory_order_relaxed); }
@@ -80,20 +81,17 @@ void record_allocation(uint32_t domain, uintptr_t address, uint64_t size, bool g
 }
 
 namespace {
-// The calling thread's stacks, as a recorded event carries them: its Python
-// frames and, when the engine wants native traces, its native return
-// addresses (heapscope's own frames dropped). Never calls Python.
-struct CapturedStacks {
-    ThreadStackCache* cache = nullptr;
-    uint32_t frames = 0;
-    uint32_t total_depth = 0;
-    bool gil_held = false;
-    const uintptr_t* native = nullptr;
-    uint32_t native_count = 0;
-    uintptr_t fallback[kInitialNativeFrames + 8];  // native frames of a thread without a cache
+// Room for the native frames of a thread without a cache (capture_stacks).
+struct NativeFallback {
+    uintptr_t ips[kInitialNativeFrames + 8];
 };
 
-__attribute__((always_inline)) inline void capture_stacks(bool gil_held, CapturedStacks* out) {
+// The calling thread's stacks, as a recorded event carries them: its Python
+// frames and, when the engine wants native traces, its native return
+// addresses (heapscope's own frames dropped), which may be kept in
+// `fallback`. Never calls Python.
+__attribute__((always_inline)) inline void capture_stacks(bool gil_held, CapturedStacks* out,
+                                                          NativeFallback* fallback) {
     Engine& eng = engine();
     PyThreadState* tstate;
     if (gil_held) {
@@ -104,7 +102,7 @@ __attribute__((always_inline)) inline void capture_stacks(bool gil_held, Capture
         tstate = python::this_thread_state();
         gil_held = tstate && tstate == python::gil_holder();
     }
-    out->gil_held = gil_held;
+    out->can_pin = gil_held;
     ThreadStackCache* cache = nullptr;
     if (tstate) {
         uint32_t limit = eng.traceback_limit();
@@ -122,7 +120,7 @@ __attribute__((always_inline)) inline void capture_stacks(bool gil_held, Capture
         // state yet: a native thread) gets one for this; if that fails, the
         // innermost frames that fit on this stack.
         if (!cache) cache = thread_stack_cache(0);
-        uintptr_t* walked = out->fallback;
+        uintptr_t* walked = fallback->ips;
         size_t n = 0;
         if (cache && reserve_native_frames(cache, kInitialNativeFrames)) {
             for (;;) {
@@ -134,7 +132,7 @@ __attribute__((always_inline)) inline void capture_stacks(bool gil_held, Capture
             }
             walked = cache->native_fresh;
         } else {
-            n = capture_native_stack(out->fallback, kInitialNativeFrames + 8, 0);
+            n = capture_native_stack(fallback->ips, std::size(fallback->ips), 0);
         }
         size_t skip = 0;
         while (skip < n && walked[skip] >= g_own_start && walked[skip] < g_own_end) ++skip;
@@ -147,22 +145,24 @@ __attribute__((always_inline)) inline void capture_stacks(bool gil_held, Capture
 
 void record_allocation_now(uint32_t domain, uintptr_t address, uint64_t size, bool gil_held, bool pooled,
                            Allocator allocator) {
+    NativeFallback fallback;
     CapturedStacks stacks;
-    capture_stacks(gil_held, &stacks);
-    engine().record_alloc(domain, address, size, stacks.cache, stacks.frames, stacks.total_depth, stacks.gil_held,
-                          pooled, allocator, stacks.native, stacks.native_count);
+    capture_stacks(gil_held, &stacks, &fallback);
+    // A copy the walk never saw (it wrote through a pointer): the compiler
+    // can keep its fields in registers through the inlined record_alloc.
+    engine().record_alloc(AllocationSite{domain, address, size, allocator, pooled, stacks});
     t_last_recorded = address;
 }
 
 void record_object(uintptr_t address, bool created) {
     if (!created) {
-        engine().record_object(address, false, nullptr, 0, false, nullptr, 0);
+        engine().record_object(address, false, CapturedStacks{});
         return;
     }
+    NativeFallback fallback;
     CapturedStacks stacks;
-    capture_stacks(true, &stacks);
-    engine().record_object(address, true, stacks.cache, stacks.frames, stacks.gil_held, stacks.native,
-                           stacks.native_count);
+    capture_stacks(true, &stacks, &fallback);
+    engine().record_object(address, true, stacks);
 }
 
 }  // namespace heapscope::hooks
