@@ -126,7 +126,10 @@ uint32_t walk_anchored(const _PyInterpreterFrame* top, FrameKey* out, uint32_t l
     const uint32_t stored =
         walk_frames<AnchoredFrames>(top, out, limit, total_depth, skip_incomplete, chain);
     t_anchor.anchored_walks += chain->anchored;
-    if (!chain->anchor && *total_depth >= kAnchorMinDepth) request_identities(top, skip_incomplete);
+    // No anchor, or one met far down that could not be moved up: the frames
+    // near the top need identities.
+    const bool far = chain->anchored && chain->anchor_steps > kAnchorOffset + kAnchorCandidates;
+    if ((!chain->anchor || far) && *total_depth >= kAnchorMinDepth) request_identities(top, skip_incomplete);
     return stored;
 }
 

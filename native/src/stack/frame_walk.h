@@ -51,6 +51,7 @@ struct FrameChain {
     bool anchor_entry = false;   // the anchor's own key carries the entry flag
     bool anchor_skip = false;    // skip_incomplete of the walk that armed it
     bool anchored = false;       // whether the last walk met the anchor
+    uint32_t anchor_steps = 0;   // frames it read above the anchor, if so (0 if it then armed one nearer the top)
 };
 
 // How many frames from the top an anchor is looked for (kAnchorOffset kept
@@ -133,6 +134,44 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
 
     constexpr bool kAnchors = requires(const Frame* f) { Traits::anchor_identity(f); };
     const Frame* const top = frame;
+    // Arms the topmost frame at least kAnchorOffset kept frames down whose
+    // call has an identity, from a whole walk's `stored` frames in `out` and
+    // `depth` in all; false (the anchor unchanged) if none is found.
+    auto arm = [&](uint32_t stored_all, uint32_t depth_all) -> bool {
+        if constexpr (requires(const Frame* f) { Traits::anchor_identity(f); }) {
+            if (!chain->tail) return false;
+            uint32_t kept = 0;
+            const Frame* f = top;
+            for (uint32_t step = 0; f != nullptr && step < kAnchorOffset + kAnchorCandidates;
+                 ++step, f = Traits::previous(f)) {
+                FrameKey key;
+                if (Traits::read(f, skip_incomplete, &key) != FrameRole::kKept) continue;
+                const uint32_t index = kept++;  // its index in `out`, if stored
+                if (index < kAnchorOffset) continue;
+                const uintptr_t identity = Traits::anchor_identity(f);
+                if (!identity) continue;
+                const uint32_t tail_count = stored_all > index + 1 ? stored_all - index - 1 : 0;
+                if (tail_count > chain->capacity || !frame_anchors::hold(&chain->anchor_slot, identity)) return false;
+                std::memcpy(chain->tail, out + index + 1, tail_count * sizeof(FrameKey));
+                chain->tail_count = tail_count;
+                chain->tail_depth = depth_all - index - 1;
+                // Whether an entry marker sits right below it (ignored frames
+                // aside): read from the frames, not from the key's bit 0.
+                FrameRole below = FrameRole::kIgnored;
+                for (const Frame* b = Traits::previous(f); b != nullptr && below == FrameRole::kIgnored;
+                     b = Traits::previous(b)) {
+                    below = Traits::read(b, skip_incomplete, &key);
+                }
+                chain->anchor_entry = below == FrameRole::kEntry;
+                chain->anchor_skip = skip_incomplete;
+                chain->anchor = reinterpret_cast<uintptr_t>(f);
+                chain->anchor_identity = identity;
+                return true;
+            }
+        }
+        return false;
+    };
+
     if constexpr (kAnchors) {
         if (chain && chain->anchor && chain->anchor_skip == skip_incomplete &&
             frame_anchors::stands(chain->anchor_slot, chain->anchor_identity)) {
@@ -150,7 +189,13 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
                 if (need > chain->tail_count) break;  // the arming walk stored fewer: walk it all
                 std::memcpy(out + stored, chain->tail, need * sizeof(FrameKey));
                 chain->anchored = true;
+                chain->anchor_steps = step;
                 *total_depth = depth + chain->tail_depth;
+                // Met far down (armed when the stack was lower): move it up
+                // if a frame near the top has an identity.
+                if (step > kAnchorOffset + kAnchorCandidates && arm(stored + need, *total_depth)) {
+                    chain->anchor_steps = 0;
+                }
                 return stored + need;
             }
             stored = depth = 0;  // not met: a full walk
@@ -201,37 +246,7 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
         const uintptr_t had = chain ? chain->anchor_identity : 0;
         if (chain) chain->anchor = chain->anchor_identity = 0;
         if (chain) chain->anchored = false;
-        if (chain && chain->tail && depth >= kAnchorMinDepth) {
-            // Arm: the topmost frame at least kAnchorOffset kept frames down whose call has an identity.
-            uint32_t kept = 0;
-            const Frame* f = top;
-            for (uint32_t step = 0; f != nullptr && step < kAnchorOffset + kAnchorCandidates;
-                 ++step, f = Traits::previous(f)) {
-                FrameKey key;
-                if (Traits::read(f, skip_incomplete, &key) != FrameRole::kKept) continue;
-                const uint32_t index = kept++;  // its index in `out`, if stored
-                if (index < kAnchorOffset) continue;
-                const uintptr_t identity = Traits::anchor_identity(f);
-                if (!identity) continue;
-                const uint32_t tail_count = stored > index + 1 ? stored - index - 1 : 0;
-                if (tail_count > chain->capacity || !frame_anchors::hold(&chain->anchor_slot, identity)) break;
-                std::memcpy(chain->tail, out + index + 1, tail_count * sizeof(FrameKey));
-                chain->tail_count = tail_count;
-                chain->tail_depth = depth - index - 1;
-                // Whether an entry marker sits right below it (ignored frames
-                // aside): read from the frames, not from the key's bit 0.
-                FrameRole below = FrameRole::kIgnored;
-                for (const Frame* b = Traits::previous(f); b != nullptr && below == FrameRole::kIgnored;
-                     b = Traits::previous(b)) {
-                    below = Traits::read(b, skip_incomplete, &key);
-                }
-                chain->anchor_entry = below == FrameRole::kEntry;
-                chain->anchor_skip = skip_incomplete;
-                chain->anchor = reinterpret_cast<uintptr_t>(f);
-                chain->anchor_identity = identity;
-                break;
-            }
-        }
+        if (chain && depth >= kAnchorMinDepth) arm(stored, depth);
         if (had && !chain->anchor_identity) frame_anchors::hold(&chain->anchor_slot, 0);
     }
     if (chain) {
