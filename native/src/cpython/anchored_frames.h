@@ -128,7 +128,7 @@ uint32_t walk_anchored(const _PyInterpreterFrame* top, FrameKey* out, uint32_t l
     t_anchor.anchored_walks += chain->anchored;
     // No anchor, or one met far down that could not be moved up: the frames
     // near the top need identities.
-    const bool far = chain->anchored && chain->anchor_steps > kAnchorOffset + kAnchorCandidates;
+    const bool far = chain->anchored && chain->anchor_far;
     if ((!chain->anchor || far) && *total_depth >= kAnchorMinDepth) request_identities(top, skip_incomplete);
     return stored;
 }

@@ -51,7 +51,8 @@ struct FrameChain {
     bool anchor_entry = false;   // the anchor's own key carries the entry flag
     bool anchor_skip = false;    // skip_incomplete of the walk that armed it
     bool anchored = false;       // whether the last walk met the anchor
-    uint32_t anchor_steps = 0;   // frames it read above the anchor, if so (0 if it then armed one nearer the top)
+    bool anchor_far = false;     // and met it more than kAnchorNear kept frames down
+    uint32_t rearm_wait = 0;     // anchored walks before the next try to move a far anchor up
 };
 
 // How many frames from the top an anchor is looked for (kAnchorOffset kept
@@ -62,6 +63,10 @@ inline constexpr uint32_t kAnchorCandidates = 12;
 inline constexpr uint32_t kAnchorMinDepth = 24;
 // How far from the top an anchored walk looks for its anchor.
 inline constexpr uint32_t kAnchorReach = 64;
+// An anchor more kept frames down than this is moved up when it can be,
+// trying again after kRearmWait anchored walks if it cannot.
+inline constexpr uint32_t kAnchorNear = kAnchorOffset + 2;
+inline constexpr uint32_t kRearmWait = 64;
 
 // Makes both arrays hold at least `capacity` addresses (the last walk is
 // forgotten); false if memory ran out. Calls malloc.
@@ -181,6 +186,7 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
                     take(f);
                     continue;
                 }
+                const uint32_t kept_above = depth;
                 take(f);  // the anchor itself may have moved on since (its callee returned)
                 if (Traits::anchor_identity(f) != chain->anchor_identity) break;  // a later call at its address
                 if (chain->anchor_entry && last_stored) out[stored - 1].instr |= 1;
@@ -189,12 +195,20 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
                 if (need > chain->tail_count) break;  // the arming walk stored fewer: walk it all
                 std::memcpy(out + stored, chain->tail, need * sizeof(FrameKey));
                 chain->anchored = true;
-                chain->anchor_steps = step;
                 *total_depth = depth + chain->tail_depth;
-                // Met far down (armed when the stack was lower): move it up
-                // if a frame near the top has an identity.
-                if (step > kAnchorOffset + kAnchorCandidates && arm(stored + need, *total_depth)) {
-                    chain->anchor_steps = 0;
+                // Met farther down than need be (armed when the stack was
+                // lower, or when the frames above had no identity): move it
+                // up if a frame nearer the top has one; after a failed try,
+                // wait a while before the next.
+                chain->anchor_far = kept_above > kAnchorNear;
+                if (chain->anchor_far) {
+                    if (chain->rearm_wait > 0) {
+                        --chain->rearm_wait;
+                    } else if (arm(stored + need, *total_depth)) {
+                        chain->anchor_far = false;
+                    } else {
+                        chain->rearm_wait = kRearmWait;
+                    }
                 }
                 return stored + need;
             }
