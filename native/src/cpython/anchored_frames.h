@@ -136,10 +136,10 @@ uint32_t walk_anchored(const _PyInterpreterFrame* top, FrameKey* out, uint32_t l
 }  // namespace
 
 uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
-                       bool skip_incomplete, FrameChain* chain) {
+                       bool skip_incomplete, FrameChain* chain, bool gil_held) {
     // Anchors need the walk's thread to hold the GIL: it serialises the walk
     // with the frees that fell anchors (frame_anchors.h).
-    if (!chain || !frame_anchors::enabled() || tstate != gil_holder()) {
+    if (!chain || !gil_held || !frame_anchors::enabled()) {
         return walk_plain(top_frame(tstate), out, limit, total_depth, skip_incomplete, chain);
     }
     return walk_anchored(top_frame(tstate), out, limit, total_depth, skip_incomplete, chain);

@@ -34,8 +34,10 @@ PyThreadState* this_thread_state();
 // `chain`, the calling thread's own (see stack/frame_walk.h), makes a walk
 // of a stack whose outer frames have not changed since its last walk much
 // cheaper; the result is the same without it.
+// `gil_held`: `tstate` is the calling thread's and it holds the GIL, which
+// anchored walks need (below).
 uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
-                       bool skip_incomplete = false, FrameChain* chain = nullptr);
+                       bool skip_incomplete = false, FrameChain* chain = nullptr, bool gil_held = false);
 
 // Anchored walks (CPython 3.11+, stack/frame_walk.h): a walk of a deep stack
 // reads only the frames above an anchor, a frame whose call its frame object

@@ -27,7 +27,7 @@ struct Frames {
 }  // namespace
 
 uint32_t capture_stack(PyThreadState* tstate, FrameKey* out, uint32_t limit, uint32_t* total_depth,
-                       bool skip_incomplete, FrameChain* chain) {
+                       bool skip_incomplete, FrameChain* chain, bool) {
     return walk_frames<Frames>(tstate->frame, out, limit, total_depth, skip_incomplete, chain);
 }
 

@@ -36,7 +36,7 @@ void restamp_block(uintptr_t address) {
     if (!cache) return;
     uint32_t total_depth = 0;
     uint32_t frames = python::capture_stack(tstate, cache->fresh, limit, &total_depth,
-                                            g_skip_incomplete.load(std::memory_order_relaxed), &cache->chain);
+                                            g_skip_incomplete.load(std::memory_order_relaxed), &cache->chain, true);
     if (cache->chain.wanted > cache->chain.capacity) reserve_chain_frames(cache);
     eng.restamp(Engine::kDefaultDomain, address, CapturedStacks{cache, frames, total_depth, true});
 }
@@ -109,7 +109,8 @@ __attribute__((always_inline)) inline void capture_stacks(bool gil_held, Capture
         cache = thread_stack_cache(limit);
         if (cache) {
             out->frames = python::capture_stack(tstate, cache->fresh, limit, &out->total_depth,
-                                                g_skip_incomplete.load(std::memory_order_relaxed), &cache->chain);
+                                                g_skip_incomplete.load(std::memory_order_relaxed), &cache->chain,
+                                                gil_held);
             // A deeper stack than the chain holds: grow it for the next walk.
             if (cache->chain.wanted > cache->chain.capacity) reserve_chain_frames(cache);
         }

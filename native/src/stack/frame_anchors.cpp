@@ -4,10 +4,10 @@ namespace heapscope::frame_anchors {
 
 namespace detail {
 std::atomic<uint16_t> filter[kFilterBuckets];
+std::atomic<bool> enabled{false};
 }  // namespace detail
 
 namespace {
-std::atomic<bool> g_enabled{false};
 std::atomic<bool> g_taken[kSlots];
 std::atomic<uintptr_t> g_blocks[kSlots];  // the anchor's frame object block, 0: none standing
 
@@ -28,12 +28,10 @@ void detail::forget_block(uintptr_t block) {
 }
 
 void enable(bool on) {
-    g_enabled.store(on, std::memory_order_relaxed);
+    detail::enabled.store(on, std::memory_order_relaxed);
     if (on) return;
     for (uint32_t i = 0; i < kSlots; ++i) clear(i, g_blocks[i].load(std::memory_order_relaxed));
 }
-
-bool enabled() { return g_enabled.load(std::memory_order_relaxed); }
 
 bool hold(uint32_t* slot, uintptr_t block) {
     if (*slot == 0) {
@@ -45,7 +43,7 @@ bool hold(uint32_t* slot, uintptr_t block) {
     }
     const uint32_t index = *slot - 1;
     clear(index, g_blocks[index].load(std::memory_order_relaxed));
-    if (block != 0 && g_enabled.load(std::memory_order_relaxed)) {
+    if (block != 0 && enabled()) {
         detail::filter[detail::bucket(block)].fetch_add(1, std::memory_order_relaxed);
         g_blocks[index].store(block, std::memory_order_relaxed);
     }

@@ -27,6 +27,7 @@ namespace detail {
 // How many standing anchors' blocks hash to each bucket: a free whose
 // bucket is empty cannot be an anchor's.
 extern std::atomic<uint16_t> filter[kFilterBuckets];
+extern std::atomic<bool> enabled;
 inline uint32_t bucket(uintptr_t block) { return static_cast<uint32_t>((block >> 4) * 0x9E3779B97F4A7C15ull >> 54); }
 void forget_block(uintptr_t block);
 }  // namespace detail
@@ -34,7 +35,7 @@ void forget_block(uintptr_t block);
 // Turns anchors on (walks may arm them) or off (every anchor falls). Call
 // with the GIL, at a session's start and end.
 void enable(bool on);
-bool enabled();
+inline bool enabled() { return detail::enabled.load(std::memory_order_relaxed); }
 
 // Makes `block` (0: none) the anchor of the thread owning `*slot` (index + 1;
 // 0 until the thread first holds one). False if no slot is free.

@@ -89,6 +89,45 @@ inline constexpr uint32_t kChainSearch = 8;
 // junction, and the null address that ends the list.
 inline constexpr uint32_t kChainSlack = kChainSearch + 2;
 
+// Arms `chain`'s anchor: the topmost frame at least kAnchorOffset kept
+// frames below `top` whose call has an identity, from a whole walk's
+// `stored` frames in `out` and `depth` kept frames in all. False (the anchor
+// unchanged) if none is found. A function of its own, not a lambda of the
+// walk: capturing the walk's counters would keep them out of registers.
+template <class Traits>
+bool arm_anchor(FrameChain* chain, const typename Traits::Frame* top, const FrameKey* out, uint32_t stored,
+                uint32_t depth, bool skip_incomplete) {
+    using Frame = typename Traits::Frame;
+    if (!chain->tail) return false;
+    uint32_t kept = 0;
+    const Frame* f = top;
+    for (uint32_t step = 0; f != nullptr && step < kAnchorOffset + kAnchorCandidates; ++step, f = Traits::previous(f)) {
+        FrameKey key;
+        if (Traits::read(f, skip_incomplete, &key) != FrameRole::kKept) continue;
+        const uint32_t index = kept++;  // its index in `out`, if stored
+        if (index < kAnchorOffset) continue;
+        const uintptr_t identity = Traits::anchor_identity(f);
+        if (!identity) continue;
+        const uint32_t tail_count = stored > index + 1 ? stored - index - 1 : 0;
+        if (tail_count > chain->capacity || !frame_anchors::hold(&chain->anchor_slot, identity)) return false;
+        std::memcpy(chain->tail, out + index + 1, tail_count * sizeof(FrameKey));
+        chain->tail_count = tail_count;
+        chain->tail_depth = depth - index - 1;
+        // Whether an entry marker sits right below it (ignored frames aside):
+        // read from the frames, not from the key's bit 0.
+        FrameRole below = FrameRole::kIgnored;
+        for (const Frame* b = Traits::previous(f); b != nullptr && below == FrameRole::kIgnored; b = Traits::previous(b)) {
+            below = Traits::read(b, skip_incomplete, &key);
+        }
+        chain->anchor_entry = below == FrameRole::kEntry;
+        chain->anchor_skip = skip_incomplete;
+        chain->anchor = reinterpret_cast<uintptr_t>(f);
+        chain->anchor_identity = identity;
+        return true;
+    }
+    return false;
+}
+
 // Traits: `using Frame = ...;` and
 //   static const Frame* previous(const Frame*)
 //   static FrameRole read(const Frame*, bool skip_incomplete, FrameKey* key)   (key set for kKept)
@@ -139,44 +178,6 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
 
     constexpr bool kAnchors = requires(const Frame* f) { Traits::anchor_identity(f); };
     const Frame* const top = frame;
-    // Arms the topmost frame at least kAnchorOffset kept frames down whose
-    // call has an identity, from a whole walk's `stored` frames in `out` and
-    // `depth` in all; false (the anchor unchanged) if none is found.
-    auto arm = [&](uint32_t stored_all, uint32_t depth_all) -> bool {
-        if constexpr (requires(const Frame* f) { Traits::anchor_identity(f); }) {
-            if (!chain->tail) return false;
-            uint32_t kept = 0;
-            const Frame* f = top;
-            for (uint32_t step = 0; f != nullptr && step < kAnchorOffset + kAnchorCandidates;
-                 ++step, f = Traits::previous(f)) {
-                FrameKey key;
-                if (Traits::read(f, skip_incomplete, &key) != FrameRole::kKept) continue;
-                const uint32_t index = kept++;  // its index in `out`, if stored
-                if (index < kAnchorOffset) continue;
-                const uintptr_t identity = Traits::anchor_identity(f);
-                if (!identity) continue;
-                const uint32_t tail_count = stored_all > index + 1 ? stored_all - index - 1 : 0;
-                if (tail_count > chain->capacity || !frame_anchors::hold(&chain->anchor_slot, identity)) return false;
-                std::memcpy(chain->tail, out + index + 1, tail_count * sizeof(FrameKey));
-                chain->tail_count = tail_count;
-                chain->tail_depth = depth_all - index - 1;
-                // Whether an entry marker sits right below it (ignored frames
-                // aside): read from the frames, not from the key's bit 0.
-                FrameRole below = FrameRole::kIgnored;
-                for (const Frame* b = Traits::previous(f); b != nullptr && below == FrameRole::kIgnored;
-                     b = Traits::previous(b)) {
-                    below = Traits::read(b, skip_incomplete, &key);
-                }
-                chain->anchor_entry = below == FrameRole::kEntry;
-                chain->anchor_skip = skip_incomplete;
-                chain->anchor = reinterpret_cast<uintptr_t>(f);
-                chain->anchor_identity = identity;
-                return true;
-            }
-        }
-        return false;
-    };
-
     if constexpr (kAnchors) {
         if (chain && chain->anchor && chain->anchor_skip == skip_incomplete &&
             frame_anchors::stands(chain->anchor_slot, chain->anchor_identity)) {
@@ -204,7 +205,7 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
                 if (chain->anchor_far) {
                     if (chain->rearm_wait > 0) {
                         --chain->rearm_wait;
-                    } else if (arm(stored + need, *total_depth)) {
+                    } else if (arm_anchor<Traits>(chain, top, out, stored + need, *total_depth, skip_incomplete)) {
                         chain->anchor_far = false;
                     } else {
                         chain->rearm_wait = kRearmWait;
@@ -260,7 +261,7 @@ uint32_t walk_frames(const typename Traits::Frame* frame, FrameKey* out, uint32_
         const uintptr_t had = chain ? chain->anchor_identity : 0;
         if (chain) chain->anchor = chain->anchor_identity = 0;
         if (chain) chain->anchored = false;
-        if (chain && depth >= kAnchorMinDepth) arm(stored, depth);
+        if (chain && depth >= kAnchorMinDepth) arm_anchor<Traits>(chain, top, out, stored, depth, skip_incomplete);
         if (had && !chain->anchor_identity) frame_anchors::hold(&chain->anchor_slot, 0);
     }
     if (chain) {
