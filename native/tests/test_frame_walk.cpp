@@ -47,11 +47,12 @@ struct Walk {
     bool operator==(const Walk& other) const { return frames == other.frames && total_depth == other.total_depth; }
 };
 
+template <class Traits = TestFrames>
 Walk walk(const TestFrame* top, uint32_t limit, FrameChain* chain) {
     Walk result;
     result.frames.resize(limit);
-    uint32_t stored = heapscope::walk_frames<TestFrames>(top, result.frames.data(), limit, &result.total_depth,
-                                                          false, chain);
+    uint32_t stored = heapscope::walk_frames<Traits>(top, result.frames.data(), limit, &result.total_depth,
+                                                      false, chain);
     result.frames.resize(stored);
     return result;
 }
@@ -267,15 +268,6 @@ struct AnchoredFrames : TestFrames {
         return frame->live && frame->role == FrameRole::kKept ? frame->identity : 0;
     }
 };
-
-Walk anchored_walk(const TestFrame* top, uint32_t limit, FrameChain* chain) {
-    Walk result;
-    result.frames.resize(limit);
-    uint32_t stored = heapscope::walk_frames<AnchoredFrames>(top, result.frames.data(), limit, &result.total_depth,
-                                                              false, chain);
-    result.frames.resize(stored);
-    return result;
-}
 }  // namespace
 
 TEST(FrameWalk, AnchoredWalksGiveWhatAPlainWalkGives) {
@@ -299,7 +291,7 @@ TEST(FrameWalk, AnchoredWalksGiveWhatAPlainWalkGives) {
         auto leaves = [](const TestFrame*) {};
         for (int event = 0; event < 20000; ++event) {
             const TestFrame* top = changes.step(leaves);
-            ASSERT_EQ(anchored_walk(top, limit, &chain), walk(top, limit, nullptr))
+            ASSERT_EQ(walk<AnchoredFrames>(top, limit, &chain), walk(top, limit, nullptr))
                 << "limit " << limit << ", event " << event;
             anchored += chain.anchored;
         }

@@ -92,13 +92,11 @@ int make_identities(void*) {
 void request_identities(const _PyInterpreterFrame* top, bool skip_incomplete) {
     if (++t_anchor.deep_misses < kMissesPerRequest) return;
     uintptr_t candidates[kAnchorCandidates] = {};
-    uint32_t kept = 0, count = 0;
-    uint32_t step = 0;
-    for (const _PyInterpreterFrame* f = top; f && step < kAnchorOffset + kAnchorCandidates; f = f->previous, ++step) {
-        FrameKey key;
-        if (Frames::read(f, skip_incomplete, &key) != FrameRole::kKept || kept++ < kAnchorOffset) continue;
+    uint32_t count = 0;
+    for_each_anchor_candidate<Frames>(top, skip_incomplete, [&](const _PyInterpreterFrame* f, uint32_t) {
         if (f->owner == FRAME_OWNED_BY_THREAD && !f->frame_obj) candidates[count++] = reinterpret_cast<uintptr_t>(f);
-    }
+        return false;
+    });
     if (count == 0) {  // no candidate can get one (generator frames): look again later
         t_anchor.deep_misses = -kMissesAfterFruitless;
         return;

@@ -89,32 +89,44 @@ inline constexpr uint32_t kChainSearch = 8;
 // junction, and the null address that ends the list.
 inline constexpr uint32_t kChainSlack = kChainSearch + 2;
 
-// Arms `chain`'s anchor: the topmost frame at least kAnchorOffset kept
-// frames below `top` whose call has an identity, from a whole walk's
-// `stored` frames in `out` and `depth` kept frames in all. False (the anchor
-// unchanged) if none is found. A function of its own, not a lambda of the
-// walk: capturing the walk's counters would keep them out of registers.
+// Calls `visit(frame, index)` for each anchor candidate below `top`, nearest
+// first, until it returns true: the kept frames at least kAnchorOffset kept
+// frames down, among the first kAnchorOffset + kAnchorCandidates frames.
+// `index` is the frame's index among the kept frames (in a walk's `out`).
+template <class Traits, class Visit>
+void for_each_anchor_candidate(const typename Traits::Frame* top, bool skip_incomplete, Visit&& visit) {
+    uint32_t kept = 0;
+    const typename Traits::Frame* f = top;
+    for (uint32_t step = 0; f != nullptr && step < kAnchorOffset + kAnchorCandidates; ++step, f = Traits::previous(f)) {
+        FrameKey key;
+        if (Traits::read(f, skip_incomplete, &key) != FrameRole::kKept) continue;
+        const uint32_t index = kept++;
+        if (index >= kAnchorOffset && visit(f, index)) return;
+    }
+}
+
+// Arms `chain`'s anchor: the nearest anchor candidate below `top` whose call
+// has an identity, from a whole walk's `stored` frames in `out` and `depth`
+// kept frames in all. False (the anchor unchanged) if none is found. A
+// function of its own, not a lambda of the walk: capturing the walk's
+// counters would keep them out of registers.
 template <class Traits>
 bool arm_anchor(FrameChain* chain, const typename Traits::Frame* top, const FrameKey* out, uint32_t stored,
                 uint32_t depth, bool skip_incomplete) {
     using Frame = typename Traits::Frame;
     if (!chain->tail) return false;
-    uint32_t kept = 0;
-    const Frame* f = top;
-    for (uint32_t step = 0; f != nullptr && step < kAnchorOffset + kAnchorCandidates; ++step, f = Traits::previous(f)) {
-        FrameKey key;
-        if (Traits::read(f, skip_incomplete, &key) != FrameRole::kKept) continue;
-        const uint32_t index = kept++;  // its index in `out`, if stored
-        if (index < kAnchorOffset) continue;
+    bool armed = false;
+    for_each_anchor_candidate<Traits>(top, skip_incomplete, [&](const Frame* f, uint32_t index) {
         const uintptr_t identity = Traits::anchor_identity(f);
-        if (!identity) continue;
+        if (!identity) return false;
         const uint32_t tail_count = stored > index + 1 ? stored - index - 1 : 0;
-        if (tail_count > chain->capacity || !frame_anchors::hold(&chain->anchor_slot, identity)) return false;
+        if (tail_count > chain->capacity || !frame_anchors::hold(&chain->anchor_slot, identity)) return true;
         std::memcpy(chain->tail, out + index + 1, tail_count * sizeof(FrameKey));
         chain->tail_count = tail_count;
         chain->tail_depth = depth - index - 1;
         // Whether an entry marker sits right below it (ignored frames aside):
         // read from the frames, not from the key's bit 0.
+        FrameKey key;
         FrameRole below = FrameRole::kIgnored;
         for (const Frame* b = Traits::previous(f); b != nullptr && below == FrameRole::kIgnored; b = Traits::previous(b)) {
             below = Traits::read(b, skip_incomplete, &key);
@@ -123,9 +135,10 @@ bool arm_anchor(FrameChain* chain, const typename Traits::Frame* top, const Fram
         chain->anchor_skip = skip_incomplete;
         chain->anchor = reinterpret_cast<uintptr_t>(f);
         chain->anchor_identity = identity;
+        armed = true;
         return true;
-    }
-    return false;
+    });
+    return armed;
 }
 
 // Traits: `using Frame = ...;` and
