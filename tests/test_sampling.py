@@ -72,11 +72,11 @@ PROGRAM = """
 """
 
 
-def run_program(tmp_path, door, sampling, scale=1.0, seed=1, plan=LINES):
+def run_program(tmp_path, door, sampling, scale=1.0, seed=1, plan=LINES, env=None):
     script = tmp_path / "truth.py"
     marks = write_script(script, PROGRAM)
     out = tmp_path / "result.json"
-    env = dict(python_env(), HEAPSCOPE_SAMPLING_SEED=str(seed))
+    env = dict(python_env(), HEAPSCOPE_SAMPLING_SEED=str(seed), **(env or {}))
     proc = subprocess.run([sys.executable, str(script), door, json.dumps(sampling), str(scale), str(out),
                            json.dumps(plan)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -246,6 +246,40 @@ def test_sampled_capture_estimates_converge(tmp_path, sampling, seed):
     assert reader.metadata.total_allocations >= blocks * 0.5  # estimated count, not events
     events = sum(1 for _ in reader.get_allocation_records())
     assert events < blocks / 4
+
+
+def test_sampled_capture_estimates_converge_when_python_allocates_with_malloc(tmp_path):
+    """With PYTHONMALLOC=malloc the object domain calls malloc, whose hook
+    samples too: the object hook must not count the same bytes first (its
+    unguarded path is only for pymalloc), or every small block would be
+    picked twice as often."""
+    path = tmp_path / "sampled.hscap"
+    script, marks, result = run_program(tmp_path, str(path), 65536, scale=0.25, seed=9, env={"PYTHONMALLOC": "malloc"})
+    reader, lines = capture_by_line(path, script, marks)
+    check_lines(lines, marks, result, 65536)
+
+
+def test_sampled_capture_leaves_pymallocs_arenas_out(tmp_path):
+    """A sampled capture of Python's allocators traces pymalloc's blocks, not
+    the arenas it maps for them, though the sampled hooks pass most blocks
+    over without their guard: the arena allocator is guarded instead."""
+    path = tmp_path / "sampled.hscap"
+    script = tmp_path / "arenas.py"
+    lines = write_script(script, f"""
+        import heapscope
+        keep = []
+        with heapscope.Tracker({str(path)!r}, trace_python_allocators=True, sampling=True):
+            for i in range(400_000):
+                keep.append((i, str(i)))  # @tuples
+    """)
+    proc = subprocess.run([sys.executable, str(script)], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    reader, by_line = capture_by_line(path, script, lines)
+    # ~36 MiB of tuples and strs, in ~36 arenas: each mapped arena would be an exact record.
+    assert 20 << 20 < by_line[lines["tuples"]][0] < 60 << 20
+    mapped = [(record.size, record.stack_trace()[:1]) for record in reader.get_allocation_records()
+              if record.allocator.name == "MMAP"]
+    assert mapped == []
 
 
 # 512 MiB: four lines of 128 MiB, sizes log-uniform over ranges that start

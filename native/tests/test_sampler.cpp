@@ -156,6 +156,37 @@ TEST(Sampler, FirstDecisionOfASessionStartsAFreshGap) {
     EXPECT_LT(recorded, 10);  // p(1) ~ 2e-6: expected 0.04
 }
 
+TEST(Sampler, PassingOverDecidesAsShouldSampleDoes) {
+    // The hooks' unguarded path: where passes_over decides, should_sample
+    // decides the same from the same state; where it cannot, it counts
+    // nothing, so that should_sample then counts the block once.
+    SamplingConfig config = poisson(4096, 31);
+    ThreadSampler state{};
+    std::mt19937_64 sizes(5);
+    int passed = 0, recorded = 0;
+    for (int i = 0; i < 200000; ++i) {
+        const uint64_t size = sizes() % 600;
+        const uint64_t session = i < 100000 ? 1 : 2;  // a new session half-way: the counter is not carried over
+        ThreadSampler before = state;
+        if (passes_over(config, &state, session, size)) {
+            ++passed;
+            ASSERT_FALSE(should_sample(config, &before, session, size)) << "allocation " << i;
+            ASSERT_EQ(state.bytes_until_mark, before.bytes_until_mark) << "allocation " << i;
+            ASSERT_GT(state.bytes_until_mark, 0);
+        } else {
+            ASSERT_EQ(state.bytes_until_mark, before.bytes_until_mark) << "allocation " << i;
+            recorded += should_sample(config, &state, session, size);
+        }
+        ASSERT_EQ(state.session, session);
+    }
+    EXPECT_GT(recorded, 1000);
+    EXPECT_GT(passed, 150000);
+    // Other modes always leave the decision to should_sample, counting nothing.
+    ThreadSampler ranges{};
+    EXPECT_FALSE(passes_over(heapprof_defaults(), &ranges, 1, 16));
+    EXPECT_EQ(ranges.bytes_until_mark, 0);
+}
+
 TEST(Sampler, DescribeParseRoundTripAndErrors) {
     for (const SamplingConfig& config : {SamplingConfig{}, poisson(524288, 0), heapprof_defaults(0)}) {
         SamplingConfig parsed;

@@ -45,6 +45,15 @@ inline bool sampler_picks(uint64_t size) {
     return should_sample(eng.sampling(), &state.sampler, eng.session(), size) || state.record_all;
 }
 
+// The sampled hooks' fast path: true, with the allocation counted, when the
+// sampler certainly passes over `size` bytes on the calling thread; false,
+// with nothing counted, when sampler_picks must decide. Needs no guard.
+inline bool sampler_passes_over(uint64_t size) {
+    Engine& eng = engine();
+    ThreadHookState& state = t_hook_state;
+    return !state.record_all && passes_over(eng.sampling(), &state.sampler, eng.session(), size);
+}
+
 // Whether an allocation of `size` bytes from `allocator` is to be recorded:
 // always unless sampling, then the sampler's decision, for the allocators it
 // applies to. Decided before any stack is walked. Call with the guard held.

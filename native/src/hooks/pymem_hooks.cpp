@@ -1,5 +1,6 @@
 #include "hooks/pymem_hooks.h"
 
+#include "cpython/python_allocators.h"
 #include "cpython/python_frames.h"
 #include "engine/engine.h"
 #include "engine/thread_state.h"
@@ -15,6 +16,7 @@ namespace {
 // still be reading the previous one's `original` while we install anew.
 struct DomainHook {
     PyMemAllocatorEx original;  // the allocator we wrap; this struct is our ctx
+    bool over_pymalloc;         // `original` is pymalloc itself (python::allocators_are_pymalloc)
 };
 
 // The contexts of the hooks on top of each domain's chain (null: not ours).
@@ -145,9 +147,20 @@ __attribute__((noinline)) void record_picked(const HookGuard& guard, void* ptr, 
                      D != PYMEM_DOMAIN_RAW, allocator);
 }
 
+// The unguarded path of the sampled mem and object hooks over pymalloc: a
+// request pymalloc serves from its pools calls no other hooked allocator (a
+// new arena's map goes through the arena allocator, which set_arena_guard
+// guards instead), so an allocation the sampler passes over needs no guard.
+// The guarded paths are functions of their own, so that the unguarded one
+// saves no registers and ends in a jump to pymalloc.
 template <PyMemAllocatorDomain D>
-void* sampled_malloc(void* ctx, size_t size) {
-    PyMemAllocatorEx* alloc = original(ctx);
+inline bool passes_unguarded(const DomainHook* hook, size_t size) {
+    return D != PYMEM_DOMAIN_RAW && hook->over_pymalloc && size <= python::kPymallocLargest &&
+           sampler_passes_over(size);
+}
+
+template <PyMemAllocatorDomain D>
+__attribute__((noinline)) void* guarded_sampled_malloc(PyMemAllocatorEx* alloc, size_t size) {
     HookGuard guard;
     void* ptr = alloc->malloc(alloc->ctx, size);
     if (ptr && guard.entered() && sampler_picks(size)) [[unlikely]] {
@@ -157,14 +170,31 @@ void* sampled_malloc(void* ctx, size_t size) {
 }
 
 template <PyMemAllocatorDomain D>
-void* sampled_calloc(void* ctx, size_t nelem, size_t elsize) {
+void* sampled_malloc(void* ctx, size_t size) {
     PyMemAllocatorEx* alloc = original(ctx);
+    if (passes_unguarded<D>(static_cast<DomainHook*>(ctx), size)) [[likely]] return alloc->malloc(alloc->ctx, size);
+    return guarded_sampled_malloc<D>(alloc, size);
+}
+
+template <PyMemAllocatorDomain D>
+__attribute__((noinline)) void* guarded_sampled_calloc(PyMemAllocatorEx* alloc, size_t nelem, size_t elsize) {
     HookGuard guard;
     void* ptr = alloc->calloc(alloc->ctx, nelem, elsize);
     if (ptr && guard.entered() && sampler_picks(nelem * elsize)) [[unlikely]] {
         record_picked<D>(guard, ptr, nelem * elsize, Allocator::kPymallocCalloc);
     }
     return ptr;
+}
+
+template <PyMemAllocatorDomain D>
+void* sampled_calloc(void* ctx, size_t nelem, size_t elsize) {
+    PyMemAllocatorEx* alloc = original(ctx);
+    size_t size;
+    if (!__builtin_mul_overflow(nelem, elsize, &size) && passes_unguarded<D>(static_cast<DomainHook*>(ctx), size))
+        [[likely]] {
+        return alloc->calloc(alloc->ctx, nelem, elsize);
+    }
+    return guarded_sampled_calloc<D>(alloc, nelem, elsize);
 }
 
 template <PyMemAllocatorDomain D, bool kWatch>
@@ -184,8 +214,53 @@ void* sampled_realloc(void* ctx, void* old_ptr, size_t new_size) {
 }
 
 template <PyMemAllocatorDomain D, bool kWatch>
+__attribute__((noinline)) void guarded_free(PyMemAllocatorEx* alloc, void* ptr) {
+    forget_then_free<D, kWatch>(alloc, ptr);
+}
+
+template <PyMemAllocatorDomain D, bool kWatch>
 void sampled_free(void* ctx, void* ptr) {
-    forget_then_free<D, kWatch>(original(ctx), ptr);
+    PyMemAllocatorEx* alloc = original(ctx);
+    // A block the engine cannot have recorded is freed without the guard:
+    // no free records anything, whichever allocator it reaches.
+    if constexpr (!kWatch) {
+        if (!engine().may_have_recorded(reinterpret_cast<uintptr_t>(ptr))) [[likely]] {
+            fell_anchor_of<D>(ptr);
+            return alloc->free(alloc->ctx, ptr);
+        }
+    }
+    guarded_free<D, kWatch>(alloc, ptr);
+}
+
+// pymalloc's arena allocator, wrapped while sampled hooks are installed: a
+// new arena mapped under the unguarded path above must stay out of the
+// traces, as under a guarded hook (its blocks are what is traced). Once
+// wrapped it stays in the chain (another tool may have wrapped it since),
+// guarding only while g_arena_guard is set.
+PyObjectArenaAllocator g_arena_below{};
+bool g_arena_wrapped = false;
+bool g_arena_guard = false;
+
+void* guarded_arena_alloc(void*, size_t size) {
+    if (!g_arena_guard) return g_arena_below.alloc(g_arena_below.ctx, size);
+    HookGuard guard;
+    return g_arena_below.alloc(g_arena_below.ctx, size);
+}
+
+void guarded_arena_free(void*, void* ptr, size_t size) {
+    if (!g_arena_guard) return g_arena_below.free(g_arena_below.ctx, ptr, size);
+    HookGuard guard;
+    g_arena_below.free(g_arena_below.ctx, ptr, size);
+}
+
+void set_arena_guard(bool on) {
+    if (on && !g_arena_wrapped) {
+        PyObject_GetArenaAllocator(&g_arena_below);
+        PyObjectArenaAllocator ours{nullptr, guarded_arena_alloc, guarded_arena_free};
+        PyObject_SetArenaAllocator(&ours);
+        g_arena_wrapped = true;
+    }
+    g_arena_guard = on;
 }
 
 // --- object lifetimes without traced Python allocators ---
@@ -237,7 +312,7 @@ PyMemAllocatorEx recording_hooks(DomainHook* hook, bool sampled) {
 }
 
 template <PyMemAllocatorDomain D>
-void install_one(bool record, bool watch) {
+void install_one(bool record, bool watch, bool pymalloc_below) {
     watch = watch && D == PYMEM_DOMAIN_OBJ;
     if (!record && !watch) return;
     PyMemAllocatorEx current;
@@ -251,8 +326,12 @@ void install_one(bool record, bool watch) {
     // our hook (the stdlib's tracemalloc.stop() restores what it found). Wrap
     // what is there now; if our older hook is still deeper in the chain it
     // only passes calls through, since the re-entrancy guard is per thread.
-    if (top && current.ctx == top) current = top->original;  // ours, of the other kind: replace it
-    auto* hook = new DomainHook{current};
+    bool over_pymalloc = pymalloc_below && D != PYMEM_DOMAIN_RAW;
+    if (top && current.ctx == top) {  // ours, of the other kind: replace it
+        current = top->original;
+        over_pymalloc = top->over_pymalloc;
+    }
+    auto* hook = new DomainHook{current, over_pymalloc};
     PyMemAllocatorEx replacement =
         !record ? PyMemAllocatorEx{hook, passing_malloc, passing_calloc, watching_realloc, watching_free}
         : watch ? recording_hooks<D, true>(hook, sampled)
@@ -276,15 +355,18 @@ void uninstall_one() {
 }  // namespace
 
 void install(bool record, bool watch_object_frees) {
-    install_one<PYMEM_DOMAIN_RAW>(record, watch_object_frees);
-    install_one<PYMEM_DOMAIN_MEM>(record, watch_object_frees);
-    install_one<PYMEM_DOMAIN_OBJ>(record, watch_object_frees);
+    const bool pymalloc_below = python::allocators_are_pymalloc();  // asked before any domain is hooked
+    install_one<PYMEM_DOMAIN_RAW>(record, watch_object_frees, pymalloc_below);
+    install_one<PYMEM_DOMAIN_MEM>(record, watch_object_frees, pymalloc_below);
+    install_one<PYMEM_DOMAIN_OBJ>(record, watch_object_frees, pymalloc_below);
+    set_arena_guard(record && engine().sampling_active());
 }
 
 void uninstall() {
     uninstall_one<PYMEM_DOMAIN_OBJ>();
     uninstall_one<PYMEM_DOMAIN_MEM>();
     uninstall_one<PYMEM_DOMAIN_RAW>();
+    set_arena_guard(false);
 }
 
 bool hooks_in_chain() {

@@ -144,15 +144,27 @@ int64_t next_gap(ThreadSampler* state, uint64_t seed, uint64_t mean_interval);
 
 bool should_sample_slow(const SamplingConfig& config, ThreadSampler* state, uint64_t session, uint64_t size);
 
+// Poisson's fast path alone: true, with the allocation counted, when the
+// sampler passes over `size` bytes; false, with nothing counted, when
+// should_sample must decide (a mark falls in the block, the counter is left
+// from an earlier session, or the mode is not Poisson's).
+inline bool passes_over(const SamplingConfig& config, ThreadSampler* state, uint64_t session, uint64_t size) {
+    if (config.mode != SamplingMode::kPoisson || state->session != session) return false;
+    const int64_t left = state->bytes_until_mark - static_cast<int64_t>(size + 1);
+    if (left <= 0) return false;
+    state->bytes_until_mark = left;
+    return true;
+}
+
 // The decision for one allocation of `size` bytes on the calling thread.
 // Poisson's fast path is a session compare and a subtraction: a counter
 // left from an earlier session (another interval, or none) must not be used,
 // so it is zeroed and the slow path draws a fresh one.
 inline bool should_sample(const SamplingConfig& config, ThreadSampler* state, uint64_t session, uint64_t size) {
     if (config.mode == SamplingMode::kPoisson) {
+        if (passes_over(config, state, session, size)) return false;
         if (state->session != session) [[unlikely]] state->bytes_until_mark = 0;
         state->bytes_until_mark -= static_cast<int64_t>(size + 1);
-        if (state->bytes_until_mark > 0) return false;
         return should_sample_slow(config, state, session, size);
     }
     if (config.mode == SamplingMode::kExact) return true;
