@@ -10,10 +10,13 @@ what one run costs under the mode, every thread counted (a capture's
 background thread included). Callgrind counts user-space instructions only:
 not the kernel's side of write(2), nor cache misses.
 
-    python bench/pyperf_instructions.py [--only NAME ...] [--modes M ...] [--jobs 2]
+    python bench/pyperf_instructions.py [--only NAME ...] [--modes M ...] [--jobs 2] [--no-plain]
 
-Modes are bench/_driver.py's (plain always runs). Prints, per benchmark,
-plain's instructions per run and each mode's ratio to it, and the geomeans.
+Modes are bench/_driver.py's. Prints, per benchmark, plain's instructions per
+run and each mode's ratio to it, and the geomeans; with --no-plain (another
+build of the same Python, to compare with a run that had plain), each mode's
+instructions per run instead. Each cell takes minutes: callgrind runs the
+benchmark's set-up, a warm-up run and the measured runs ~50 times slower.
 """
 
 import argparse
@@ -73,12 +76,13 @@ def main():
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME")
     parser.add_argument("--modes", nargs="+", default=DEFAULT_MODES, metavar="M")
     parser.add_argument("--jobs", type=int, default=2, help="callgrind processes at once (default 2)")
+    parser.add_argument("--no-plain", action="store_true", help="skip plain; print instructions, not ratios")
     args = parser.parse_args()
     names = [n for part in (args.only or list(pyperf_workloads.BENCHMARKS)) for n in part.split(",") if n]
     unknown = [n for n in names if n not in pyperf_workloads.BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(pyperf_workloads.BENCHMARKS)}")
-    modes = ["plain"] + [m for m in args.modes if m != "plain"]
+    modes = ([] if args.no_plain else ["plain"]) + [m for m in args.modes if m != "plain"]
     import _driver
 
     bad = [m for m in modes if m not in _driver.MODES]
@@ -96,7 +100,13 @@ def main():
             print(f"[{done}/{len(cells)}] {name} {mode}: {results[name, mode] / 1e6:,.1f} M", file=sys.stderr)
 
     print(f"Python {sys.version.split()[0]}: instructions per run of each benchmark's fixed work "
-          "(callgrind, two runs minus one, every thread), ratio to plain\n")
+          f"(callgrind, two runs minus one, every thread){'' if args.no_plain else ', ratio to plain'}\n")
+    if args.no_plain:
+        print("| benchmark | " + " | ".join(modes) + " |")
+        print("| --- | " + " | ".join("---:" for _ in modes) + " |")
+        for name in names:
+            print(f"| {name} | " + " | ".join(f"{results[name, mode] / 1e6:,.1f} M" for mode in modes) + " |")
+        return
     print("| benchmark | plain | " + " | ".join(modes[1:]) + " |")
     print("| --- | ---: | " + " | ".join("---:" for _ in modes[1:]) + " |")
     logs = {mode: [] for mode in modes[1:]}
