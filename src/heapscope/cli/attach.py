@@ -436,6 +436,12 @@ def _gdb_inject(pid, channel, verbose):
                            "e.g. `apt-get install gdb`")
     if not os.path.exists(_AGENT):
         raise CommandError(f"heapscope's attach agent is missing ({_AGENT}): reinstall heapscope")
+    failure = gdb_call_failure(gdb)
+    if failure is not None:
+        raise CommandError(f"gdb cannot call a function in a process on this machine, so heapscope attach cannot "
+                           f"enter process {pid}; it was left untouched. A throwaway process showed it: "
+                           f"\"{failure}\" (gdb 13 and older write back a register state sized for CPUs without "
+                           f"AMX, which Linux refuses on CPUs with it; gdb 14 and later read the size from the CPU)")
     command = [
         gdb, "-batch", "-nx", "-nw", "-p", str(pid),
         "-iex", "set auto-load off",
@@ -450,10 +456,8 @@ def _gdb_inject(pid, channel, verbose):
     if verbose:
         _say("heapscope: " + shlex.join(command))
     try:
-        # gdb embeds a Python of its own: this one's PYTHONPATH/PYTHONHOME would break it.
-        environment = {name: value for name, value in os.environ.items() if not name.startswith("PYTHON")}
         finished = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, timeout=SAFE_POINT_WAIT_S + 60, env=environment)
+                                  stderr=subprocess.STDOUT, timeout=SAFE_POINT_WAIT_S + 60, env=_gdb_environment())
         output = finished.stdout.decode("utf-8", "replace")
     except subprocess.TimeoutExpired as expired:
         # gdb quits on SIGTERM and detaches; subprocess.run killed it: say so.
@@ -463,6 +467,38 @@ def _gdb_inject(pid, channel, verbose):
     if verbose:
         _say(output)
     _check_gdb_output(pid, output)
+
+
+def _gdb_environment():
+    """gdb embeds a Python of its own: this one's PYTHONPATH/PYTHONHOME would break it."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("PYTHON")}
+
+
+def gdb_call_failure(gdb):
+    """gdb's own words if it cannot call a function in a process on this
+    machine, else None. Asked of a throwaway process, never of the user's
+    program: a call that fails there leaves the registers it changed, and the
+    program breaks (gdb 13 fails so on CPUs with AMX, whose whole register
+    state Linux wants written back at once)."""
+    try:
+        throwaway = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL)
+    except OSError:
+        return None  # no evidence either way; the attach itself will tell
+    try:
+        probe = subprocess.run([gdb, "-batch", "-nx", "-nw", "-p", str(throwaway.pid),
+                                "-iex", "set auto-load off", "-iex", "set debuginfod enabled off",
+                                "-ex", "call (int)getpid()"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=60, env=_gdb_environment())
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    finally:
+        throwaway.kill()
+        throwaway.wait()
+    for line in probe.stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("Couldn't write"):  # gdb's words when it cannot put the registers back
+            return line.strip()
+    return None
 
 
 def _gdb_string(text):
