@@ -196,12 +196,14 @@ def test_a_later_call_at_the_anchors_address_that_gets_its_freed_frame_object(hs
     # block. Only the report of that free tells the calls apart. Sampled, so
     # that no walk between the two calls fells the anchor first: the 1 MiB
     # leaks are always sampled (interval 4 KiB), the frame objects rarely.
-    monkeypatch.delenv("HEAPSCOPE_FRAME_ANCHORS", raising=False)
+    # A sampled session has anchors only when asked: its frees go unhooked.
+    monkeypatch.setenv("HEAPSCOPE_FRAME_ANCHORS", "1")
     rounds = [(middle_descend if i % 2 == 0 else middle_other, ((1 << 20) + 16 * i, (1 << 20) + 16 * i + 8))
               for i in range(12)]
     object_round((middle_descend, (1, 2)))  # first calls allocate; not while tracing
     object_round((middle_other, (1, 2)))
     hs_tracemalloc.start(512, sampling=4096)
+    assert not native._frees_unhooked(2)  # the anchors hear of the object domain's frees
     before = native._anchored_walks()
     for args in rounds:
         descend(10, object_round, args)  # @object_round

@@ -307,6 +307,10 @@ NB_MODULE(_heapscope, m) {
     m.def("_stack_node_count", [] { return engine().stack_node_count(); });
     m.def("_trace_count", [] { return engine().trace_count(); });
     m.def("_anchored_walks", [] { return python::anchored_walks(); });
+    m.def("_frees_unhooked", [](int domain) {
+        if (domain < PYMEM_DOMAIN_RAW || domain > PYMEM_DOMAIN_OBJ) throw nb::value_error("domain: 0 (raw), 1 (mem) or 2 (object)");
+        return pymem::frees_unhooked(static_cast<PyMemAllocatorDomain>(domain));
+    }, nb::arg("domain"));
     bindings::bind_capture_control(m);
     bind_capture_reader(m);
     bindings::bind_timeline(m);

@@ -1,5 +1,7 @@
 #include "hooks/pymem_hooks.h"
 
+#include <cstring>
+
 #include "cpython/python_allocators.h"
 #include "cpython/python_frames.h"
 #include "engine/engine.h"
@@ -17,6 +19,10 @@ namespace {
 struct DomainHook {
     PyMemAllocatorEx original;  // the allocator we wrap; this struct is our ctx
     bool over_pymalloc;         // `original` is pymalloc itself (python::allocators_are_pymalloc)
+    // A sampled session's mem or object domain whose free slot is pymalloc's
+    // own free, so that no hook runs on a free: a block the sampler picks
+    // from pymalloc's pools moves to raw memory first (moved_out_of_pools).
+    bool frees_unhooked;
 };
 
 // The contexts of the hooks on top of each domain's chain (null: not ours).
@@ -83,8 +89,13 @@ void* hook_calloc(void* ctx, size_t nelem, size_t elsize) {
 // Forgets the old block and records the new one (as the sampler decides,
 // when sampling: hooks::record_allocation). The exact hook's realloc, and the sampled
 // hook's when the old block may be recorded.
+template <PyMemAllocatorDomain D>
+__attribute__((noinline)) void* record_picked(const DomainHook* hook, const HookGuard& guard, void* ptr, size_t size,
+                                              Allocator allocator);
+
 template <PyMemAllocatorDomain D, bool kWatch>
-void* recording_realloc(PyMemAllocatorEx* alloc, void* old_ptr, size_t new_size) {
+void* recording_realloc(const DomainHook* hook, void* old_ptr, size_t new_size) {
+    const PyMemAllocatorEx* alloc = &hook->original;
     HookGuard guard;
     watch_block_gone<D, kWatch>(old_ptr, guard);
     fell_anchor_of<D>(old_ptr);
@@ -99,7 +110,12 @@ void* recording_realloc(PyMemAllocatorEx* alloc, void* old_ptr, size_t new_size)
         if (had_old) engine().restore(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(old_ptr), old_info, D != PYMEM_DOMAIN_RAW);
         return nullptr;
     }
-    if (!t_guard_state.suppressed) on_alloc<D>(new_ptr, new_size, Allocator::kPymallocRealloc);
+    if (t_guard_state.suppressed) return new_ptr;
+    if (hook->frees_unhooked) {  // sampled: the new block may have to leave the pools
+        return sampler_picks(new_size) ? record_picked<D>(hook, guard, new_ptr, new_size, Allocator::kPymallocRealloc)
+                                       : new_ptr;
+    }
+    on_alloc<D>(new_ptr, new_size, Allocator::kPymallocRealloc);
     return new_ptr;
 }
 
@@ -107,7 +123,7 @@ template <PyMemAllocatorDomain D, bool kWatch>
 void* hook_realloc(void* ctx, void* old_ptr, size_t new_size) {
     PyMemAllocatorEx* alloc = original(ctx);
     if (!exact_hooks_apply()) return alloc->realloc(alloc->ctx, old_ptr, new_size);
-    return recording_realloc<D, kWatch>(alloc, old_ptr, new_size);
+    return recording_realloc<D, kWatch>(static_cast<const DomainHook*>(ctx), old_ptr, new_size);
 }
 
 // Forgets the block, then frees it: in this order, so that the allocator
@@ -140,11 +156,34 @@ void hook_free(void* ctx, void* ptr) {
 // engine. The guard is needed: pymalloc passes large requests on to the raw
 // domain and malloc, whose hooks must not sample the same block again.
 
+// A picked block in a domain whose frees are unhooked: pymalloc's free would
+// drop a block of its pools unseen, so the block moves to raw memory, whose
+// frees and reallocs pymalloc passes on to the raw domain's hook. One copy of
+// at most 512 bytes per pick. The caller holds the guard, so the raw hook
+// does not record the block again. Null when raw memory runs out.
+void* moved_out_of_pools(const DomainHook* hook, void* ptr, size_t size) {
+    void* moved = PyMem_RawMalloc(size);
+    if (!moved) return nullptr;
+    std::memcpy(moved, ptr, size);
+    hook->original.free(hook->original.ctx, ptr);
+    return moved;
+}
+
+// Records a block the sampler picked; returns where the block now is.
 template <PyMemAllocatorDomain D>
-__attribute__((noinline)) void record_picked(const HookGuard& guard, void* ptr, size_t size, Allocator allocator) {
-    if (!allocation_traced(guard)) return;  // heapscope's own, or a report's: not traced
+__attribute__((noinline)) void* record_picked(const DomainHook* hook, const HookGuard& guard, void* ptr, size_t size,
+                                              Allocator allocator) {
+    if (!allocation_traced(guard)) return ptr;  // heapscope's own, or a report's: not traced
+    const bool moves = hook->frees_unhooked && size <= python::kPymallocLargest;
+    if (moves) {
+        void* moved = moved_out_of_pools(hook, ptr, size);
+        if (!moved) return ptr;  // left unrecorded: its free would not be seen
+        ptr = moved;
+    }
+    // `pooled` keys the block by its pool (store/block_table.h): not once moved.
     hooks::record_allocation_now(Engine::kDefaultDomain, reinterpret_cast<uintptr_t>(ptr), size, D != PYMEM_DOMAIN_RAW,
-                     D != PYMEM_DOMAIN_RAW, allocator);
+                                 D != PYMEM_DOMAIN_RAW && !moves, allocator);
+    return ptr;
 }
 
 // The unguarded path of the sampled mem and object hooks over pymalloc: a
@@ -160,11 +199,11 @@ inline bool passes_unguarded(const DomainHook* hook, size_t size) {
 }
 
 template <PyMemAllocatorDomain D>
-__attribute__((noinline)) void* guarded_sampled_malloc(PyMemAllocatorEx* alloc, size_t size) {
+__attribute__((noinline)) void* guarded_sampled_malloc(const DomainHook* hook, size_t size) {
     HookGuard guard;
-    void* ptr = alloc->malloc(alloc->ctx, size);
+    void* ptr = hook->original.malloc(hook->original.ctx, size);
     if (ptr && guard.entered() && sampler_picks(size)) [[unlikely]] {
-        record_picked<D>(guard, ptr, size, Allocator::kPymallocMalloc);
+        ptr = record_picked<D>(hook, guard, ptr, size, Allocator::kPymallocMalloc);
     }
     return ptr;
 }
@@ -173,15 +212,15 @@ template <PyMemAllocatorDomain D>
 void* sampled_malloc(void* ctx, size_t size) {
     PyMemAllocatorEx* alloc = original(ctx);
     if (passes_unguarded<D>(static_cast<DomainHook*>(ctx), size)) [[likely]] return alloc->malloc(alloc->ctx, size);
-    return guarded_sampled_malloc<D>(alloc, size);
+    return guarded_sampled_malloc<D>(static_cast<const DomainHook*>(ctx), size);
 }
 
 template <PyMemAllocatorDomain D>
-__attribute__((noinline)) void* guarded_sampled_calloc(PyMemAllocatorEx* alloc, size_t nelem, size_t elsize) {
+__attribute__((noinline)) void* guarded_sampled_calloc(const DomainHook* hook, size_t nelem, size_t elsize) {
     HookGuard guard;
-    void* ptr = alloc->calloc(alloc->ctx, nelem, elsize);
+    void* ptr = hook->original.calloc(hook->original.ctx, nelem, elsize);
     if (ptr && guard.entered() && sampler_picks(nelem * elsize)) [[unlikely]] {
-        record_picked<D>(guard, ptr, nelem * elsize, Allocator::kPymallocCalloc);
+        ptr = record_picked<D>(hook, guard, ptr, nelem * elsize, Allocator::kPymallocCalloc);
     }
     return ptr;
 }
@@ -194,21 +233,22 @@ void* sampled_calloc(void* ctx, size_t nelem, size_t elsize) {
         [[likely]] {
         return alloc->calloc(alloc->ctx, nelem, elsize);
     }
-    return guarded_sampled_calloc<D>(alloc, nelem, elsize);
+    return guarded_sampled_calloc<D>(static_cast<const DomainHook*>(ctx), nelem, elsize);
 }
 
 template <PyMemAllocatorDomain D, bool kWatch>
 void* sampled_realloc(void* ctx, void* old_ptr, size_t new_size) {
-    PyMemAllocatorEx* alloc = original(ctx);
+    const auto* hook = static_cast<const DomainHook*>(ctx);
+    const PyMemAllocatorEx* alloc = &hook->original;
     if (old_ptr && engine().may_have_recorded(reinterpret_cast<uintptr_t>(old_ptr))) [[unlikely]] {
-        return recording_realloc<D, kWatch>(alloc, old_ptr, new_size);
+        return recording_realloc<D, kWatch>(hook, old_ptr, new_size);
     }
     HookGuard guard;
     watch_block_gone<D, kWatch>(old_ptr, guard);
     fell_anchor_of<D>(old_ptr);
     void* ptr = alloc->realloc(alloc->ctx, old_ptr, new_size);
     if (ptr && guard.entered() && sampler_picks(new_size)) [[unlikely]] {
-        record_picked<D>(guard, ptr, new_size, Allocator::kPymallocRealloc);
+        ptr = record_picked<D>(hook, guard, ptr, new_size, Allocator::kPymallocRealloc);
     }
     return ptr;
 }
@@ -301,25 +341,31 @@ int slot_of(PyMemAllocatorDomain domain) {
 
 // The kind of hook install_one puts on a domain: recording (exact or
 // sampled) or not, watching frees for object lifetimes or not.
-enum Kind : unsigned { kSampled = 1, kWatching = 2, kRecording = 4 };
+enum Kind : unsigned { kSampled = 1, kWatching = 2, kRecording = 4, kFreesMayGoUnhooked = 8 };
 
 template <PyMemAllocatorDomain D, bool kWatch>
 PyMemAllocatorEx recording_hooks(DomainHook* hook, bool sampled) {
+    // pymalloc's free ignores its context, so it can take ours.
     return sampled ? PyMemAllocatorEx{hook, sampled_malloc<D>, sampled_calloc<D>, sampled_realloc<D, kWatch>,
-                                      sampled_free<D, kWatch>}
+                                      hook->frees_unhooked ? hook->original.free : sampled_free<D, kWatch>}
                    : PyMemAllocatorEx{hook, hook_malloc<D>, hook_calloc<D>, hook_realloc<D, kWatch>,
                                       hook_free<D, kWatch>};
 }
 
 template <PyMemAllocatorDomain D>
-void install_one(bool record, bool watch, bool pymalloc_below) {
+void install_one(bool record, bool watch, bool anchors, bool pymalloc_below) {
     watch = watch && D == PYMEM_DOMAIN_OBJ;
     if (!record && !watch) return;
     PyMemAllocatorEx current;
     PyMem_GetAllocator(D, &current);
     DomainHook*& top = g_top[slot_of(D)];
     const bool sampled = record && engine().sampling_active();
-    const unsigned kind = (sampled ? kSampled : 0u) | (watch ? kWatching : 0u) | (record ? kRecording : 0u);
+    // A free records nothing in a sampled session once picked blocks leave
+    // pymalloc's pools, unless the reference tracer or the anchors need to
+    // hear of the object domain's frees.
+    const bool frees_may_go_unhooked = sampled && !watch && !(anchors && D == PYMEM_DOMAIN_OBJ);
+    const unsigned kind = (sampled ? kSampled : 0u) | (watch ? kWatching : 0u) | (record ? kRecording : 0u) |
+                          (frees_may_go_unhooked ? kFreesMayGoUnhooked : 0u);
     unsigned& top_kind = g_top_kind[slot_of(D)];
     if (top && current.ctx == top && top_kind == kind) return;  // already on top of the chain
     // Either never installed, or another tool has since wrapped or replaced
@@ -331,7 +377,7 @@ void install_one(bool record, bool watch, bool pymalloc_below) {
         current = top->original;
         over_pymalloc = top->over_pymalloc;
     }
-    auto* hook = new DomainHook{current, over_pymalloc};
+    auto* hook = new DomainHook{current, over_pymalloc, frees_may_go_unhooked && over_pymalloc};
     PyMemAllocatorEx replacement =
         !record ? PyMemAllocatorEx{hook, passing_malloc, passing_calloc, watching_realloc, watching_free}
         : watch ? recording_hooks<D, true>(hook, sampled)
@@ -354,11 +400,11 @@ void uninstall_one() {
 
 }  // namespace
 
-void install(bool record, bool watch_object_frees) {
+void install(bool record, bool watch_object_frees, bool frame_anchors) {
     const bool pymalloc_below = python::allocators_are_pymalloc();  // asked before any domain is hooked
-    install_one<PYMEM_DOMAIN_RAW>(record, watch_object_frees, pymalloc_below);
-    install_one<PYMEM_DOMAIN_MEM>(record, watch_object_frees, pymalloc_below);
-    install_one<PYMEM_DOMAIN_OBJ>(record, watch_object_frees, pymalloc_below);
+    install_one<PYMEM_DOMAIN_RAW>(record, watch_object_frees, frame_anchors, pymalloc_below);
+    install_one<PYMEM_DOMAIN_MEM>(record, watch_object_frees, frame_anchors, pymalloc_below);
+    install_one<PYMEM_DOMAIN_OBJ>(record, watch_object_frees, frame_anchors, pymalloc_below);
     set_arena_guard(record && engine().sampling_active());
 }
 
@@ -367,6 +413,13 @@ void uninstall() {
     uninstall_one<PYMEM_DOMAIN_MEM>();
     uninstall_one<PYMEM_DOMAIN_RAW>();
     set_arena_guard(false);
+}
+
+bool frees_unhooked(PyMemAllocatorDomain domain) {
+    const DomainHook* top = g_top[slot_of(domain)];
+    PyMemAllocatorEx current;
+    PyMem_GetAllocator(domain, &current);
+    return top && current.ctx == top && top->frees_unhooked;
 }
 
 bool hooks_in_chain() {

@@ -16,8 +16,11 @@ namespace heapscope::pymem {
 // first). With `watch_object_frees`, the object domain's frees and reallocs
 // also tell the reference tracer which blocks go (object lifetimes,
 // hooks/ref_tracer.h); without `record`, only that hook is installed.
+// `frame_anchors`: the anchors (stack/frame_anchors.h) hear of the object
+// domain's frees. A sampled session's mem and object frees otherwise go
+// straight to pymalloc, no hook called (the picked blocks leave its pools).
 // Requires the GIL. Idempotent.
-void install(bool record = true, bool watch_object_frees = false);
+void install(bool record = true, bool watch_object_frees = false, bool frame_anchors = false);
 // Restores the allocators the hooks replaced, unless someone has since
 // wrapped the hooks in turn (then they stay, passing calls straight through
 // while the engine is not tracing). Requires the GIL.
@@ -28,6 +31,10 @@ void uninstall();
 // restores the allocators it found). Makes and frees one probe block per
 // domain. Requires the GIL.
 bool hooks_in_chain();
+
+// Whether `domain`'s frees go straight to pymalloc, with no hook (install).
+// Requires the GIL.
+bool frees_unhooked(PyMemAllocatorDomain domain);
 
 // Keeps the code object of a frame alive while a stack refers to it. These
 // touch reference counts only and need the GIL.

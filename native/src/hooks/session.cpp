@@ -1,7 +1,7 @@
 #include "hooks/session.h"
 
 #include <cstdlib>
-#include <cstring>
+#include <string_view>
 
 #include "cpython/python_frames.h"
 #include "engine/engine.h"
@@ -62,18 +62,23 @@ bool begin(Door door, const Options& options) {
     // Object lifetimes watch the object allocator's frees (hooks/ref_tracer.h).
     const bool watch_object_frees = options.object_lifetimes && reftrace::available();
     g_pymem_hooked = g_python_allocators || watch_object_frees;
-    if (g_pymem_hooked) pymem::install(g_python_allocators, watch_object_frees);
+    // Deep stacks walked only down to an anchor (3.11+; issue 17,
+    // bench/RESULTS.md "Depth"). Anchors fall when their frame object is
+    // freed, which only a hook on the object domain's frees sees. A sampled
+    // session walks once per pick, too seldom to pay for that hook on every
+    // free: its frees go unhooked unless HEAPSCOPE_FRAME_ANCHORS=1 (tests).
+    // HEAPSCOPE_FRAME_ANCHORS=0 turns them off (for benchmarks).
+    const char* anchors_env = std::getenv("HEAPSCOPE_FRAME_ANCHORS");
+    const std::string_view anchors_asked = anchors_env ? anchors_env : "";
+    const bool anchors = g_python_allocators && anchors_asked != "0" &&
+                         (!engine().sampling_active() || anchors_asked == "1");
+    if (g_pymem_hooked) pymem::install(g_python_allocators, watch_object_frees, anchors);
     got::install(options.sink != nullptr);
     // The stdlib's tracemalloc semantics: an object from a free list gets the
     // stack that reused it. A capture's object lifetimes: every object made.
     reftrace::install((door == Door::kTracemalloc ? reftrace::kRestamp : 0u) |
                       (options.object_lifetimes ? reftrace::kObjectLifetimes : 0u));
-    // Deep stacks walked only down to an anchor (3.11+; issue 17,
-    // bench/RESULTS.md "Depth"). Anchors fall when their frame object is
-    // freed, which only the object allocator's hooks see.
-    // HEAPSCOPE_FRAME_ANCHORS=0 turns them off (for benchmarks).
-    const char* anchors = std::getenv("HEAPSCOPE_FRAME_ANCHORS");
-    if (g_python_allocators && !(anchors && std::strcmp(anchors, "0") == 0)) python::start_frame_anchors();
+    if (anchors) python::start_frame_anchors();
     return true;
 }
 
