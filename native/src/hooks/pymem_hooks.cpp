@@ -159,10 +159,13 @@ void hook_free(void* ctx, void* ptr) {
 // A picked block in a domain whose frees are unhooked: pymalloc's free would
 // drop a block of its pools unseen, so the block moves to raw memory, whose
 // frees and reallocs pymalloc passes on to the raw domain's hook. One copy of
-// at most 512 bytes per pick. The caller holds the guard, so the raw hook
-// does not record the block again. Null when raw memory runs out.
+// at most 512 bytes per pick. The new block is asked of pymalloc above its
+// largest size, so that pymalloc gets it from the raw domain and counts it,
+// as it uncounts it when it is freed (sys.getallocatedblocks stays right).
+// The caller holds the guard, so the raw hook does not record the block
+// again. Null when memory runs out.
 void* moved_out_of_pools(const DomainHook* hook, void* ptr, size_t size) {
-    void* moved = PyMem_RawMalloc(size);
+    void* moved = hook->original.malloc(hook->original.ctx, python::kPymallocLargest + 1);
     if (!moved) return nullptr;
     std::memcpy(moved, ptr, size);
     hook->original.free(hook->original.ctx, ptr);
@@ -354,16 +357,18 @@ PyMemAllocatorEx recording_hooks(DomainHook* hook, bool sampled) {
 
 template <PyMemAllocatorDomain D>
 void install_one(bool record, bool watch, bool anchors, bool pymalloc_below) {
+    // A free records nothing in a sampled session once picked blocks leave
+    // pymalloc's pools, unless the reference tracer or the anchors need to
+    // hear of the object domain's frees; then the mem domain's frees stay
+    // hooked too, for an object block freed there (PyObject_Malloc, then
+    // PyMem_Free: misuse, but extensions do it).
+    const bool frees_may_go_unhooked = record && engine().sampling_active() && !watch && !anchors;
     watch = watch && D == PYMEM_DOMAIN_OBJ;
     if (!record && !watch) return;
     PyMemAllocatorEx current;
     PyMem_GetAllocator(D, &current);
     DomainHook*& top = g_top[slot_of(D)];
     const bool sampled = record && engine().sampling_active();
-    // A free records nothing in a sampled session once picked blocks leave
-    // pymalloc's pools, unless the reference tracer or the anchors need to
-    // hear of the object domain's frees.
-    const bool frees_may_go_unhooked = sampled && !watch && !(anchors && D == PYMEM_DOMAIN_OBJ);
     const unsigned kind = (sampled ? kSampled : 0u) | (watch ? kWatching : 0u) | (record ? kRecording : 0u) |
                           (frees_may_go_unhooked ? kFreesMayGoUnhooked : 0u);
     unsigned& top_kind = g_top_kind[slot_of(D)];
@@ -419,7 +424,7 @@ bool frees_unhooked(PyMemAllocatorDomain domain) {
     const DomainHook* top = g_top[slot_of(domain)];
     PyMemAllocatorEx current;
     PyMem_GetAllocator(domain, &current);
-    return top && current.ctx == top && top->frees_unhooked;
+    return top && current.ctx == top && current.free == top->original.free;
 }
 
 bool hooks_in_chain() {
