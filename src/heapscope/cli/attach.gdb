@@ -4,6 +4,7 @@
 #   $bootstrap the Python source the agent's thread runs (it connects back to heapscope attach)
 #   $rtld_now RTLD_NOW
 #   $wait_seconds  how long to wait for a safe point
+#   $gdb_calls 1 if gdb's own `call` works on this machine (attach.py asked a throwaway process)
 # Lines starting "HEAPSCOPE:" are what heapscope attach reads; gdb stops
 # reading this file at the first command that fails, and detaches.
 
@@ -36,6 +37,109 @@ def heapscope_start_timer():
     heapscope_timer = threading.Timer(seconds, os.kill, (gdb.selected_inferior().pid, signal.SIGRTMAX))
     heapscope_timer.daemon = True
     heapscope_timer.start()
+
+
+# Calls made by hand in the stopped thread: only general registers and
+# memory are written, and the general registers put back after. gdb's own
+# `call` also writes back the vector registers, which gdb 13 cannot do on
+# CPUs with AMX (Linux wants their whole XSAVE area at once). Made only at a
+# function's entry (a safe point), where the calling convention lets a call
+# clobber every vector register. Integer and pointer arguments only.
+HEAPSCOPE_SAVED = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
+                   "r13", "r14", "r15", "rip", "eflags"]
+HEAPSCOPE_ARGUMENTS = ["rdi", "rsi", "rdx", "rcx", "r8", "r9"]
+
+
+def heapscope_read(register):
+    return int(gdb.parse_and_eval("$" + register)) & 0xFFFFFFFFFFFFFFFF
+
+
+def heapscope_write(register, value):
+    value &= 0xFFFFFFFFFFFFFFFF
+    gdb.execute("set $%s = %d" % (register, value - (1 << 64) if value >> 63 else value))
+
+
+def heapscope_entry_point():
+    """The program's entry point (AT_ENTRY, from the kernel: a stripped
+    program has no _start symbol). It runs only at start-up."""
+    with open("/proc/%d/auxv" % gdb.selected_inferior().pid, "rb") as auxv:
+        data = auxv.read()
+    for offset in range(0, len(data) - 15, 16):
+        kind = int.from_bytes(data[offset:offset + 8], "little")
+        if kind == 9:  # AT_ENTRY
+            return int.from_bytes(data[offset + 8:offset + 16], "little")
+    raise gdb.GdbError("the process's auxiliary vector has no entry point")
+
+
+def heapscope_address(symbol):
+    return int(gdb.parse_and_eval("(long)&" + symbol))
+
+
+class HeapscopeCalls:
+    def __init__(self):
+        self.thread = gdb.selected_thread()
+        self.inferior = gdb.selected_inferior()
+        self.saved = {register: heapscope_read(register) for register in HEAPSCOPE_SAVED}
+        # Arguments are written below the stopped frame's red zone (128 bytes);
+        # the calls' own frames go below them.
+        self.free = (self.saved["rsp"] - 1024) & ~0xF
+        # The calls return to the program's entry point, which runs only at
+        # start-up: the breakpoint there is met by our returns alone.
+        self.return_address = heapscope_entry_point()
+        self.returned = gdb.Breakpoint("*%d" % self.return_address, internal=True)
+        self.returned.silent = True
+
+    def string(self, text):
+        data = text.encode("utf-8") + b"\0"
+        self.free = (self.free - len(data)) & ~0xF
+        self.inferior.write_memory(self.free, data)
+        return self.free
+
+    def read_string(self, address, limit=1024):
+        data = bytes(self.inferior.read_memory(address, limit))
+        return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    def call(self, function, *arguments):
+        frame = (self.free - 256) & ~0xF
+        self.inferior.write_memory(frame - 8, self.return_address.to_bytes(8, "little"))
+        for register, value in zip(HEAPSCOPE_ARGUMENTS, arguments):
+            heapscope_write(register, value)
+        heapscope_write("rax", 0)  # no vector arguments (variadic functions read it)
+        heapscope_write("rsp", frame - 8)
+        heapscope_write("rip", function)
+        while True:
+            gdb.execute("continue")
+            self.thread.switch()
+            if heapscope_read("rip") == self.return_address and heapscope_read("rsp") == frame:
+                return heapscope_read("rax")
+
+    def finish(self):
+        self.returned.delete()
+        self.thread.switch()
+        for register in HEAPSCOPE_SAVED:
+            heapscope_write(register, self.saved[register])
+
+
+def heapscope_load_agent():
+    """dlopen the agent and start its thread; says how on HEAPSCOPE: lines."""
+    calls = HeapscopeCalls()
+    try:
+        agent = calls.string(gdb.parse_and_eval("$agent").string())
+        bootstrap = calls.string(gdb.parse_and_eval("$bootstrap").string())
+        start_name = calls.string("heapscope_attach_agent_start")
+        handle = calls.call(heapscope_address("dlopen"), agent, int(gdb.parse_and_eval("$rtld_now")))
+        if handle == 0:
+            error = calls.call(heapscope_address("dlerror"))
+            print("HEAPSCOPE: dlopen failed: %s" % (calls.read_string(error) if error else "no reason given"))
+            return
+        start = calls.call(heapscope_address("dlsym"), handle, start_name)
+        if start == 0:
+            print("HEAPSCOPE: dlopen failed: the agent has no heapscope_attach_agent_start")
+            return
+        error = calls.call(start, bootstrap) & 0xFFFFFFFF
+        print("HEAPSCOPE: agent started %d" % (error - (1 << 32) if error >> 31 else error))
+    finally:
+        calls.finish()
 end
 
 echo HEAPSCOPE: attached\n
@@ -50,8 +154,12 @@ echo HEAPSCOPE: cpython\n
 # A pending call makes the main thread call PyCallable_Check(NULL) (a no-op)
 # at its next safe point between bytecodes: a safe point even for a loop that
 # never calls malloc. Asked only from a thread Python knows (3.9-3.11 abort otherwise).
-if (long)PyGILState_GetThisThreadState() != 0
-  call (int)Py_AddPendingCall(&PyCallable_Check, (void*)0)
+# Only where gdb's `call` works: a call by hand here, stopped anywhere, could
+# clobber vector registers the program still needs.
+if $gdb_calls
+  if (long)PyGILState_GetThisThreadState() != 0
+    call (int)Py_AddPendingCall(&PyCallable_Check, (void*)0)
+  end
 end
 
 # The safe points: the entry of an allocator function or of the two above.
@@ -67,9 +175,11 @@ break PyMem_Malloc
 break PyMem_Calloc
 break PyMem_Realloc
 break PyMem_Free
+break PyObject_Malloc
+break PyObject_Free
 break PyErr_CheckSignals
 break PyCallable_Check
-commands 1-10
+commands 1-12
   silent
   set $heapscope_safe = 1
 end
@@ -85,14 +195,6 @@ if $heapscope_safe == 0
   quit 3
 end
 echo HEAPSCOPE: safe point\n
-set $heapscope_handle = (void*)dlopen($agent, $rtld_now)
-if $heapscope_handle == 0
-  printf "HEAPSCOPE: dlopen failed: %s\n", (char*)dlerror()
-  detach
-  quit 4
-end
-set $heapscope_start = (void*)dlsym($heapscope_handle, "heapscope_attach_agent_start")
-set $heapscope_error = ((int(*)(const char*))$heapscope_start)($bootstrap)
-printf "HEAPSCOPE: agent started %d\n", $heapscope_error
+python heapscope_load_agent()
 detach
 quit

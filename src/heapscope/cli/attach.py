@@ -436,12 +436,10 @@ def _gdb_inject(pid, channel, verbose):
                            "e.g. `apt-get install gdb`")
     if not os.path.exists(_AGENT):
         raise CommandError(f"heapscope's attach agent is missing ({_AGENT}): reinstall heapscope")
-    failure = gdb_call_failure(gdb)
-    if failure is not None:
-        raise CommandError(f"gdb cannot call a function in a process on this machine, so heapscope attach cannot "
-                           f"enter process {pid}; it was left untouched. A throwaway process showed it: "
-                           f"\"{failure}\" (gdb 13 and older write back a register state sized for CPUs without "
-                           f"AMX, which Linux refuses on CPUs with it; gdb 14 and later read the size from the CPU)")
+    gdb_calls = gdb_call_failure(gdb) is None
+    if verbose and not gdb_calls:
+        _say("heapscope: gdb cannot make calls in a process on this machine (gdb 13 on a CPU with AMX): "
+             "heapscope makes its own, at a safe point, without the pending call")
     command = [
         gdb, "-batch", "-nx", "-nw", "-p", str(pid),
         "-iex", "set auto-load off",
@@ -451,6 +449,7 @@ def _gdb_inject(pid, channel, verbose):
         "-ex", f"set $bootstrap = {_gdb_string(channel.bootstrap())}",
         "-ex", f"set $rtld_now = {_RTLD_NOW}",
         "-ex", f"set $wait_seconds = {SAFE_POINT_WAIT_S}",
+        "-ex", f"set $gdb_calls = {int(gdb_calls)}",
         "-x", _GDB_SCRIPT,
     ]
     if verbose:
@@ -475,13 +474,15 @@ def _gdb_environment():
 
 
 def gdb_call_failure(gdb):
-    """gdb's own words if it cannot call a function in a process on this
-    machine, else None. Asked of a throwaway process, never of the user's
-    program: a call that fails there leaves the registers it changed, and the
-    program breaks (gdb 13 fails so on CPUs with AMX, whose whole register
-    state Linux wants written back at once)."""
+    """gdb's own words if its `call` fails in a process on this machine, else
+    None. Asked of a throwaway process, never of the user's program: a call
+    that fails leaves the registers it changed, and the program breaks (gdb
+    13 fails so on CPUs with AMX, whose whole register state Linux wants
+    written back at once). attach.gdb then makes its calls by hand."""
     try:
-        throwaway = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL)
+        # Its own complaints (the failed call breaks it) are not the user's business.
+        throwaway = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
     except OSError:
         return None  # no evidence either way; the attach itself will tell
     try:
