@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -214,6 +215,29 @@ def test_duration_ends_the_capture_by_itself(targets, tmp_path):
         made = by_line([record for record in reader.get_allocation_records()
                         if record.allocator.name not in ("FREE", "MUNMAP")], target.script)
     assert target.lines["after"] not in made  # made after the capture ended
+
+
+def test_attach_through_paths_that_are_not_ascii_under_the_c_locale(targets, request):
+    """The agent's path and the bootstrap (which names the channel's socket,
+    under TMPDIR) reach the program byte for byte, whatever charset gdb
+    decodes with."""
+    from heapscope import FileReader
+
+    target = targets()
+    # Short: the channel's socket path must fit in 107 bytes.
+    odd = tempfile.mkdtemp(prefix="hs-josé-目录-")
+    request.addfinalizer(lambda: shutil.rmtree(odd, ignore_errors=True))
+    capture = os.path.join(odd, "attached.hscap")
+    env = {**python_env(), "TMPDIR": odd, "LANG": "C", "LC_ALL": "C"}
+    attached = subprocess.run([sys.executable, "-m", "heapscope", "attach", str(target.pid), "-o", capture],
+                              capture_output=True, text=True, env=env, timeout=150)
+    assert attached.returncode == 0, attached.stderr
+    assert heapscope_cli("detach", target.pid).returncode == 0
+    target.tell("free")
+    target.expect("paused")
+    assert target.finish() == (0, "")
+    with FileReader(capture) as reader:
+        assert reader.metadata.complete
 
 
 def live_view(target):

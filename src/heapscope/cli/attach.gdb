@@ -80,24 +80,29 @@ class HeapscopeCalls:
         self.thread = gdb.selected_thread()
         self.inferior = gdb.selected_inferior()
         self.saved = {register: heapscope_read(register) for register in HEAPSCOPE_SAVED}
-        # Arguments are written below the stopped frame's red zone (128 bytes);
-        # the calls' own frames go below them.
-        self.free = (self.saved["rsp"] - 1024) & ~0xF
+        # Arguments are written below the stopped frame's red zone (128
+        # bytes), close to it: since Linux 6.5 a debugger's write no longer
+        # grows a stack. The calls' own frames go below them.
+        self.free = (self.saved["rsp"] - 256) & ~0xF
         # The calls return to the program's entry point, which runs only at
-        # start-up: the breakpoint there is met by our returns alone.
+        # start-up (gdb's own calls return there too): the breakpoint there
+        # is met by our returns alone.
         self.return_address = heapscope_entry_point()
         self.returned = gdb.Breakpoint("*%d" % self.return_address, internal=True)
         self.returned.silent = True
+        # The calls may set errno, which the program may be about to read.
+        self.errno_at = self.call(heapscope_address("__errno_location"))
+        self.errno = bytes(self.inferior.read_memory(self.errno_at, 4))
 
-    def string(self, text):
-        data = text.encode("utf-8") + b"\0"
+    def string(self, data):
+        """Writes bytes, NUL-terminated, into the program: their address."""
+        data += b"\0"
         self.free = (self.free - len(data)) & ~0xF
         self.inferior.write_memory(self.free, data)
         return self.free
 
-    def read_string(self, address, limit=1024):
-        data = bytes(self.inferior.read_memory(address, limit))
-        return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+    def read_string(self, address):
+        return gdb.Value(address).cast(gdb.lookup_type("char").pointer()).string("utf-8", "replace")
 
     def call(self, function, *arguments):
         frame = (self.free - 256) & ~0xF
@@ -116,6 +121,7 @@ class HeapscopeCalls:
     def finish(self):
         self.returned.delete()
         self.thread.switch()
+        self.inferior.write_memory(self.errno_at, self.errno)
         for register in HEAPSCOPE_SAVED:
             heapscope_write(register, self.saved[register])
 
@@ -124,9 +130,10 @@ def heapscope_load_agent():
     """dlopen the agent and start its thread; says how on HEAPSCOPE: lines."""
     calls = HeapscopeCalls()
     try:
-        agent = calls.string(gdb.parse_and_eval("$agent").string())
-        bootstrap = calls.string(gdb.parse_and_eval("$bootstrap").string())
-        start_name = calls.string("heapscope_attach_agent_start")
+        # gdb decodes with the target's charset: latin-1 gives back the bytes.
+        agent = calls.string(gdb.parse_and_eval("$agent").string("latin-1").encode("latin-1"))
+        bootstrap = calls.string(gdb.parse_and_eval("$bootstrap").string("latin-1").encode("latin-1"))
+        start_name = calls.string(b"heapscope_attach_agent_start")
         handle = calls.call(heapscope_address("dlopen"), agent, int(gdb.parse_and_eval("$rtld_now")))
         if handle == 0:
             error = calls.call(heapscope_address("dlerror"))
@@ -195,6 +202,22 @@ if $heapscope_safe == 0
   quit 3
 end
 echo HEAPSCOPE: safe point\n
-python heapscope_load_agent()
+# gdb's own calls where they work (they put every register back); by hand
+# on x86-64 where they do not, or where the probe could not tell.
+python gdb.set_convenience_variable("heapscope_by_hand", int(not int(gdb.parse_and_eval("$gdb_calls")) and gdb.selected_frame().architecture().name() == "i386:x86-64"))
+if $heapscope_by_hand
+  python heapscope_load_agent()
+  detach
+  quit
+end
+set $heapscope_handle = (void*)dlopen($agent, $rtld_now)
+if $heapscope_handle == 0
+  printf "HEAPSCOPE: dlopen failed: %s\n", (char*)dlerror()
+  detach
+  quit 4
+end
+set $heapscope_start = (void*)dlsym($heapscope_handle, "heapscope_attach_agent_start")
+set $heapscope_error = ((int(*)(const char*))$heapscope_start)($bootstrap)
+printf "HEAPSCOPE: agent started %d\n", $heapscope_error
 detach
 quit

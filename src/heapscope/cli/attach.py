@@ -333,7 +333,13 @@ class Channel:
         self._directory = tempfile.mkdtemp(prefix="heapscope-attach-")
         self.path = os.path.join(self._directory, "channel")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(self.path)
+        try:
+            self._listener.bind(self.path)
+        except OSError as error:
+            self._listener.close()
+            shutil.rmtree(self._directory, ignore_errors=True)
+            raise CommandError(f"cannot make the attach channel {self.path}: {error.strerror or error} (a Unix "
+                               f"socket's path has at most 107 bytes: set TMPDIR to a shorter directory)") from None
         self._listener.listen(1)
         self._connection = None
         self._pending = b""
@@ -436,10 +442,10 @@ def _gdb_inject(pid, channel, verbose):
                            "e.g. `apt-get install gdb`")
     if not os.path.exists(_AGENT):
         raise CommandError(f"heapscope's attach agent is missing ({_AGENT}): reinstall heapscope")
-    gdb_calls = gdb_call_failure(gdb) is None
+    gdb_calls = gdb_calls_work(gdb)
     if verbose and not gdb_calls:
-        _say("heapscope: gdb cannot make calls in a process on this machine (gdb 13 on a CPU with AMX): "
-             "heapscope makes its own, at a safe point, without the pending call")
+        _say("heapscope: gdb's own calls do not work in a process here, or the probe could not tell (gdb 13 on a "
+             "CPU with AMX): heapscope makes its calls by hand, at a safe point, without the pending call")
     command = [
         gdb, "-batch", "-nx", "-nw", "-p", str(pid),
         "-iex", "set auto-load off",
@@ -459,7 +465,7 @@ def _gdb_inject(pid, channel, verbose):
                                   stderr=subprocess.STDOUT, timeout=SAFE_POINT_WAIT_S + 60, env=_gdb_environment())
         output = finished.stdout.decode("utf-8", "replace")
     except subprocess.TimeoutExpired as expired:
-        # gdb quits on SIGTERM and detaches; subprocess.run killed it: say so.
+        # subprocess.run killed gdb (SIGKILL): say so.
         output = (expired.stdout or b"").decode("utf-8", "replace")
         raise CommandError(f"gdb did not finish within {SAFE_POINT_WAIT_S + 60} s; check process {pid} "
                            f"(gdb said: {_last_lines(output)})") from None
@@ -473,18 +479,19 @@ def _gdb_environment():
     return {name: value for name, value in os.environ.items() if not name.startswith("PYTHON")}
 
 
-def gdb_call_failure(gdb):
-    """gdb's own words if its `call` fails in a process on this machine, else
-    None. Asked of a throwaway process, never of the user's program: a call
-    that fails leaves the registers it changed, and the program breaks (gdb
-    13 fails so on CPUs with AMX, whose whole register state Linux wants
-    written back at once). attach.gdb then makes its calls by hand."""
+def gdb_calls_work(gdb):
+    """True if gdb's `call` works in a process on this machine, shown by a
+    throwaway process; False when it fails or the probe cannot tell. Never
+    tried first on the user's program: a call that fails leaves the registers
+    it changed, and the program breaks (gdb 13 fails so on CPUs with AMX,
+    whose whole register state Linux wants written back at once). Where it
+    does not work, attach.gdb makes its calls by hand."""
     try:
         # Its own complaints (the failed call breaks it) are not the user's business.
         throwaway = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
     except OSError:
-        return None  # no evidence either way; the attach itself will tell
+        return False
     try:
         probe = subprocess.run([gdb, "-batch", "-nx", "-nw", "-p", str(throwaway.pid),
                                 "-iex", "set auto-load off", "-iex", "set debuginfod enabled off",
@@ -492,14 +499,12 @@ def gdb_call_failure(gdb):
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                timeout=60, env=_gdb_environment())
     except (OSError, subprocess.TimeoutExpired):
-        return None
+        return False
     finally:
         throwaway.kill()
         throwaway.wait()
-    for line in probe.stdout.decode("utf-8", "replace").splitlines():
-        if line.startswith("Couldn't write"):  # gdb's words when it cannot put the registers back
-            return line.strip()
-    return None
+    # gdb prints the call's value, the process id, unless it failed.
+    return f"$1 = {throwaway.pid}" in probe.stdout.decode("utf-8", "replace").splitlines()
 
 
 def _gdb_string(text):
