@@ -213,6 +213,29 @@ def test_metadata_written_at_start_and_end(tmp_path):
     assert metadata.pid != os.getpid() and metadata.pid > 0
 
 
+@pytest.mark.parametrize("python_malloc, named", [("", "pymalloc"), ("malloc", "malloc"),
+                                                  ("pymalloc_debug", "pymalloc debug"), ("malloc_debug", "malloc debug")])
+def test_the_python_allocator_is_named_without_importing_sysconfig(tmp_path, python_malloc, named):
+    """CPython names its allocators itself (_PyMem_GetCurrentAllocatorName);
+    asking sysconfig instead cost the first Tracker a millisecond, importing
+    its configuration data."""
+    script = tmp_path / "allocator.py"
+    write_script(script, """
+        import sys
+        from heapscope import Tracker
+        with Tracker(sys.argv[1]):
+            pass
+        print(any(name.startswith("_sysconfigdata") for name in sys.modules))
+    """)
+    capture = tmp_path / "allocator.hscap"
+    env = {**python_env(), "PYTHONMALLOC": python_malloc}
+    result = subprocess.run([sys.executable, str(script), str(capture)], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False"]
+    assert heapscope.FileReader(capture).metadata.python_allocator == named
+
+
 def test_path_like_file_name(tmp_path):
     script = tmp_path / "pathlike.py"
     write_script(script, """

@@ -1,6 +1,7 @@
 // heapscope._heapscope: the extension module. It translates between Python
 // and the engine; the front doors (heapscope.tracemalloc, ...) are Python.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
 #include <string>
@@ -14,6 +15,7 @@
 #include "hooks/custom_domains.h"
 #include "hooks/pymem_hooks.h"
 #include "hooks/session.h"
+#include "cpython/python_allocators.h"
 #include "cpython/python_frames.h"
 
 namespace nb = nanobind;
@@ -307,6 +309,11 @@ NB_MODULE(_heapscope, m) {
     m.def("_stack_node_count", [] { return engine().stack_node_count(); });
     m.def("_trace_count", [] { return engine().trace_count(); });
     m.def("_anchored_walks", [] { return python::anchored_walks(); });
+    m.def("current_allocator_name", []() -> std::optional<std::string> {
+        const char* name = python::current_allocator_name();
+        if (name == nullptr) return std::nullopt;
+        return std::string(name);
+    }, "CPython's name for its allocators (\"pymalloc\", \"malloc_debug\"...), or None once a domain is hooked.");
     m.def("_frees_unhooked", [](int domain) {
         if (domain < PYMEM_DOMAIN_RAW || domain > PYMEM_DOMAIN_OBJ) throw nb::value_error("domain: 0 (raw), 1 (mem) or 2 (object)");
         return pymem::frees_unhooked(static_cast<PyMemAllocatorDomain>(domain));

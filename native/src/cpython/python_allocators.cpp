@@ -12,9 +12,10 @@ extern "C" const char* _PyMem_GetCurrentAllocatorName(void);
 
 namespace heapscope::python {
 
+const char* current_allocator_name() { return _PyMem_GetCurrentAllocatorName(); }
+
 bool allocators_are_pymalloc() {
-    // "pymalloc_debug", "malloc", "mimalloc", or null once any domain is hooked.
-    const char* name = _PyMem_GetCurrentAllocatorName();
+    const char* name = current_allocator_name();
     return name != nullptr && std::strcmp(name, "pymalloc") == 0;
 }
 

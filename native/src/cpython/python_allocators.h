@@ -17,4 +17,9 @@ inline constexpr size_t kPymallocLargest = 512;
 // (_PyMem_GetCurrentAllocatorName). Requires the GIL.
 bool allocators_are_pymalloc();
 
+// CPython's name for the allocators of the three domains: "pymalloc",
+// "pymalloc_debug", "malloc", "malloc_debug", "mimalloc"...; null once any
+// domain is hooked (by heapscope or another tool). Requires the GIL.
+const char* current_allocator_name();
+
 }  // namespace heapscope::python
