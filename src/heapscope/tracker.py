@@ -107,24 +107,25 @@ def _is_dev_null(path):
         return False
 
 
-def _python_allocator_name():
-    """The allocator behind Python's object domain, named as memray names it:
-    CPython's own answer while no hook hides it (sysconfig, asked otherwise,
-    costs a millisecond to import), else from the configuration."""
-    current = _heapscope.current_allocator_name()
-    if current is not None:
-        base, _, debug = current.partition("_")
-        if base not in ("pymalloc", "malloc", "mimalloc"):
-            return "unknown"
-        return f"{base} debug" if debug == "debug" else base
+def _configured_allocator_name():
+    """CPython's name for its allocators ("pymalloc_debug"...), from the
+    configuration: for when a hook hides CPython's own answer."""
     chosen = os.environ.get("PYTHONMALLOC", "") if not sys.flags.ignore_environment else ""
     debug = chosen.endswith("_debug") or sys.flags.dev_mode or (chosen == "debug")
     base = chosen[:-len("_debug")] if chosen.endswith("_debug") else chosen
     if base in ("", "default", "debug"):
         base = "pymalloc" if sysconfig.get_config_var("WITH_PYMALLOC") else "malloc"
+    return f"{base}_debug" if debug else base
+
+
+def _python_allocator_name():
+    """The allocator behind Python's object domain, named as memray names it:
+    CPython's own answer while no hook hides it (sysconfig, asked otherwise,
+    costs a millisecond to import), else from the configuration."""
+    base, _, debug = (_heapscope.current_allocator_name() or _configured_allocator_name()).partition("_")
     if base not in ("pymalloc", "malloc", "mimalloc"):
         return "unknown"
-    return f"{base} debug" if debug else base
+    return f"{base} debug" if debug == "debug" else base
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

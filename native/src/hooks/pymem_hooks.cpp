@@ -357,18 +357,18 @@ PyMemAllocatorEx recording_hooks(DomainHook* hook, bool sampled) {
 
 template <PyMemAllocatorDomain D>
 void install_one(bool record, bool watch, bool anchors, bool pymalloc_below) {
+    const bool sampled = record && engine().sampling_active();
     // A free records nothing in a sampled session once picked blocks leave
     // pymalloc's pools, unless the reference tracer or the anchors need to
     // hear of the object domain's frees; then the mem domain's frees stay
     // hooked too, for an object block freed there (PyObject_Malloc, then
     // PyMem_Free: misuse, but extensions do it).
-    const bool frees_may_go_unhooked = record && engine().sampling_active() && !watch && !anchors;
+    const bool frees_may_go_unhooked = sampled && !watch && !anchors;
     watch = watch && D == PYMEM_DOMAIN_OBJ;
     if (!record && !watch) return;
     PyMemAllocatorEx current;
     PyMem_GetAllocator(D, &current);
     DomainHook*& top = g_top[slot_of(D)];
-    const bool sampled = record && engine().sampling_active();
     const unsigned kind = (sampled ? kSampled : 0u) | (watch ? kWatching : 0u) | (record ? kRecording : 0u) |
                           (frees_may_go_unhooked ? kFreesMayGoUnhooked : 0u);
     unsigned& top_kind = g_top_kind[slot_of(D)];
