@@ -1220,6 +1220,70 @@ TEST(CaptureWriterJournal, AFinishedCaptureHasNoJournalLeft) {
     EXPECT_EQ(c.metadata()["big"].size(), 300000u);
 }
 
+// A process killed while finishing (a Pool's terminate() reaching a worker in
+// its atexit): the capture reads as not finished, never damaged, with every
+// event; the end records too once they are in the journal or a chunk.
+namespace {
+int g_kill_at_step = -1;
+void kill_at_step(int step) {
+    if (step == g_kill_at_step) ::raise(SIGKILL);
+}
+}  // namespace
+
+TEST(CaptureWriterJournal, AKillWhileFinishingLeavesACaptureNotFinishedWithEveryEvent) {
+    for (const FileFormat format : {FileFormat::kAllAllocations, FileFormat::kAggregatedAllocations}) {
+        // Small end records fit the current slot; 300,000 bytes of them do not.
+        for (const size_t end_bytes : {size_t{10}, size_t{300000}}) {
+            for (const int step : {0, 1}) {
+                SCOPED_TRACE(testing::Message() << "format " << static_cast<int>(format) << ", end records of "
+                                                << end_bytes << " bytes, killed at step " << step);
+                CaptureFile file;
+                const pid_t child = ::fork();
+                if (child == 0) {
+                    CaptureOptions o = options_for(file.writer_fd(), format);
+                    o.finishing_step = kill_at_step;
+                    g_kill_at_step = step;
+                    std::string error;
+                    std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(o, &error);
+                    if (!writer) end_child(3);
+                    Feeder feeder(writer.get(), format == FileFormat::kAggregatedAllocations);
+                    feeder.thread(1);
+                    const uint32_t node = feeder.python_node(0, FrameKey{0x2000, 10});
+                    for (uint64_t i = 0; i < 3000; ++i) feeder.alloc(1, expected_address(i), expected_size(i), node);
+                    writer->finish({{"end", std::string(end_bytes, 'e')}}, &error);
+                    end_child(4);  // not killed: the step was never reached
+                }
+                int status = 0;
+                ::waitpid(child, &status, 0);
+                ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "child status " << status;
+                const std::string bytes = file_bytes(file.fd);
+                ASSERT_NE(bytes.find("HSJL"), std::string::npos);  // the journal was left behind
+                Capture c = decode_bytes(bytes);
+                EXPECT_FALSE(c.damaged) << c.error;
+                EXPECT_FALSE(c.end_chunk);
+                const std::map<std::string, std::string> metadata = c.metadata();
+                // The end records are lost only when killed before they were anywhere.
+                const bool end_records_kept = end_bytes < 1000 || step == 1;
+                EXPECT_EQ(metadata.count("end"), end_records_kept ? 1u : 0u);
+                if (format == FileFormat::kAllAllocations) {
+                    EXPECT_EQ(expect_prefix_of_the_childs_events(c), 3000u);
+                    if (end_records_kept) {
+                        EXPECT_EQ(metadata.count("total_allocations") ? metadata.at("total_allocations") : "", "3000");
+                    }
+                } else {
+                    Replayed r = replay(c);
+                    EXPECT_EQ(r.final, end_records_kept);
+                    uint64_t total = 0;
+                    for (const Record* l : c.of(RecordType::kLocation)) total = std::max(total, l->location.total_count);
+                    if (end_records_kept) {
+                        EXPECT_EQ(total, 3000u);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // A descriptor opened write-only cannot be mapped: the writer falls back to
 // writing a chunk at a time.
 TEST(CaptureWriterJournal, WriteOnlyDescriptorsAreWrittenWithoutAJournal) {

@@ -417,7 +417,14 @@ ChunkReader::Status ChunkReader::next(ChunkType* type, std::string* payload) {
     // Where the chain of chunks stops: the journal may go on from there.
     auto chain_stops = [&](const std::string& what) {
         if (find_journal(chunk_offset)) return next_from_journal(type, payload);
-        return what.empty() ? Status::kEnd : damaged(chunk_offset, what);
+        if (what.empty()) return Status::kEnd;
+        // The writer died while writing its last chunks (before truncating
+        // the journal away): what follows is the journal's remains, not damage.
+        if (finishing_ended_) {
+            offset_ = chunk_offset;  // where a chunk appended now would go
+            return Status::kEnd;
+        }
+        return damaged(chunk_offset, what);
     };
     uint8_t h[kChunkHeaderBytes];
     int read_error = 0;
@@ -480,7 +487,8 @@ bool ChunkReader::find_journal(uint64_t chunk_offset) {
             uint64_t committed = 0;
             for (int i = 7; i >= 0; --i) committed = committed << 8 | h[kJournalCommittedOffset + i];
             const uint32_t capacity = get_u32(h + 12);
-            found.push_back(JournalSlot{get_u32(h + 8), at + pos, committed, capacity});
+            found.push_back(JournalSlot{get_u32(h + 8), at + pos, committed, capacity,
+                                        get_u32(h + kJournalFinishingOffset) == kJournalFinishingMark});
         }
     }
     // By sequence number; of two slots with the same one (a stale copy), the fuller.
@@ -488,6 +496,10 @@ bool ChunkReader::find_journal(uint64_t chunk_offset) {
         return a.sequence != b.sequence ? a.sequence < b.sequence : a.committed > b.committed;
     });
     journal_file_size_ = size;
+    finishing_ended_ = !found.empty() && found.back().sequence < sequence_ &&
+                       std::any_of(found.begin(), found.end(), [&](const JournalSlot& slot) {
+                           return slot.sequence == found.back().sequence && slot.finishing;
+                       });
     uint32_t expected = sequence_;
     for (const JournalSlot& slot : found) {
         if (slot.sequence < expected) continue;  // its chunk was written (or a duplicate)

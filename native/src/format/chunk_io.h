@@ -48,6 +48,17 @@ void init_journal_slot(char* slot, uint32_t sequence, uint32_t capacity);
 inline void publish_journal(uint64_t* word, uint64_t committed) {
     __atomic_store_n(word, committed, __ATOMIC_RELEASE);  // after the record's bytes, in program order
 }
+// Offset of the finishing mark (a little-endian u32, not covered by the
+// checksum): the writer stores kJournalFinishingMark in its last slot before
+// it writes the last chunks. A capture whose chunks stop where every slot was
+// already read as a chunk, the last one so marked, was killed while
+// finishing: not finished, not damaged.
+inline constexpr size_t kJournalFinishingOffset = 40;
+inline constexpr uint32_t kJournalFinishingMark = 0x4e465348;  // "HSFN" in file order
+inline void mark_journal_finishing(char* slot) {
+    __atomic_store_n(reinterpret_cast<uint32_t*>(slot + kJournalFinishingOffset), kJournalFinishingMark,
+                     __ATOMIC_RELEASE);
+}
 
 enum class FileFormat : uint8_t { kAllAllocations = 0, kAggregatedAllocations = 1 };
 
@@ -126,7 +137,10 @@ class ChunkReader {
     // then through the journal slots that go on from it: where the chain
     // stops (at the end of the file or at a chunk torn by the kill), slots
     // holding the next sequence numbers are returned as stored records
-    // chunks, and a torn chunk they replace is not damage.
+    // chunks, and a torn chunk they replace is not damage. A chain that
+    // stops where every slot in the file was already read as a chunk, the
+    // last one marked finishing (the writer died while writing its last
+    // chunks), ends there too, at kEnd: not finished.
     Status next(ChunkType* type, std::string* payload);
     const std::string& error() const { return error_; }
     uint64_t offset() const { return offset_; }  // bytes consumed so far
@@ -147,6 +161,7 @@ class ChunkReader {
         uint64_t offset;
         uint64_t committed;
         uint32_t capacity;
+        bool finishing;  // marked as the writer's last slot
     };
     int fd_;
     uint64_t offset_ = 0;
@@ -156,6 +171,7 @@ class ChunkReader {
     size_t journal_next_ = 0;
     uint64_t journal_file_size_ = 0;
     std::string journal_damage_;        // reported after the slot that the file cuts short
+    bool finishing_ended_ = false;      // every slot found was read as a chunk, the last one marked finishing
     bool header_read_ = false;
     bool ended_ = false;    // the end chunk was read: nothing after it is read
     bool damaged_ = false;  // nothing after damage is read

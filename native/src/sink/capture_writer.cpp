@@ -1177,13 +1177,7 @@ bool CaptureWriter::finish(const std::vector<std::pair<std::string, std::string>
     SpinGuard guard_state(*s.state_lock);
     s.drain();  // anything handed off after the background thread's last pass
     if (!s.failed.load(std::memory_order_acquire)) {
-        // With a journal the current slot becomes its chunk, and the end
-        // records follow in a chunk of their own.
-        format::RecordEncoder end_records;
-        if (s.journal && s.current->encoder.size() != 0) s.write_buffer(*s.current);
-        format::RecordEncoder& out = s.journal ? end_records : s.current->encoder;
         const uint64_t now = s.now_ms();
-        if (s.options.memory_interval_ms) out.memory(format::MemoryRecord{now, read_rss_bytes(), s.heap});
         format::MetadataRecord metadata;
         metadata.entries = end_metadata;
         metadata.entries.emplace_back("total_allocations", std::to_string(s.allocations));
@@ -1191,6 +1185,24 @@ bool CaptureWriter::finish(const std::vector<std::pair<std::string, std::string>
         metadata.entries.emplace_back("peak_memory", std::to_string(s.peak_heap));
         metadata.entries.emplace_back("end_heap", std::to_string(s.heap));
         metadata.entries.emplace_back("duration_ms", std::to_string(now));
+        // With a journal the end records go into the current slot when they
+        // fit, so that a process killed while finishing (a Pool's terminate()
+        // reaching a worker in its atexit) loses none of them: the slot holds
+        // them until its chunk is whole. Else the slot becomes its chunk and
+        // they follow in a chunk of their own.
+        const size_t end_bound = bound_of(metadata) + (1 + 3 * kVarint) +
+                                 (s.aggregated ? s.checkpoint_bound_locked() + s.live_objects.size() * (1 + 5 * kVarint)
+                                               : 0);
+        format::RecordEncoder& slot_records = s.current->encoder;
+        const bool in_slot = s.journal && !slot_records.spilled() &&
+                             slot_records.capacity() - slot_records.size() >= end_bound;
+        // Marked before any last chunk is written: a kill from here on is
+        // one while finishing, not damage (ChunkReader::next).
+        if (s.journal) format::mark_journal_finishing(s.current->map);
+        format::RecordEncoder end_records;
+        if (s.journal && !in_slot && slot_records.size() != 0) s.write_buffer(*s.current);
+        format::RecordEncoder& out = s.journal && !in_slot ? end_records : slot_records;
+        if (s.options.memory_interval_ms) out.memory(format::MemoryRecord{now, read_rss_bytes(), s.heap});
         out.metadata(metadata);
         if (s.aggregated) {
             s.encode_checkpoint_locked(true, &out);
@@ -1198,8 +1210,13 @@ bool CaptureWriter::finish(const std::vector<std::pair<std::string, std::string>
                 out.object(format::ObjectRecord{object.thread, address, true, object.python_node, object.native_node});
             }
         }
-        if (s.failed.load(std::memory_order_acquire) ||
-            !s.chunks->write_chunk(format::ChunkType::kRecords, out.view()) ||
+        if (in_slot) format::publish_journal(s.committed, out.size());
+        auto step = [&](int number) {
+            if (s.options.finishing_step) s.options.finishing_step(number);
+            return true;
+        };
+        if (s.failed.load(std::memory_order_acquire) || !step(0) ||
+            !s.chunks->write_chunk(format::ChunkType::kRecords, out.view()) || !step(1) ||
             !s.chunks->write_chunk(format::ChunkType::kEnd, {})) {
             if (!s.failed.load(std::memory_order_acquire)) s.fail(s.chunks->error());
         } else if (s.journal && ::ftruncate(s.options.fd, static_cast<off_t>(s.chunks->position())) != 0) {

@@ -74,6 +74,10 @@ struct CaptureOptions {
     // second viewer that connects while this one is served is told so
     // (kLiveBusy) and let go, by the background thread.
     int listener_fd = -1;
+    // Tests: called by finish() with 0 once the end records are encoded
+    // (into the journal when they fit), then with 1 once they are in a
+    // chunk, before the end chunk: where a kill while finishing may land.
+    void (*finishing_step)(int step) = nullptr;
 };
 
 // What a second live viewer is sent before the connection is closed.
