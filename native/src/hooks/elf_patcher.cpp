@@ -27,6 +27,15 @@ struct PatchedSlot {
 std::mutex g_mutex;
 std::vector<PatchedSlot> g_patched;  // guarded by g_mutex
 
+// A GOT slot to write: `value` into `*slot`.
+struct SlotWrite {
+    void** slot;
+    void* value;
+    bool relro;  // the slot's page is read-only (RELRO): closed again after the write
+    void* previous = nullptr;
+    bool done = false;
+};
+
 struct PatchRun {
     const SymbolHook* hooks;
     size_t count;
@@ -34,31 +43,47 @@ struct PatchRun {
     size_t patched;
     uintptr_t object_base = 0;  // the object being patched
     uintptr_t relro_start = 0, relro_end = 0;
+    std::vector<SlotWrite> writes;  // the object's slots to patch, written together
+    // Bit h: hooks[h].name starts with this byte (h < 64). Most relocations
+    // name no hooked symbol: one look here instead of a strcmp per hook.
+    uint64_t hooks_by_first_byte[256] = {};
 };
 
-void* page_of(void* address) {
+uintptr_t page_of(void* address) {
     static const long page = sysconf(_SC_PAGESIZE);
-    return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(address) & ~static_cast<uintptr_t>(page - 1));
+    return reinterpret_cast<uintptr_t>(address) & ~static_cast<uintptr_t>(page - 1);
 }
 
-// Writes a GOT slot. Under full RELRO the GOT is read-only after relocation:
-// open the page for the write and close it again.
-bool write_slot(void** slot, void* value, bool relro) {
+// Writes the slots in `writes`, in their order within each page, setting
+// `done` on each one written. Under full RELRO the GOT is read-only after
+// relocation: each page is opened once for all its slots and closed again,
+// since every mprotect of one page splits the mapping and its undoing merges
+// it (per slot, that was a fifth of a capture's start).
+void write_slots(std::vector<SlotWrite>* writes) {
     static const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    if (mprotect(page_of(slot), page, PROT_READ | PROT_WRITE) != 0) return false;
-    *slot = value;
-    if (relro) mprotect(page_of(slot), page, PROT_READ);
-    return true;
+    std::stable_sort(writes->begin(), writes->end(),
+                     [](const SlotWrite& a, const SlotWrite& b) { return page_of(a.slot) < page_of(b.slot); });
+    for (size_t first = 0; first < writes->size();) {
+        const uintptr_t at = page_of((*writes)[first].slot);
+        size_t end = first;
+        bool relro = false;
+        while (end < writes->size() && page_of((*writes)[end].slot) == at) relro |= (*writes)[end++].relro;
+        if (mprotect(reinterpret_cast<void*>(at), page, PROT_READ | PROT_WRITE) == 0) {
+            for (size_t i = first; i < end; ++i) {
+                *(*writes)[i].slot = (*writes)[i].value;
+                (*writes)[i].done = true;
+            }
+            if (relro) mprotect(reinterpret_cast<void*>(at), page, PROT_READ);
+        }
+        first = end;
+    }
 }
 
 void patch_slot(void** slot, void* replacement, PatchRun* run) {
     if (*slot == replacement) return;  // already ours
     auto address = reinterpret_cast<uintptr_t>(slot);
-    bool relro = address >= run->relro_start && address < run->relro_end;
-    void* previous = *slot;
-    if (!write_slot(slot, replacement, relro)) return;
-    g_patched.push_back(PatchedSlot{slot, previous, replacement, run->object_base, relro});
-    ++run->patched;
+    run->writes.push_back(
+        SlotWrite{slot, replacement, address >= run->relro_start && address < run->relro_end, *slot});
 }
 
 bool is_dynamic_loader(const char* path) {
@@ -81,7 +106,10 @@ void patch_relocations(uintptr_t base, const Rel* relocs, size_t bytes, const El
         if (type != R_AARCH64_JUMP_SLOT && type != R_AARCH64_GLOB_DAT) continue;
 #endif
         const char* name = strings + symbols[ELF64_R_SYM(rel.r_info)].st_name;
+        const uint64_t candidates = run->hooks_by_first_byte[static_cast<unsigned char>(name[0])];
+        if (candidates == 0 && run->count <= 64) continue;
         for (size_t h = 0; h < run->count; ++h) {
+            if (h < 64 && !(candidates >> h & 1)) continue;
             if (run->hooks[h].only_in && run->hooks[h].only_in != base) continue;
             if (std::strcmp(name, run->hooks[h].name) == 0) {
                 patch_slot(reinterpret_cast<void**>(base + rel.r_offset), run->hooks[h].replacement, run);
@@ -91,10 +119,8 @@ void patch_relocations(uintptr_t base, const Rel* relocs, size_t bytes, const El
     }
 }
 
-int patch_object(struct dl_phdr_info* info, size_t, void* data) {
-    auto* run = static_cast<PatchRun*>(data);
-    const char* name = info->dlpi_name ? info->dlpi_name : "";
-    if (info->dlpi_addr == run->own_base || is_dynamic_loader(name)) return 0;
+// The slots of one object that name a hooked symbol, into run->writes.
+void collect_object_slots(struct dl_phdr_info* info, PatchRun* run) {
     run->object_base = info->dlpi_addr;
     run->relro_start = run->relro_end = 0;
     for (int p = 0; p < info->dlpi_phnum; ++p) {
@@ -125,7 +151,7 @@ int patch_object(struct dl_phdr_info* info, size_t, void* data) {
                 default: break;
             }
         }
-        if (!symbols || !strings) return 0;
+        if (!symbols || !strings) return;
         // The loader has already relocated these d_ptr values to absolute
         // addresses on glibc (but not in the vdso, skipped above).
         if (rela) patch_relocations(info->dlpi_addr, rela, rela_bytes, symbols, strings, run);
@@ -133,6 +159,21 @@ int patch_object(struct dl_phdr_info* info, size_t, void* data) {
             patch_relocations(info->dlpi_addr, static_cast<const ElfW(Rela)*>(jmprel), jmprel_bytes, symbols,
                               strings, run);
         }
+    }
+}
+
+// Patches one object (under the loader's lock, so it cannot be unloaded meanwhile).
+int patch_object(struct dl_phdr_info* info, size_t, void* data) {
+    auto* run = static_cast<PatchRun*>(data);
+    const char* name = info->dlpi_name ? info->dlpi_name : "";
+    if (info->dlpi_addr == run->own_base || is_dynamic_loader(name)) return 0;
+    run->writes.clear();
+    collect_object_slots(info, run);
+    write_slots(&run->writes);
+    for (const SlotWrite& write : run->writes) {
+        if (!write.done) continue;
+        g_patched.push_back(PatchedSlot{write.slot, write.previous, write.value, run->object_base, write.relro});
+        ++run->patched;
     }
     return 0;
 }
@@ -150,6 +191,9 @@ size_t patch_loaded_objects(const SymbolHook* hooks, size_t count) {
     // dladdr gives the base of the mapping; dl_phdr_info gives the load bias.
     // For position-independent objects (all shared objects) they are equal.
     PatchRun run{hooks, count, own_load_address(), 0};
+    for (size_t h = 0; h < count && h < 64; ++h) {
+        run.hooks_by_first_byte[static_cast<unsigned char>(hooks[h].name[0])] |= uint64_t{1} << h;
+    }
     dl_iterate_phdr(patch_object, &run);
     return run.patched;
 }
@@ -166,10 +210,12 @@ void unpatch_all() {
     // Newest first, so a slot patched twice ends with its first value. A slot
     // whose object was unloaded (its memory may now be someone else's), or
     // that no longer holds our pointer, is left alone.
+    std::vector<SlotWrite> writes;
     for (auto it = g_patched.rbegin(); it != g_patched.rend(); ++it) {
         bool still_loaded = std::find(loaded.begin(), loaded.end(), it->object_base) != loaded.end();
-        if (still_loaded && *it->slot == it->replacement) write_slot(it->slot, it->previous, it->relro);
+        if (still_loaded && *it->slot == it->replacement) writes.push_back(SlotWrite{it->slot, it->previous, it->relro});
     }
+    write_slots(&writes);
     g_patched.clear();
 }
 

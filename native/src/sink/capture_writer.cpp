@@ -73,6 +73,10 @@ using Clock = std::chrono::steady_clock;
 
 constexpr size_t kBuffers = 3;              // current + two in flight
 constexpr uint32_t kFlushIntervalMs = 250;  // longest a record waits in memory
+// A slot's pages faulted in when it is made: all of them, except in the
+// first slot (the rest: by the background thread) and in sampled captures,
+// whose few records may never reach the rest (the hooks fault what they use).
+constexpr size_t kSlotFaultedAtFirst = 64 << 10;
 // Room past chunk_bytes for the record that crosses it, so that a buffer
 // rarely grows inside a hook.
 constexpr size_t kBufferSlack = 64 * 1024;
@@ -261,6 +265,8 @@ struct CaptureWriter::Impl {
     uint64_t* committed = &unpublished;
     uint64_t unpublished = 0;
     uint32_t next_slot_sequence = 0;  // journal: the chunk number the next current slot becomes
+    char* unpopulated = nullptr;      // journal: the first slot's pages the background thread faults in
+    size_t unpopulated_bytes = 0;
     bool stopping = false;  // finish() began: the hooks record nothing more
 
     // Accounting (writer's own: what it was told)
@@ -494,43 +500,55 @@ struct CaptureWriter::Impl {
 
     uint64_t page_up(uint64_t v) const { return (v + page_size - 1) / page_size * page_size; }
 
-    std::unique_ptr<Buffer> make_slot(size_t capacity) {
+    // Maps a new slot; its first `populate_bytes` are faulted in at once.
+    std::unique_ptr<Buffer> make_slot(size_t capacity, size_t populate_bytes) {
         auto slot = std::make_unique<Buffer>();
         slot->capacity = capacity;
         slot->map_bytes = page_up(format::kJournalHeaderBytes + capacity);
         slot->offset = lowest_slot_offset(capacity, true);
         const uint64_t end = slot->offset + slot->map_bytes;
-        struct stat st {};
-        if (::fstat(options.fd, &st) != 0) return slot_failed("fstat", errno);
-        if (static_cast<uint64_t>(st.st_size) < end && ::ftruncate(options.fd, static_cast<off_t>(end)) != 0) {
-            return slot_failed("extending the file", errno);
-        }
         // Blocks now, so that a full disk fails the capture here instead of
-        // raising SIGBUS in the program when a hook writes the page.
+        // raising SIGBUS in the program when a hook writes the page. Where
+        // it works it also extends the file, which is then not truncated.
         const int allocated = ::posix_fallocate(options.fd, static_cast<off_t>(slot->offset),
                                                 static_cast<off_t>(slot->map_bytes));
         if (allocated != 0 && allocated != EOPNOTSUPP && allocated != EINVAL) {
             return slot_failed("reserving disk space", allocated);
         }
+        if (allocated != 0) {
+            struct stat st {};
+            if (::fstat(options.fd, &st) != 0) return slot_failed("fstat", errno);
+            if (static_cast<uint64_t>(st.st_size) < end && ::ftruncate(options.fd, static_cast<off_t>(end)) != 0) {
+                return slot_failed("extending the file", errno);
+            }
+        }
         void* map = ::mmap(nullptr, slot->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, options.fd,
                            static_cast<off_t>(slot->offset));
         if (map == MAP_FAILED) return slot_failed("mapping the file", errno);
         slot->map = static_cast<char*>(map);
-        // Fault the pages in here, not in the hooks. (MADV_POPULATE_WRITE is
-        // Linux 5.14; before it, a write per page does the same.)
+        // Its pages are written, never read: no read-around of the file
+        // (page_cache_ra) when one is faulted in.
+        (void)::madvise(map, slot->map_bytes, MADV_RANDOM);
+        if (!populate(slot->map, std::min(slot->map_bytes, page_up(populate_bytes)))) {
+            unmap_slot(*slot);
+            return slot_failed("faulting the file's pages in", errno);
+        }
+        return slot;
+    }
+
+    size_t slot_populate_bytes() const { return options.sampling == "exact" ? SIZE_MAX : kSlotFaultedAtFirst; }
+
+    // Faults `bytes` of a slot's mapping in, so that the hooks do not fault.
+    // (MADV_POPULATE_WRITE is Linux 5.14; before it, a write per page does
+    // the same.) False with errno on failure.
+    bool populate(char* map, size_t bytes) const {
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
-        if (::madvise(map, slot->map_bytes, MADV_POPULATE_WRITE) != 0) {
-            if (errno != EINVAL) {
-                unmap_slot(*slot);
-                return slot_failed("faulting the file's pages in", errno);
-            }
-            for (size_t at = 0; at < slot->map_bytes; at += page_size) {
-                reinterpret_cast<volatile char*>(slot->map)[at] = 0;
-            }
-        }
-        return slot;
+        if (bytes == 0 || ::madvise(map, bytes, MADV_POPULATE_WRITE) == 0) return true;
+        if (errno != EINVAL) return false;
+        for (size_t at = 0; at < bytes; at += page_size) reinterpret_cast<volatile char*>(map)[at] = 0;
+        return true;
     }
 
     std::unique_ptr<Buffer> slot_failed(const char* what, int error_number) {
@@ -596,7 +614,7 @@ struct CaptureWriter::Impl {
             }
             if (small) unmap_slot(*small);
         }
-        std::unique_ptr<Buffer> slot = make_slot(slot_capacity(want));
+        std::unique_ptr<Buffer> slot = make_slot(slot_capacity(want), slot_populate_bytes());
         if (!slot) return;
         {
             SpinGuard guard(queue_lock);
@@ -690,6 +708,9 @@ void CaptureWriter::Impl::background_main() {
     HookGuard guard;
     std::unique_lock<std::timed_mutex> working(busy);
     holding_busy.store(true, std::memory_order_release);
+    // The first slot's pages that begin_journal() left (its slot is live:
+    // only this thread retires slots). A failure is no loss: hooks fault them.
+    (void)populate(unpopulated, unpopulated_bytes);
 
     const uint64_t memory_every = options.memory_interval_ms;
     const uint64_t checkpoint_every = aggregated ? options.checkpoint_interval_ms : 0;
@@ -803,7 +824,11 @@ void CaptureWriter::Impl::write_definitions(format::RecordEncoder* out) const {
 // Journal mode, after the opening chunk: the first slot becomes current.
 // False (and no journal) if the file cannot have one.
 bool CaptureWriter::Impl::begin_journal() {
-    std::unique_ptr<Buffer> first = make_slot(slot_capacity(0));
+    // The start of a capture waits for its first pages only: the background
+    // thread faults in the rest as it starts (a fault in a hook meanwhile
+    // costs what it saves here). Faulting the whole slot in was 42% of a
+    // start's time.
+    std::unique_ptr<Buffer> first = make_slot(slot_capacity(0), kSlotFaultedAtFirst);
     if (!first) {
         // Not worth failing the capture for: write it the way sockets are.
         SpinGuard guard(queue_lock);
@@ -811,6 +836,9 @@ bool CaptureWriter::Impl::begin_journal() {
         error.clear();
         return false;
     }
+    const size_t faulted = std::min(first->map_bytes, page_up(kSlotFaultedAtFirst));
+    unpopulated = first->map + faulted;
+    unpopulated_bytes = std::min(first->map_bytes, slot_populate_bytes()) - faulted;
     SpinGuard guard(*state_lock);
     SpinGuard queue(queue_lock);
     next_slot_sequence = chunks->next_sequence();
