@@ -40,6 +40,24 @@ class Plain:
         return {}
 
 
+class PlainWithAThread(Plain):
+    """Plain Python with one more thread, asleep: what any tool with a
+    thread of its own (heapscope's and memray's writers) costs before it
+    does anything. glibc's malloc and free skip their arena lock while a
+    process has a single thread, and take it from the second one on."""
+
+    def start(self):
+        import threading
+
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.stopped.wait, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join()
+
+
 class Tracemalloc(Plain):
     """The stdlib tracemalloc, or a drop-in replacement module for it."""
 
@@ -179,6 +197,7 @@ class HeapscopeWithoutStackCache(Tracemalloc):
 
 MODES = {
     "plain": Plain,
+    "plain-thread": PlainWithAThread,
     "tracemalloc-1": lambda: Tracemalloc("tracemalloc", 1),
     "tracemalloc-64": lambda: Tracemalloc("tracemalloc", 64),
     "memray": Memray,

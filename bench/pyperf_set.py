@@ -31,6 +31,7 @@ import run_tracemalloc as rt
 # Mode -> what runs around the workload; the order of the table columns.
 MODES = {
     "plain": "nothing",
+    "plain-thread": "plain Python with one more thread, asleep (any tool's writer thread, doing nothing)",
     "heapscope-exact": "`heapscope.Tracker(file, trace_python_allocators=True)` "
                        "(`heapscope run --trace-python-allocators`)",
     "heapscope-exact-nopyalloc": "`heapscope.Tracker(file)`: exact, Python's allocators not traced",

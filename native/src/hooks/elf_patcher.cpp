@@ -22,6 +22,7 @@ struct PatchedSlot {
     void* replacement;
     uintptr_t object_base;  // the object the slot belongs to
     bool relro;             // the slot's page was read-only before we patched it
+    bool writable;          // the slot's segment is writable (outside RELRO)
 };
 
 std::mutex g_mutex;
@@ -33,6 +34,7 @@ struct SlotWrite {
     void* value;
     bool relro;  // the slot's page is read-only (RELRO): closed again after the write
     void* previous = nullptr;
+    bool writable = false;  // in a writable segment, outside RELRO: written without mprotect
     bool done = false;
 };
 
@@ -43,6 +45,7 @@ struct PatchRun {
     size_t patched;
     uintptr_t object_base = 0;  // the object being patched
     uintptr_t relro_start = 0, relro_end = 0;
+    std::vector<std::pair<uintptr_t, uintptr_t>> writable;  // the object's writable segments
     std::vector<SlotWrite> writes;  // the object's slots to patch, written together
     // Bit h: hooks[h].name starts with this byte (h < 64). Most relocations
     // name no hooked symbol: one look here instead of a strcmp per hook.
@@ -58,7 +61,8 @@ uintptr_t page_of(void* address) {
 // `done` on each one written. Under full RELRO the GOT is read-only after
 // relocation: each page is opened once for all its slots and closed again,
 // since every mprotect of one page splits the mapping and its undoing merges
-// it (per slot, that was a fifth of a capture's start).
+// it (per slot, that was a fifth of a capture's start). A page whose slots
+// all lie in a writable segment (no RELRO) is written as it is.
 void write_slots(std::vector<SlotWrite>* writes) {
     static const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     std::stable_sort(writes->begin(), writes->end(),
@@ -66,9 +70,12 @@ void write_slots(std::vector<SlotWrite>* writes) {
     for (size_t first = 0; first < writes->size();) {
         const uintptr_t at = page_of((*writes)[first].slot);
         size_t end = first;
-        bool relro = false;
-        while (end < writes->size() && page_of((*writes)[end].slot) == at) relro |= (*writes)[end++].relro;
-        if (mprotect(reinterpret_cast<void*>(at), page, PROT_READ | PROT_WRITE) == 0) {
+        bool relro = false, writable = true;
+        for (; end < writes->size() && page_of((*writes)[end].slot) == at; ++end) {
+            relro |= (*writes)[end].relro;
+            writable &= (*writes)[end].writable;
+        }
+        if (writable || mprotect(reinterpret_cast<void*>(at), page, PROT_READ | PROT_WRITE) == 0) {
             for (size_t i = first; i < end; ++i) {
                 *(*writes)[i].slot = (*writes)[i].value;
                 (*writes)[i].done = true;
@@ -82,8 +89,12 @@ void write_slots(std::vector<SlotWrite>* writes) {
 void patch_slot(void** slot, void* replacement, PatchRun* run) {
     if (*slot == replacement) return;  // already ours
     auto address = reinterpret_cast<uintptr_t>(slot);
-    run->writes.push_back(
-        SlotWrite{slot, replacement, address >= run->relro_start && address < run->relro_end, *slot});
+    const bool relro = address >= run->relro_start && address < run->relro_end;
+    // A whole slot in a segment the loader keeps writable (lazy binding writes there).
+    const bool writable = !relro && std::any_of(run->writable.begin(), run->writable.end(), [&](const auto& segment) {
+        return address >= segment.first && address + sizeof(void*) <= segment.second;
+    });
+    run->writes.push_back(SlotWrite{slot, replacement, relro, *slot, writable});
 }
 
 bool is_dynamic_loader(const char* path) {
@@ -123,10 +134,14 @@ void patch_relocations(uintptr_t base, const Rel* relocs, size_t bytes, const El
 void collect_object_slots(struct dl_phdr_info* info, PatchRun* run) {
     run->object_base = info->dlpi_addr;
     run->relro_start = run->relro_end = 0;
+    run->writable.clear();
     for (int p = 0; p < info->dlpi_phnum; ++p) {
-        if (info->dlpi_phdr[p].p_type == PT_GNU_RELRO) {
-            run->relro_start = info->dlpi_addr + info->dlpi_phdr[p].p_vaddr;
-            run->relro_end = run->relro_start + info->dlpi_phdr[p].p_memsz;
+        const ElfW(Phdr)& header = info->dlpi_phdr[p];
+        if (header.p_type == PT_GNU_RELRO) {
+            run->relro_start = info->dlpi_addr + header.p_vaddr;
+            run->relro_end = run->relro_start + header.p_memsz;
+        } else if (header.p_type == PT_LOAD && (header.p_flags & PF_W)) {
+            run->writable.emplace_back(info->dlpi_addr + header.p_vaddr, info->dlpi_addr + header.p_vaddr + header.p_memsz);
         }
     }
     for (int p = 0; p < info->dlpi_phnum; ++p) {
@@ -172,7 +187,8 @@ int patch_object(struct dl_phdr_info* info, size_t, void* data) {
     write_slots(&run->writes);
     for (const SlotWrite& write : run->writes) {
         if (!write.done) continue;
-        g_patched.push_back(PatchedSlot{write.slot, write.previous, write.value, run->object_base, write.relro});
+        g_patched.push_back(
+            PatchedSlot{write.slot, write.previous, write.value, run->object_base, write.relro, write.writable});
         ++run->patched;
     }
     return 0;
@@ -213,7 +229,9 @@ void unpatch_all() {
     std::vector<SlotWrite> writes;
     for (auto it = g_patched.rbegin(); it != g_patched.rend(); ++it) {
         bool still_loaded = std::find(loaded.begin(), loaded.end(), it->object_base) != loaded.end();
-        if (still_loaded && *it->slot == it->replacement) writes.push_back(SlotWrite{it->slot, it->previous, it->relro});
+        if (still_loaded && *it->slot == it->replacement) {
+            writes.push_back(SlotWrite{it->slot, it->previous, it->relro, nullptr, it->writable});
+        }
     }
     write_slots(&writes);
     g_patched.clear();
