@@ -1048,6 +1048,23 @@ struct KilledCapture {
 uint64_t expected_address(uint64_t i) { return 0x5000 + i * 48; }
 uint64_t expected_size(uint64_t i) { return 1 + i % 700; }
 
+// In a forked child: a writer with `o` that has recorded the first `count`
+// expected allocations, each counted in `logged` (if given) once recorded.
+std::unique_ptr<CaptureWriter> record_in_child(const CaptureOptions& o, uint64_t count,
+                                               std::atomic<uint64_t>* logged = nullptr) {
+    std::string error;
+    std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(o, &error);
+    if (!writer) end_child(3);
+    Feeder feeder(writer.get(), o.format == FileFormat::kAggregatedAllocations);
+    feeder.thread(1);
+    const uint32_t node = feeder.python_node(0, FrameKey{0x2000, 10});
+    for (uint64_t i = 0; i < count; ++i) {
+        feeder.alloc(1, expected_address(i), expected_size(i), node);
+        if (logged) logged->store(i + 1, std::memory_order_release);
+    }
+    return writer;
+}
+
 // A child records allocations, counting each in shared memory once the
 // writer has returned, and is SIGKILLed after `delay`.
 // It stops recording after `max_events` and waits to be killed.
@@ -1062,16 +1079,7 @@ KilledCapture kill_a_capture(size_t chunk_bytes, FileFormat format, std::chrono:
         o.chunk_bytes = chunk_bytes;
         o.memory_interval_ms = 1;
         o.checkpoint_interval_ms = 5;
-        std::string error;
-        std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(o, &error);
-        if (!writer) end_child(3);
-        Feeder feeder(writer.get(), format == FileFormat::kAggregatedAllocations);
-        feeder.thread(1);
-        const uint32_t node = feeder.python_node(0, FrameKey{0x2000, 10});
-        for (uint64_t i = 0; i < max_events; ++i) {
-            feeder.alloc(1, expected_address(i), expected_size(i), node);
-            logged->store(i + 1, std::memory_order_release);
-        }
+        std::unique_ptr<CaptureWriter> writer = record_in_child(o, max_events, logged);
         for (;;) ::pause();
     }
     // From the first event on (the child's set-up is not what is measured).
@@ -1243,13 +1251,8 @@ TEST(CaptureWriterJournal, AKillWhileFinishingLeavesACaptureNotFinishedWithEvery
                     CaptureOptions o = options_for(file.writer_fd(), format);
                     o.finishing_step = kill_at_step;
                     g_kill_at_step = step;
+                    std::unique_ptr<CaptureWriter> writer = record_in_child(o, 3000);
                     std::string error;
-                    std::unique_ptr<CaptureWriter> writer = CaptureWriter::open(o, &error);
-                    if (!writer) end_child(3);
-                    Feeder feeder(writer.get(), format == FileFormat::kAggregatedAllocations);
-                    feeder.thread(1);
-                    const uint32_t node = feeder.python_node(0, FrameKey{0x2000, 10});
-                    for (uint64_t i = 0; i < 3000; ++i) feeder.alloc(1, expected_address(i), expected_size(i), node);
                     writer->finish({{"end", std::string(end_bytes, 'e')}}, &error);
                     end_child(4);  // not killed: the step was never reached
                 }
