@@ -89,7 +89,12 @@ void write_slots(std::vector<SlotWrite>* writes) {
 void patch_slot(void** slot, void* replacement, PatchRun* run) {
     if (*slot == replacement) return;  // already ours
     auto address = reinterpret_cast<uintptr_t>(slot);
-    const bool relro = address >= run->relro_start && address < run->relro_end;
+    // Read-only after relocation: the pages ld.so protects, from the page of
+    // RELRO's start to the page below its end (the page holding the end
+    // stays writable, with whatever else is on it).
+    const uintptr_t page = page_of(slot);
+    const bool relro = page >= page_of(reinterpret_cast<void*>(run->relro_start)) &&
+                       page < page_of(reinterpret_cast<void*>(run->relro_end));
     // A whole slot in a segment the loader keeps writable (lazy binding writes there).
     const bool writable = !relro && std::any_of(run->writable.begin(), run->writable.end(), [&](const auto& segment) {
         return address >= segment.first && address + sizeof(void*) <= segment.second;
@@ -223,13 +228,19 @@ void unpatch_all() {
     std::lock_guard<std::mutex> lock(g_mutex);
     std::vector<uintptr_t> loaded;
     dl_iterate_phdr(collect_loaded_base, &loaded);
-    // Newest first, so a slot patched twice ends with its first value. A slot
-    // whose object was unloaded (its memory may now be someone else's), or
-    // that no longer holds our pointer, is left alone.
+    // Newest first, so a slot patched twice ends with its first value: each
+    // restore applies to the value the newer ones leave. A slot whose object
+    // was unloaded (its memory may now be someone else's), or that no longer
+    // holds our pointer, is left alone.
     std::vector<SlotWrite> writes;
     for (auto it = g_patched.rbegin(); it != g_patched.rend(); ++it) {
         bool still_loaded = std::find(loaded.begin(), loaded.end(), it->object_base) != loaded.end();
-        if (still_loaded && *it->slot == it->replacement) {
+        if (!still_loaded) continue;
+        auto pending = std::find_if(writes.begin(), writes.end(), [&](const SlotWrite& w) { return w.slot == it->slot; });
+        if ((pending != writes.end() ? pending->value : *it->slot) != it->replacement) continue;
+        if (pending != writes.end()) {
+            pending->value = it->previous;
+        } else {
             writes.push_back(SlotWrite{it->slot, it->previous, it->relro, nullptr, it->writable});
         }
     }

@@ -529,7 +529,11 @@ struct CaptureWriter::Impl {
         // Its pages are written, never read: no read-around of the file
         // (page_cache_ra) when one is faulted in.
         (void)::madvise(map, slot->map_bytes, MADV_RANDOM);
-        if (!populate(slot->map, std::min(slot->map_bytes, page_up(populate_bytes)))) {
+        // Without reserved blocks a full disk shows only when a page is
+        // faulted: all of them here then, so that it fails the capture, not
+        // the program (SIGBUS in a hook).
+        if (allocated != 0) populate_bytes = SIZE_MAX;
+        if (!populate(slot->map, populate_bytes >= slot->map_bytes ? slot->map_bytes : page_up(populate_bytes))) {
             unmap_slot(*slot);
             return slot_failed("faulting the file's pages in", errno);
         }
@@ -709,8 +713,10 @@ void CaptureWriter::Impl::background_main() {
     std::unique_lock<std::timed_mutex> working(busy);
     holding_busy.store(true, std::memory_order_release);
     // The first slot's pages that begin_journal() left (its slot is live:
-    // only this thread retires slots). A failure is no loss: hooks fault them.
-    (void)populate(unpopulated, unpopulated_bytes);
+    // only this thread retires slots). Hooks write there already, so only the
+    // kernel may fault them in, never a write of ours; where it cannot
+    // (before Linux 5.14), the hooks fault them.
+    if (unpopulated_bytes != 0) (void)::madvise(unpopulated, unpopulated_bytes, MADV_POPULATE_WRITE);
 
     const uint64_t memory_every = options.memory_interval_ms;
     const uint64_t checkpoint_every = aggregated ? options.checkpoint_interval_ms : 0;
