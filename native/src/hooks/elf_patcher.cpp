@@ -16,18 +16,6 @@ namespace heapscope::elf {
 
 namespace {
 
-struct PatchedSlot {
-    void** slot;
-    void* previous;
-    void* replacement;
-    uintptr_t object_base;  // the object the slot belongs to
-    bool relro;             // the slot's page was read-only before we patched it
-    bool writable;          // the slot's segment is writable (outside RELRO)
-};
-
-std::mutex g_mutex;
-std::vector<PatchedSlot> g_patched;  // guarded by g_mutex
-
 // A GOT slot to write: `value` into `*slot`.
 struct SlotWrite {
     void** slot;
@@ -36,7 +24,18 @@ struct SlotWrite {
     void* previous = nullptr;
     bool writable = false;  // in a writable segment, outside RELRO: written without mprotect
     bool done = false;
+    // The write that puts the previous value back.
+    SlotWrite undone() const { return SlotWrite{slot, previous, relro, value, writable}; }
 };
+
+// A slot patched: its write (value: our replacement, previous: what it held).
+struct PatchedSlot {
+    SlotWrite patch;
+    uintptr_t object_base;  // the object the slot belongs to
+};
+
+std::mutex g_mutex;
+std::vector<PatchedSlot> g_patched;  // guarded by g_mutex
 
 struct PatchRun {
     const SymbolHook* hooks;
@@ -192,8 +191,7 @@ int patch_object(struct dl_phdr_info* info, size_t, void* data) {
     write_slots(&run->writes);
     for (const SlotWrite& write : run->writes) {
         if (!write.done) continue;
-        g_patched.push_back(
-            PatchedSlot{write.slot, write.previous, write.value, run->object_base, write.relro, write.writable});
+        g_patched.push_back(PatchedSlot{write, run->object_base});
         ++run->patched;
     }
     return 0;
@@ -236,12 +234,13 @@ void unpatch_all() {
     for (auto it = g_patched.rbegin(); it != g_patched.rend(); ++it) {
         bool still_loaded = std::find(loaded.begin(), loaded.end(), it->object_base) != loaded.end();
         if (!still_loaded) continue;
-        auto pending = std::find_if(writes.begin(), writes.end(), [&](const SlotWrite& w) { return w.slot == it->slot; });
-        if ((pending != writes.end() ? pending->value : *it->slot) != it->replacement) continue;
+        const SlotWrite& patch = it->patch;
+        auto pending = std::find_if(writes.begin(), writes.end(), [&](const SlotWrite& w) { return w.slot == patch.slot; });
+        if ((pending != writes.end() ? pending->value : *patch.slot) != patch.value) continue;
         if (pending != writes.end()) {
-            pending->value = it->previous;
+            pending->value = patch.previous;
         } else {
-            writes.push_back(SlotWrite{it->slot, it->previous, it->relro, nullptr, it->writable});
+            writes.push_back(patch.undone());
         }
     }
     write_slots(&writes);

@@ -132,6 +132,8 @@ size_t bound_of(const format::LoadedObjectsRecord& r) {
     for (const LoadedObject& o : r.objects) n += 3 * kVarint + o.path.size() + o.segments.size() * 2 * kVarint;
     return n;
 }
+constexpr size_t kMemoryRecordBound = 1 + 3 * kVarint;
+constexpr size_t kObjectRecordBound = 1 + 5 * kVarint;
 size_t bound_of(const format::MetadataRecord& r) {
     size_t n = 1 + kVarint;
     for (const auto& [key, value] : r.entries) n += 2 * kVarint + key.size() + value.size();
@@ -213,7 +215,10 @@ struct Buffer {
     size_t map_bytes = 0;
     uint64_t offset = 0;   // of the slot in the file
     size_t capacity = 0;
+    size_t populated = 0;  // bytes of the mapping faulted in when it was made
     uint32_t sequence = 0;
+    // Journal: the records still in the slot (not spilled), with `bound` bytes to spare.
+    bool has_room(size_t bound) const { return !encoder.spilled() && encoder.capacity() - encoder.size() >= bound; }
     uint64_t* committed_word() const { return reinterpret_cast<uint64_t*>(map + format::kJournalCommittedOffset); }
 };
 
@@ -385,8 +390,7 @@ struct CaptureWriter::Impl {
     // current slot, moving to another (a larger one if need be) if not.
     void ensure_room_locked(size_t bound) {
         if (!journal) return;
-        const format::RecordEncoder& out = current->encoder;
-        if (out.spilled() || out.capacity() - out.size() >= bound) return;
+        if (current->encoder.spilled() || current->has_room(bound)) return;
         hand_off_full_locked(bound);
     }
 
@@ -533,7 +537,8 @@ struct CaptureWriter::Impl {
         // faulted: all of them here then, so that it fails the capture, not
         // the program (SIGBUS in a hook).
         if (allocated != 0) populate_bytes = SIZE_MAX;
-        if (!populate(slot->map, populate_bytes >= slot->map_bytes ? slot->map_bytes : page_up(populate_bytes))) {
+        slot->populated = populate_bytes >= slot->map_bytes ? slot->map_bytes : page_up(populate_bytes);
+        if (!populate(slot->map, slot->populated)) {
             unmap_slot(*slot);
             return slot_failed("faulting the file's pages in", errno);
         }
@@ -747,8 +752,7 @@ void CaptureWriter::Impl::background_main() {
                 // The checkpoint and its locations go into one slot, published
                 // together: make room first, outside the lock if a slot must be made.
                 const size_t need = checkpoint_bound_locked() + 64;
-                const format::RecordEncoder& out = current->encoder;
-                if (!out.spilled() && out.capacity() - out.size() < need && !swap_current_locked(need)) {
+                if (!current->encoder.spilled() && !current->has_room(need) && !swap_current_locked(need)) {
                     state_lock->unlock();
                     if (need > options.chunk_bytes) wanted_capacity.store(need, std::memory_order_release);
                     drain();
@@ -842,9 +846,9 @@ bool CaptureWriter::Impl::begin_journal() {
         error.clear();
         return false;
     }
-    const size_t faulted = std::min(first->map_bytes, page_up(kSlotFaultedAtFirst));
-    unpopulated = first->map + faulted;
-    unpopulated_bytes = std::min(first->map_bytes, slot_populate_bytes()) - faulted;
+    const size_t wanted = std::min(first->map_bytes, slot_populate_bytes());
+    unpopulated = first->map + first->populated;
+    unpopulated_bytes = wanted > first->populated ? wanted - first->populated : 0;
     SpinGuard guard(*state_lock);
     SpinGuard queue(queue_lock);
     next_slot_sequence = chunks->next_sequence();
@@ -1224,12 +1228,11 @@ bool CaptureWriter::finish(const std::vector<std::pair<std::string, std::string>
         // reaching a worker in its atexit) loses none of them: the slot holds
         // them until its chunk is whole. Else the slot becomes its chunk and
         // they follow in a chunk of their own.
-        const size_t end_bound = bound_of(metadata) + (1 + 3 * kVarint) +
-                                 (s.aggregated ? s.checkpoint_bound_locked() + s.live_objects.size() * (1 + 5 * kVarint)
+        const size_t end_bound = bound_of(metadata) + kMemoryRecordBound +
+                                 (s.aggregated ? s.checkpoint_bound_locked() + s.live_objects.size() * kObjectRecordBound
                                                : 0);
         format::RecordEncoder& slot_records = s.current->encoder;
-        const bool in_slot = s.journal && !slot_records.spilled() &&
-                             slot_records.capacity() - slot_records.size() >= end_bound;
+        const bool in_slot = s.journal && s.current->has_room(end_bound);
         // Marked before any last chunk is written: a kill from here on is
         // one while finishing, not damage (ChunkReader::next).
         if (s.journal) format::mark_journal_finishing(s.current->map);
